@@ -1,0 +1,87 @@
+// Command mailgate sends mail through Microsoft 365 on behalf of programs, scripts and
+// devices. See `mailgate help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `mailgate: one API to send mail through Microsoft 365.
+
+Usage:
+  mailgate serve [--config FILE]     run the service (no FILE: embedded defaults, for trying it out)
+  mailgate keys new NAME             make an API key; prints it once, with its config entry
+  mailgate check-config FILE         validate FILE and print its routing table
+  mailgate version                   print the version
+
+Environment:
+  MAILGATE_DEV_KEY   the development key of 'serve' without --config (default: random, printed)
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// errUsage marks a command-line mistake: exit status 2.
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "mailgate:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		return serve(ctx, rest, stderr)
+	case "keys":
+		return keys(rest, stdout, stderr)
+	case "check-config":
+		return checkConfig(rest, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "mailgate", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "mailgate: unknown command %q\n\n%s", cmd, usage)
+		return errUsage
+	}
+}
+
+// newFlagSet returns a flag set that reports its errors to stderr and as errUsage.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errUsage
+		}
+		return errUsage
+	}
+	return nil
+}

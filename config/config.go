@@ -1,0 +1,378 @@
+// Package config loads mailgate's YAML configuration, once, and validates all of it
+// before anything starts: every error names the offending field by its path
+// (`backends.outbox.dir`) and line.
+//
+// Beyond plain YAML: `${VAR}` (and `${VAR:-default}`) in any value is replaced from the
+// environment, `$$` stands for a literal `$`; every secret field `foo` may instead be
+// read from a file with `foo_file`; durations are Go durations (`30s`, `24h`); unknown
+// fields are errors.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/mailgate/mailgate/config/secret"
+	"github.com/mailgate/mailgate/senders"
+	"github.com/mailgate/mailgate/senders/discard"
+	"github.com/mailgate/mailgate/senders/file"
+	"github.com/mailgate/mailgate/server/apikey"
+	"github.com/mailgate/mailgate/server/policy"
+)
+
+// Config is the whole configuration.
+type Config struct {
+	Listen   Listen              `yaml:"listen"`
+	Keys     []Key               `yaml:"keys"`
+	Routes   []Route             `yaml:"routes"`
+	Backends map[string]*Backend `yaml:"backends"`
+	Limits   Limits              `yaml:"limits"`
+	Log      Log                 `yaml:"log"`
+}
+
+// Listen says where the service listens.
+type Listen struct {
+	// HTTP serves REST, /metrics, /healthz, /readyz and /openapi.json; empty: off.
+	HTTP string `yaml:"http"`
+	// GRPC serves the gRPC API; empty: off.
+	GRPC string `yaml:"grpc"`
+	// TLS, when both files are set, applies to both listeners.
+	TLS TLSFiles `yaml:"tls"`
+	// ShutdownTimeout bounds how long in-flight requests may take to finish on SIGTERM.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// TLSFiles names a certificate chain and its private key, both PEM.
+type TLSFiles struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLSFiles) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
+
+// Key is an API key: its name, the hash of its secret, and what it may send as.
+type Key struct {
+	Name string `yaml:"name"`
+	// Hash is "sha256:<hex>", from `mailgate keys new`.
+	Hash secret.String `yaml:"hash"`
+	// Senders are the From patterns the key may use: address, *@domain or *.
+	Senders []string `yaml:"senders"`
+}
+
+// Route sends matching From addresses through a backend.
+type Route struct {
+	// Name identifies the route in responses; default: the match pattern.
+	Name    string `yaml:"name"`
+	Match   string `yaml:"match"`
+	Backend string `yaml:"backend"`
+	// Mailbox is the mailbox to send as; default: the From address.
+	Mailbox string `yaml:"mailbox"`
+}
+
+// Backend is one delivery backend: its type and that type's settings.
+type Backend struct {
+	Type     string
+	Settings senders.Config
+}
+
+// Limits bound what one message may be.
+type Limits struct {
+	Mailbox MailboxLimits `yaml:"mailbox"`
+	// MaxMessageBytes is the largest message accepted, measured as encoded MIME.
+	MaxMessageBytes int64 `yaml:"max_message_bytes"`
+}
+
+// MailboxLimits mirror Exchange Online's per-mailbox limits.
+type MailboxLimits struct {
+	// RecipientsPerMessage is Exchange Online's 500 by default.
+	RecipientsPerMessage int `yaml:"recipients_per_message"`
+}
+
+// Log configures the service's log.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json or text; empty: text on a terminal, json otherwise.
+	Format string `yaml:"format"`
+}
+
+// backendTypes is every backend type mailgate knows, by its `type:` name.
+var backendTypes = map[string]func() senders.Config{
+	"file":    func() senders.Config { return new(file.Config) },
+	"discard": func() senders.Config { return new(discard.Config) },
+}
+
+// BackendTypes lists the known backend types.
+func BackendTypes() []string {
+	return sortedKeys(backendTypes)
+}
+
+func defaults() *Config {
+	return &Config{
+		Listen: Listen{HTTP: "127.0.0.1:8080", GRPC: "127.0.0.1:9090", ShutdownTimeout: 30 * time.Second},
+		Limits: Limits{
+			Mailbox:         MailboxLimits{RecipientsPerMessage: 500},
+			MaxMessageBytes: 35 << 20, // Exchange Online's default send limit (35 MB)
+		},
+		Log: Log{Level: "info"},
+	}
+}
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// Default is the embedded configuration `mailgate serve` uses without a file: loopback
+// listeners and the file backend writing to ./outbox. It has no keys; the caller adds
+// the development key.
+func Default() *Config {
+	c, err := Parse(defaultYAML, "(embedded default)")
+	if err != nil {
+		panic("embedded default configuration is invalid: " + err.Error())
+	}
+	return c
+}
+
+// DefaultYAML returns the embedded default configuration's text.
+func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }
+
+// Load reads, parses and validates a configuration file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAndValidate(b, path)
+}
+
+// ParseAndValidate parses YAML text and validates the result.
+func ParseAndValidate(b []byte, name string) (*Config, error) {
+	c, err := Parse(b, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// FieldError is a problem with one field of the configuration.
+type FieldError struct {
+	Path string // e.g. "backends.outbox.dir"
+	Line int    // 0 when unknown
+	Msg  string
+}
+
+func (e *FieldError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s (line %d): %s", e.Path, e.Line, e.Msg)
+	}
+	return e.Path + ": " + e.Msg
+}
+
+// Validate checks everything that can be checked without connecting anywhere. The
+// returned error joins one *FieldError per problem.
+func (c *Config) Validate() error {
+	var v validator
+	c.validateListen(&v)
+	c.validateKeys(&v)
+	c.validateBackends(&v)
+	c.validateRoutes(&v)
+	if c.Limits.MaxMessageBytes <= 0 {
+		v.add("limits.max_message_bytes", "must be positive")
+	}
+	if n := c.Limits.Mailbox.RecipientsPerMessage; n <= 0 {
+		v.add("limits.mailbox.recipients_per_message", "must be positive")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.add("log.level", "must be debug, info, warn or error, not %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "", "json", "text":
+	default:
+		v.add("log.format", "must be json or text, not %q", c.Log.Format)
+	}
+	return v.err()
+}
+
+func (c *Config) validateListen(v *validator) {
+	if c.Listen.HTTP == "" && c.Listen.GRPC == "" {
+		v.add("listen", "at least one of http and grpc must be set")
+	}
+	for _, l := range []struct{ path, addr string }{{"listen.http", c.Listen.HTTP}, {"listen.grpc", c.Listen.GRPC}} {
+		if l.addr == "" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(l.addr); err != nil || port == "" {
+			v.add(l.path, "want host:port (e.g. 127.0.0.1:8080 or :8080), not %q", l.addr)
+		}
+	}
+	if t := c.Listen.TLS; t.Enabled() {
+		if t.CertFile == "" || t.KeyFile == "" {
+			v.add("listen.tls", "cert_file and key_file go together")
+		} else if _, err := LoadKeyPair(t); err != nil {
+			v.add("listen.tls", "%v", err)
+		}
+	}
+	if c.Listen.ShutdownTimeout <= 0 {
+		v.add("listen.shutdown_timeout", "must be a positive duration such as 30s")
+	}
+}
+
+var keyName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidKeyName reports whether name may name a key: it becomes an SMTP AUTH user name and
+// a metrics label, so it is kept to letters, digits, '.', '_' and '-'.
+func ValidKeyName(name string) bool { return keyName.MatchString(name) }
+
+func (c *Config) validateKeys(v *validator) {
+	if len(c.Keys) == 0 {
+		v.add("keys", "at least one key is required (make one with `mailgate keys new NAME`)")
+	}
+	names := map[string]bool{}
+	hashes := map[string]string{}
+	for i, k := range c.Keys {
+		p := fmt.Sprintf("keys[%d]", i)
+		switch {
+		case k.Name == "":
+			v.add(p+".name", "required")
+		case !ValidKeyName(k.Name):
+			v.add(p+".name", "%q: use up to 64 letters, digits, '.', '_' or '-'", k.Name)
+		case names[k.Name]:
+			v.add(p+".name", "%q is used by another key", k.Name)
+		}
+		names[k.Name] = true
+		if k.Hash.IsZero() {
+			v.add(p+".hash", "required (the hash: line printed by `mailgate keys new`)")
+		} else if _, err := apikey.ParseHash(k.Hash.Value()); err != nil {
+			v.add(p+".hash", "%v", err)
+		} else if other, dup := hashes[k.Hash.Value()]; dup {
+			v.add(p+".hash", "same key as %s: give each client its own key", other)
+		} else {
+			hashes[k.Hash.Value()] = k.Name
+		}
+		if len(k.Senders) == 0 {
+			v.add(p+".senders", "list the From addresses this key may use (address, *@domain or *)")
+		}
+		for j, s := range k.Senders {
+			if _, err := policy.ParsePattern(s); err != nil {
+				v.add(fmt.Sprintf("%s.senders[%d]", p, j), "%v", err)
+			}
+		}
+	}
+}
+
+var backendName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+func (c *Config) validateBackends(v *validator) {
+	if len(c.Backends) == 0 {
+		v.add("backends", "at least one backend is required")
+	}
+	for _, name := range sortedKeys(c.Backends) {
+		p := "backends." + name
+		if !backendName.MatchString(name) {
+			v.add(p, "name: use up to 64 letters, digits, '.', '_' or '-'")
+		}
+		b := c.Backends[name]
+		if b == nil || b.Settings == nil {
+			continue // reported while parsing
+		}
+		if err := b.Settings.Validate(); err != nil {
+			field, msg, ok := strings.Cut(err.Error(), ": ")
+			if ok && !strings.ContainsAny(field, " ") {
+				v.add(p+"."+field, "%s", msg)
+			} else {
+				v.add(p, "%v", err)
+			}
+		}
+	}
+}
+
+func (c *Config) validateRoutes(v *validator) {
+	if len(c.Routes) == 0 {
+		v.add("routes", "at least one route is required (e.g. {match: \"*\", backend: NAME})")
+	}
+	names := map[string]bool{}
+	for i, r := range c.Routes {
+		p := fmt.Sprintf("routes[%d]", i)
+		if r.Match == "" {
+			v.add(p+".match", "required: an address, *@domain or *")
+		} else if _, err := policy.ParsePattern(r.Match); err != nil {
+			v.add(p+".match", "%v", err)
+		}
+		if r.Backend == "" {
+			v.add(p+".backend", "required")
+		} else if _, ok := c.Backends[r.Backend]; !ok {
+			v.add(p+".backend", "no backend named %q (have: %s)", r.Backend, strings.Join(sortedKeys(c.Backends), ", "))
+		}
+		if r.Mailbox != "" {
+			if _, err := policy.ParsePattern(r.Mailbox); err != nil || strings.Contains(r.Mailbox, "*") {
+				v.add(p+".mailbox", "want a mailbox address such as noreply@contoso.com, not %q", r.Mailbox)
+			}
+		}
+		name := r.RouteName()
+		if names[name] {
+			v.add(p+".name", "%q names another route too", name)
+		}
+		names[name] = true
+	}
+}
+
+// RouteName is the route's name, defaulting to its match pattern.
+func (r Route) RouteName() string {
+	if r.Name != "" {
+		return r.Name
+	}
+	return r.Match
+}
+
+// Keyring builds the keyring of the validated configuration.
+func (c *Config) Keyring() (*apikey.Keyring, error) {
+	kr := apikey.NewKeyring()
+	for _, k := range c.Keys {
+		key := &apikey.Key{Name: k.Name}
+		for _, s := range k.Senders {
+			p, err := policy.ParsePattern(s)
+			if err != nil {
+				return nil, fmt.Errorf("key %s: %w", k.Name, err)
+			}
+			key.Senders = append(key.Senders, p)
+		}
+		if err := kr.Add(key, k.Hash.Value()); err != nil {
+			return nil, fmt.Errorf("key %s: %w", k.Name, err)
+		}
+	}
+	return kr, nil
+}
+
+// Router builds the router of the validated configuration.
+func (c *Config) Router() (*policy.Router, error) {
+	routes := make([]policy.Route, 0, len(c.Routes))
+	for _, r := range c.Routes {
+		p, err := policy.ParsePattern(r.Match)
+		if err != nil {
+			return nil, err
+		}
+		routes = append(routes, policy.Route{Name: r.RouteName(), Match: p, Backend: r.Backend, Mailbox: r.Mailbox})
+	}
+	return policy.NewRouter(routes), nil
+}
+
+type validator struct {
+	errs []error
+}
+
+func (v *validator) add(path, format string, args ...any) {
+	v.errs = append(v.errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) err() error { return errors.Join(v.errs...) }

@@ -1,0 +1,60 @@
+// Package discard is a backend that accepts every message and drops it: for load tests
+// and dry runs of a configuration.
+package discard
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/mailgate/mailgate/senders"
+)
+
+// Config is the `type: discard` backend section.
+type Config struct {
+	// Delay makes every send take this long, to stand in for a real backend's latency
+	// in load tests.
+	Delay time.Duration `yaml:"delay"`
+}
+
+// Validate implements senders.Config.
+func (c *Config) Validate() error {
+	if c.Delay < 0 {
+		return fmt.Errorf("delay: must not be negative")
+	}
+	return nil
+}
+
+// Open implements senders.Config.
+func (c *Config) Open(senders.Env) (senders.Sender, error) { return &Sender{delay: c.Delay}, nil }
+
+// Sender accepts and drops messages, counting them.
+type Sender struct {
+	delay time.Duration
+	n     atomic.Int64
+}
+
+// New returns a Sender that takes delay per message.
+func New(delay time.Duration) *Sender { return &Sender{delay: delay} }
+
+// Send implements senders.Sender.
+func (s *Sender) Send(ctx context.Context, msg *senders.Message) (*senders.Result, error) {
+	if s.delay > 0 {
+		t := time.NewTimer(s.delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.n.Add(1)
+	return &senders.Result{Status: senders.Sent, Accepted: msg.Recipients}, nil
+}
+
+// Count is the number of messages accepted so far.
+func (s *Sender) Count() int64 { return s.n.Load() }

@@ -1,0 +1,295 @@
+package senders
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/mail"
+	"strings"
+	"time"
+
+	gomail "github.com/wneessen/go-mail"
+)
+
+// Message is one validated, routed message, ready for a backend. Backends read it and
+// never modify it.
+//
+// A message is either structured (Content is set: Graph can send it as JSON) or raw
+// (Content is nil: the caller's RFC 5322 bytes). Either way WriteTo produces the
+// RFC 5322 form, composed by one composer for every backend.
+type Message struct {
+	// ID is mailgate's id for the message.
+	ID string
+	// MessageID is the RFC 5322 Message-ID, with angle brackets.
+	MessageID string
+	// Date is the message's Date header.
+	Date time.Time
+	// From is the author (the From header).
+	From mail.Address
+	// EnvelopeFrom is the SMTP reverse-path; From.Address unless the caller gave another.
+	EnvelopeFrom string
+	// Recipients are the envelope recipients (To, Cc and Bcc), deduplicated.
+	Recipients []string
+	// Mailbox is the mailbox the route sends as (the Graph user, the SMTP AUTH user);
+	// empty means From.Address.
+	Mailbox string
+	// SaveToSentItems overrides the backend's default when set.
+	SaveToSentItems *bool
+	// Content is the structured message; nil for a raw message.
+	Content *Content
+
+	raw       []byte // the caller's bytes, for a raw message
+	rawPrefix []byte // header fields mailgate adds in front of raw (Message-ID, Date)
+}
+
+// Content is a structured message.
+type Content struct {
+	From                 mail.Address
+	To, Cc, Bcc, ReplyTo []mail.Address
+	Subject              string
+	Text, HTML           string
+	Attachments          []Attachment
+	// Headers are custom header fields (X-...), in the order they are written.
+	Headers []Header
+}
+
+// Attachment is a file attached to a structured message.
+type Attachment struct {
+	Filename    string
+	ContentType string
+	// ContentID, when set, makes the attachment an inline part (multipart/related),
+	// referenced from the HTML as cid:ContentID. Without angle brackets.
+	ContentID string
+	Content   []byte
+}
+
+// Header is one header field.
+type Header struct {
+	Name, Value string
+}
+
+// SendingMailbox is the mailbox the message is sent as.
+func (m *Message) SendingMailbox() string {
+	if m.Mailbox != "" {
+		return m.Mailbox
+	}
+	return m.From.Address
+}
+
+// Raw reports whether the message came as RFC 5322 bytes rather than structured fields.
+func (m *Message) Raw() bool { return m.Content == nil }
+
+// NewMessage composes a structured message. id becomes the local part of the generated
+// Message-ID; the envelope recipients are To, Cc and Bcc, deduplicated.
+func NewMessage(id string, c *Content, now time.Time) *Message {
+	var rcpts recipients
+	for _, list := range [][]mail.Address{c.To, c.Cc, c.Bcc} {
+		for _, a := range list {
+			rcpts.add(a.Address)
+		}
+	}
+	return &Message{
+		ID:           id,
+		MessageID:    newMessageID(id, c.From.Address),
+		Date:         now,
+		From:         c.From,
+		EnvelopeFrom: c.From.Address,
+		Recipients:   rcpts.list,
+		Content:      c,
+	}
+}
+
+// RawHeader is what mailgate reads from the header of a raw message.
+type RawHeader struct {
+	From         []*mail.Address
+	To, Cc, Bcc  []*mail.Address
+	MessageID    string
+	HasDate      bool
+	CRLF         bool // the header uses CRLF line endings
+	HeaderLength int
+}
+
+// ParseRawHeader reads the header section of an RFC 5322 message. It fails when the
+// header is malformed or an address field does not parse.
+func ParseRawHeader(raw []byte) (*RawHeader, error) {
+	m, err := mail.ReadMessage(bufio.NewReader(bytes.NewReader(raw)))
+	if err != nil {
+		return nil, fmt.Errorf("header section does not parse: %w", err)
+	}
+	h := &RawHeader{
+		MessageID: strings.TrimSpace(m.Header.Get("Message-Id")),
+		HasDate:   m.Header.Get("Date") != "",
+	}
+	if i := bytes.IndexByte(raw, '\n'); i > 0 && raw[i-1] == '\r' {
+		h.CRLF = true
+	}
+	for _, f := range []struct {
+		name string
+		dst  *[]*mail.Address
+	}{{"From", &h.From}, {"To", &h.To}, {"Cc", &h.Cc}, {"Bcc", &h.Bcc}} {
+		if m.Header.Get(f.name) == "" {
+			continue
+		}
+		list, err := m.Header.AddressList(f.name)
+		if err != nil {
+			return nil, fmt.Errorf("%s header: %w", f.name, err)
+		}
+		*f.dst = list
+	}
+	if h.MessageID != "" && (!strings.HasPrefix(h.MessageID, "<") || !strings.HasSuffix(h.MessageID, ">")) {
+		return nil, errors.New("Message-ID header must be of the form <id@domain>")
+	}
+	return h, nil
+}
+
+// NewRawMessage wraps an RFC 5322 message whose header h was parsed by ParseRawHeader.
+// The bytes are kept as they are; a Message-ID and a Date are prepended when missing.
+// From and the envelope come from the header; callers may override Recipients and
+// EnvelopeFrom afterwards.
+func NewRawMessage(id string, raw []byte, h *RawHeader, now time.Time) *Message {
+	m := &Message{ID: id, Date: now, raw: raw, MessageID: h.MessageID}
+	if len(h.From) > 0 {
+		m.From = *h.From[0]
+		m.EnvelopeFrom = h.From[0].Address
+	}
+	var rcpts recipients
+	for _, list := range [][]*mail.Address{h.To, h.Cc, h.Bcc} {
+		for _, a := range list {
+			rcpts.add(a.Address)
+		}
+	}
+	m.Recipients = rcpts.list
+	eol := "\n"
+	if h.CRLF {
+		eol = "\r\n"
+	}
+	var prefix bytes.Buffer
+	if m.MessageID == "" {
+		m.MessageID = newMessageID(id, m.From.Address)
+		prefix.WriteString("Message-ID: " + m.MessageID + eol)
+	}
+	if !h.HasDate {
+		prefix.WriteString("Date: " + now.Format(time.RFC1123Z) + eol)
+	}
+	m.rawPrefix = prefix.Bytes()
+	return m
+}
+
+// WriteTo writes the message in RFC 5322 form. For a structured message it composes MIME
+// (multipart/alternative for text+html, related for inline parts, mixed for
+// attachments; Bcc never appears); a raw message is written as the caller sent it.
+func (m *Message) WriteTo(w io.Writer) (int64, error) {
+	if m.Content == nil {
+		n, err := w.Write(m.rawPrefix)
+		if err != nil {
+			return int64(n), err
+		}
+		k, err := w.Write(m.raw)
+		return int64(n + k), err
+	}
+	msg, err := m.compose()
+	if err != nil {
+		return 0, err
+	}
+	return msg.WriteTo(w)
+}
+
+// compose builds the go-mail message afresh for each write: it is cheap (attachments are
+// read through, not copied) and leaves no reader state behind a failed write.
+func (m *Message) compose() (*gomail.Msg, error) {
+	c := m.Content
+	msg := gomail.NewMsg(gomail.WithNoDefaultUserAgent(), gomail.WithCharset(gomail.CharsetUTF8))
+	msg.FromMailAddress(&c.From)
+	setAddrs(msg, gomail.HeaderTo, c.To)
+	setAddrs(msg, gomail.HeaderCc, c.Cc)
+	setAddrs(msg, gomail.HeaderReplyTo, c.ReplyTo)
+	msg.SetMessageIDWithValue(strings.TrimSuffix(strings.TrimPrefix(m.MessageID, "<"), ">"))
+	msg.SetDateWithValue(m.Date)
+	if c.Subject != "" {
+		msg.Subject(c.Subject)
+	}
+	for _, h := range c.Headers {
+		msg.SetGenHeader(gomail.Header(h.Name), h.Value)
+	}
+	switch {
+	case c.Text != "" && c.HTML != "":
+		msg.SetBodyString(gomail.TypeTextPlain, c.Text)
+		msg.AddAlternativeString(gomail.TypeTextHTML, c.HTML)
+	case c.HTML != "":
+		msg.SetBodyString(gomail.TypeTextHTML, c.HTML)
+	default:
+		msg.SetBodyString(gomail.TypeTextPlain, c.Text)
+	}
+	for _, a := range c.Attachments {
+		opts := []gomail.FileOption{gomail.WithFileContentType(gomail.ContentType(a.ContentType))}
+		r := bytes.NewReader(a.Content)
+		if a.ContentID != "" {
+			msg.EmbedReadSeeker(a.Filename, r, append(opts, gomail.WithFileContentID(a.ContentID))...)
+		} else {
+			msg.AttachReadSeeker(a.Filename, r, opts...)
+		}
+	}
+	return msg, nil
+}
+
+func setAddrs(msg *gomail.Msg, h gomail.AddrHeader, list []mail.Address) {
+	if len(list) == 0 {
+		return
+	}
+	ptrs := make([]*mail.Address, len(list))
+	for i := range list {
+		ptrs[i] = &list[i]
+	}
+	msg.SetAddrHeaderFromMailAddress(h, ptrs...)
+}
+
+// EstimatedSize is the size of the composed message, to within a few hundred bytes plus
+// 3%: base64 attachments grow by 4/3 plus line breaks, text by quoted-printable escapes.
+// It is used to enforce size limits without composing the message.
+func (c *Content) EstimatedSize() int64 {
+	n := int64(1024 + len(c.Subject)*2) // header fields, boundaries
+	for _, h := range c.Headers {
+		n += int64(len(h.Name) + len(h.Value)*2 + 4)
+	}
+	for _, list := range [][]mail.Address{c.To, c.Cc, c.ReplyTo} {
+		for _, a := range list {
+			n += int64(len(a.Address) + len(a.Name)*2 + 4)
+		}
+	}
+	n += int64(len(c.Text)) * 103 / 100
+	n += int64(len(c.HTML)) * 103 / 100
+	for _, a := range c.Attachments {
+		b64 := (int64(len(a.Content)) + 2) / 3 * 4
+		n += b64 + b64/76*2 + 256 + int64(len(a.Filename)*2)
+	}
+	return n
+}
+
+func newMessageID(id, from string) string {
+	domain := "mailgate.invalid"
+	if i := strings.LastIndexByte(from, '@'); i >= 0 && i < len(from)-1 {
+		domain = from[i+1:]
+	}
+	return "<" + id + "@" + domain + ">"
+}
+
+// recipients collects envelope recipients once each, comparing case-insensitively (a
+// domain is case-insensitive, and no real system distinguishes local parts by case).
+type recipients struct {
+	list []string
+	seen map[string]struct{}
+}
+
+func (r *recipients) add(addr string) {
+	k := strings.ToLower(addr)
+	if _, dup := r.seen[k]; dup {
+		return
+	}
+	if r.seen == nil {
+		r.seen = make(map[string]struct{})
+	}
+	r.seen[k] = struct{}{}
+	r.list = append(r.list, addr)
+}

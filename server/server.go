@@ -1,0 +1,310 @@
+// Package server is the mailgate service: the gRPC API, the REST gateway in front of it,
+// API keys, validation, routing and the mapping of errors to codes. It knows nothing of
+// SMTP wire details or Microsoft's JSON: backends (package senders) do that.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/openapi"
+	"github.com/mailgate/mailgate/senders"
+	"github.com/mailgate/mailgate/server/apikey"
+)
+
+// Options configure a Server.
+type Options struct {
+	Service ServiceOptions
+	Keys    *apikey.Keyring
+	// TLS, when set, is served on both listeners.
+	TLS *tls.Config
+	// ShutdownTimeout bounds the drain on shutdown; default 30 s.
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+}
+
+// Server serves one mailgate process's listeners.
+type Server struct {
+	svc      *Service
+	grpc     *grpc.Server // the public gRPC listener
+	inner    *grpc.Server // the REST gateway's in-process hop, same interceptors
+	innerLn  *bufconn.Listener
+	gwConn   *grpc.ClientConn
+	http     *http.Server
+	health   *health.Server
+	tls      *tls.Config
+	registry *prometheus.Registry
+	ready    atomic.Bool
+	log      *slog.Logger
+	timeout  time.Duration
+}
+
+// New builds a server; Serve starts it.
+func New(opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Service.Logger == nil {
+		opts.Service.Logger = opts.Logger
+	}
+	svc, err := NewService(opts.Service)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		svc:      svc,
+		health:   health.NewServer(),
+		tls:      opts.TLS,
+		registry: prometheus.NewRegistry(),
+		log:      opts.Logger,
+		timeout:  opts.ShutdownTimeout,
+	}
+	if s.timeout <= 0 {
+		s.timeout = 30 * time.Second
+	}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), svc.metrics)
+	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	s.registry.MustRegister(grpcMetrics)
+
+	// gRPC refuses bigger messages itself, before validation can say MESSAGE_TOO_LARGE;
+	// leave room for attachments' base64 growth, which validation measures.
+	maxMsg := int(2*opts.Service.Limits.MaxMessageBytes + 1<<20)
+	newGRPC := func(extra ...grpc.ServerOption) *grpc.Server {
+		g := grpc.NewServer(append([]grpc.ServerOption{
+			grpc.MaxRecvMsgSize(maxMsg),
+			grpc.ChainUnaryInterceptor(
+				recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(s.recovered)),
+				grpcMetrics.UnaryServerInterceptor(),
+				authenticate(opts.Keys),
+			),
+		}, extra...)...)
+		mailgatev1.RegisterMailServiceServer(g, svc)
+		healthpb.RegisterHealthServer(g, s.health)
+		reflection.Register(g)
+		grpcMetrics.InitializeMetrics(g)
+		return g
+	}
+	if s.tls != nil {
+		s.grpc = newGRPC(grpc.Creds(credentials.NewTLS(s.tls)))
+	} else {
+		s.grpc = newGRPC()
+	}
+	s.inner = newGRPC()
+	s.innerLn = bufconn.Listen(1 << 20)
+
+	s.gwConn, err = grpc.NewClient("passthrough:///mailgate-inproc",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.innerLn.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMsg), grpc.MaxCallRecvMsgSize(maxMsg)),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("gateway connection: %w", err)
+	}
+	gw := runtime.NewServeMux(
+		runtime.WithIncomingHeaderMatcher(headerMatcher),
+		runtime.WithErrorHandler(gatewayErrorHandler),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+			MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
+		}),
+	)
+	if err := mailgatev1.RegisterMailServiceHandler(context.Background(), gw, s.gwConn); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	// JSON carries attachments as base64: 4/3 of the message, plus the JSON around it.
+	maxBody := opts.Service.Limits.MaxMessageBytes*4/3 + 1<<20
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", limitBody(gw, maxBody))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openapi.JSON)
+	})
+	s.http = &http.Server{
+		Handler:           mux,
+		TLSConfig:         s.tls,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       10 * time.Minute, // a large message over a slow link, not forever
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	return s, nil
+}
+
+// NewFromConfig builds a server, and opens its backends, from a validated configuration.
+func NewFromConfig(cfg *config.Config, log *slog.Logger) (*Server, error) {
+	keys, err := cfg.Keyring()
+	if err != nil {
+		return nil, err
+	}
+	router, err := cfg.Router()
+	if err != nil {
+		return nil, err
+	}
+	backends := make(map[string]senders.Sender, len(cfg.Backends))
+	for name, b := range cfg.Backends {
+		snd, err := b.Settings.Open(senders.Env{Name: name, Logger: log.With("backend", name)})
+		if err != nil {
+			return nil, fmt.Errorf("backends.%s: %w", name, err)
+		}
+		backends[name] = snd
+	}
+	opts := Options{
+		Service: ServiceOptions{
+			Router:   router,
+			Backends: backends,
+			Limits: Limits{
+				MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+				MaxRecipients:   cfg.Limits.Mailbox.RecipientsPerMessage,
+			},
+			Logger: log,
+		},
+		Keys:            keys,
+		ShutdownTimeout: cfg.Listen.ShutdownTimeout,
+		Logger:          log,
+	}
+	if cfg.Listen.TLS.Enabled() {
+		cert, err := config.LoadKeyPair(cfg.Listen.TLS)
+		if err != nil {
+			return nil, err
+		}
+		opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
+	return New(opts)
+}
+
+// Service returns the MailService implementation, for in-process callers (the SMTP shim).
+func (s *Server) Service() *Service { return s.svc }
+
+// Serve runs until ctx is done, then drains: listeners close at once, in-flight requests
+// get up to the shutdown timeout to finish, and backends are closed. A nil listener is
+// not served. It returns nil after a clean drain.
+func (s *Server) Serve(ctx context.Context, httpLn, grpcLn net.Listener) error {
+	errc := make(chan error, 3)
+	go func() { errc <- s.inner.Serve(s.innerLn) }()
+	if grpcLn != nil {
+		go func() { errc <- s.grpc.Serve(grpcLn) }()
+	}
+	if httpLn != nil {
+		go func() {
+			var err error
+			if s.tls != nil {
+				err = s.http.ServeTLS(httpLn, "", "")
+			} else {
+				err = s.http.Serve(httpLn)
+			}
+			if errors.Is(err, http.ErrServerClosed) {
+				err = nil
+			}
+			errc <- err
+		}()
+	}
+	s.ready.Store(true)
+	s.health.Resume()
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+		serveErr = fmt.Errorf("listener failed: %w", serveErr)
+	}
+	return errors.Join(serveErr, s.drain())
+}
+
+func (s *Server) drain() error {
+	s.ready.Store(false)
+	s.health.Shutdown()
+	s.log.Info("draining", "timeout", s.timeout.String())
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+
+	var wg sync.WaitGroup
+	var httpErr error
+	wg.Go(func() {
+		httpErr = s.http.Shutdown(ctx)
+		// REST requests ride the inner server; stop it only once they are done.
+		gracefulStop(ctx, s.inner)
+	})
+	wg.Go(func() { gracefulStop(ctx, s.grpc) })
+	wg.Wait()
+	s.gwConn.Close()
+
+	var errs []error
+	if httpErr != nil {
+		errs = append(errs, fmt.Errorf("http drain: %w", httpErr))
+	}
+	for name, b := range s.svc.backends {
+		if c, ok := b.(io.Closer); ok {
+			if err := c.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("backend %s: %w", name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// gracefulStop lets in-flight RPCs finish until ctx is done, then cuts them off.
+func gracefulStop(ctx context.Context, g *grpc.Server) {
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		g.Stop()
+		<-done
+	}
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if !s.ready.Load() {
+		http.Error(w, "not ready: shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	io.WriteString(w, "ready\n")
+}
+
+func (s *Server) recovered(ctx context.Context, p any) error {
+	s.log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
+	return toStatus(mailerr.New(mailerr.Internal, "internal error")).Err()
+}
+
+// headerMatcher forwards the headers the API defines. grpc-gateway's default drops
+// Idempotency-Key and X-API-Key (Authorization it forwards on its own).
+func headerMatcher(h string) (string, bool) {
+	switch http.CanonicalHeaderKey(h) {
+	case "Idempotency-Key":
+		return "idempotency-key", true
+	case "X-Api-Key":
+		return "x-api-key", true
+	}
+	return runtime.DefaultHeaderMatcher(h)
+}

@@ -1,0 +1,109 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/mailgate/mailgate/mailerr"
+)
+
+// toStatus turns a classified error into the gRPC status callers see: the kind's code,
+// the caller-facing message, and ErrorInfo, BadRequest and RetryInfo details. The cause
+// (e.Err) stays in the log.
+func toStatus(e *mailerr.Error) *status.Status {
+	st := status.New(e.Kind.GRPCCode(), e.Msg)
+	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{
+		Reason:   e.ReasonOrDefault(),
+		Domain:   mailerr.Domain,
+		Metadata: e.Metadata,
+	}}
+	if len(e.Fields) > 0 {
+		br := &errdetails.BadRequest{}
+		for _, f := range e.Fields {
+			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{
+				Field: f.Field, Description: f.Description,
+			})
+		}
+		details = append(details, br)
+	}
+	if e.RetryAfter > 0 {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
+	}
+	withDetails, err := st.WithDetails(details...)
+	if err != nil {
+		return st // details are an aid; the code and message still say what happened
+	}
+	return withDetails
+}
+
+// statusKind recovers the class and retry delay of a status returned by the service (or
+// raised by the gateway or gRPC itself).
+func statusKind(st *status.Status) (mailerr.Kind, time.Duration) {
+	var reason string
+	var retry time.Duration
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			if d.GetDomain() == mailerr.Domain {
+				reason = d.GetReason()
+			}
+		case *errdetails.RetryInfo:
+			retry = d.GetRetryDelay().AsDuration()
+		}
+	}
+	return mailerr.KindOf(st.Code(), reason), retry
+}
+
+// retryAfterSeconds renders a delay as an HTTP Retry-After value: whole seconds, rounded
+// up, at least 1.
+func retryAfterSeconds(d time.Duration) string {
+	s := int64(math.Ceil(d.Seconds()))
+	if s < 1 {
+		s = 1
+	}
+	return strconv.FormatInt(s, 10)
+}
+
+// gatewayErrorHandler writes REST errors from the same table as gRPC: the status body
+// (code, message, details) with the HTTP status of the error's class, 422 where gRPC
+// has no equivalent, and Retry-After on 429.
+func gatewayErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	if limit := bodyLimitFrom(r.Context()); limit != nil && limit.exceeded {
+		err = toStatus(tooLargeBody(limit.max)).Err()
+	}
+	var httpErr *runtime.HTTPStatusError
+	if errors.As(err, &httpErr) {
+		// Routing errors (unknown path, wrong method) keep the gateway's own status.
+		runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+		return
+	}
+	st := status.Convert(err)
+	kind, retry := statusKind(st)
+	if st.Code() == codes.InvalidArgument && len(st.Details()) == 0 {
+		// The gateway's own decoding errors: give them the reason callers can match on.
+		st = toStatus(&mailerr.Error{Kind: mailerr.Invalid, Msg: "request body: " + st.Message()})
+	}
+	if kind == mailerr.Throttled {
+		w.Header().Set("Retry-After", retryAfterSeconds(retry))
+	}
+	buf, merr := protojson.Marshal(st.Proto())
+	if merr != nil {
+		http.Error(w, st.Message(), kind.HTTPStatus())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(kind.HTTPStatus())
+	w.Write(buf)
+}
