@@ -126,9 +126,13 @@ func (w *walker) walkScalar(n *yaml.Node, t reflect.Type, path string) {
 		return
 	}
 	if expanded != n.Value {
+		// Type the expanded text by its field, not by how it was quoted: "${PORT}" is
+		// an int where an int is wanted, and ${PASSWORD} a string even if it reads "null".
 		n.Value = expanded
-		if n.Style == 0 {
-			n.Tag = "" // let YAML resolve the expanded text: ${PORT} may be an int
+		if t.Kind() == reflect.String || t == secretType {
+			n.Tag = "!!str"
+		} else {
+			n.Tag, n.Style = "", 0
 		}
 	}
 	v := reflect.New(t)

@@ -226,7 +226,8 @@ func (m *Message) compose() (*gomail.Msg, error) {
 		opts := []gomail.FileOption{gomail.WithFileContentType(gomail.ContentType(a.ContentType))}
 		r := bytes.NewReader(a.Content)
 		if a.ContentID != "" {
-			msg.EmbedReadSeeker(a.Filename, r, append(opts, gomail.WithFileContentID(a.ContentID))...)
+			// RFC 2392: the header holds the id in angle brackets; cid: URLs omit them.
+			msg.EmbedReadSeeker(a.Filename, r, append(opts, gomail.WithFileContentID("<"+a.ContentID+">"))...)
 		} else {
 			msg.AttachReadSeeker(a.Filename, r, opts...)
 		}
@@ -249,7 +250,7 @@ func setAddrs(msg *gomail.Msg, h gomail.AddrHeader, list []mail.Address) {
 // 3%: base64 attachments grow by 4/3 plus line breaks, text by quoted-printable escapes.
 // It is used to enforce size limits without composing the message.
 func (c *Content) EstimatedSize() int64 {
-	n := int64(1024 + len(c.Subject)*2) // header fields, boundaries
+	n := int64(2048 + len(c.Subject)*2) // header fields, multipart boundaries
 	for _, h := range c.Headers {
 		n += int64(len(h.Name) + len(h.Value)*2 + 4)
 	}
@@ -262,7 +263,7 @@ func (c *Content) EstimatedSize() int64 {
 	n += int64(len(c.HTML)) * 103 / 100
 	for _, a := range c.Attachments {
 		b64 := (int64(len(a.Content)) + 2) / 3 * 4
-		n += b64 + b64/76*2 + 256 + int64(len(a.Filename)*2)
+		n += b64 + b64/76*2 + 512 + int64(len(a.Filename)*2)
 	}
 	return n
 }

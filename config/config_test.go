@@ -1,0 +1,236 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailgate/mailgate/senders/discard"
+	"github.com/mailgate/mailgate/senders/file"
+	"github.com/mailgate/mailgate/server/apikey"
+)
+
+var testHash = apikey.Hash("mg_test")
+
+func validYAML() string {
+	return `
+listen:
+  http: 127.0.0.1:8080
+  grpc: 127.0.0.1:9090
+  shutdown_timeout: 45s
+keys:
+  - name: billing-app
+    hash: ` + testHash + `
+    senders: ["billing@contoso.com", "*@notify.contoso.com"]
+routes:
+  - {match: "scanner@contoso.com", backend: outbox}
+  - {name: everyone, match: "*", backend: sink, mailbox: noreply@contoso.com}
+backends:
+  outbox:
+    type: file
+    dir: /tmp/outbox
+  sink:
+    type: discard
+    delay: 10ms
+limits:
+  max_message_bytes: 1048576
+  mailbox: {recipients_per_message: 100}
+log: {level: debug, format: text}
+`
+}
+
+func TestParseValid(t *testing.T) {
+	t.Parallel()
+	c, err := ParseAndValidate([]byte(validYAML()), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen.ShutdownTimeout != 45*time.Second || c.Limits.MaxMessageBytes != 1<<20 || c.Limits.Mailbox.RecipientsPerMessage != 100 {
+		t.Errorf("values not decoded: %+v", c)
+	}
+	if f, ok := c.Backends["outbox"].Settings.(*file.Config); !ok || f.Dir != "/tmp/outbox" {
+		t.Errorf("outbox settings %#v", c.Backends["outbox"].Settings)
+	}
+	if d, ok := c.Backends["sink"].Settings.(*discard.Config); !ok || d.Delay != 10*time.Millisecond {
+		t.Errorf("sink settings %#v", c.Backends["sink"].Settings)
+	}
+	if c.Routes[0].RouteName() != "scanner@contoso.com" || c.Routes[1].RouteName() != "everyone" {
+		t.Errorf("route names %q %q", c.Routes[0].RouteName(), c.Routes[1].RouteName())
+	}
+	router, _ := c.Router()
+	if r, _ := router.Route("someone@fabrikam.com"); r.Backend != "sink" || r.Mailbox != "noreply@contoso.com" {
+		t.Errorf("router: %+v", r)
+	}
+	keys, _ := c.Keyring()
+	if k, ok := keys.Lookup("mg_test"); !ok || k.Name != "billing-app" {
+		t.Errorf("keyring: %v %v", k, ok)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	if c.Listen.HTTP != "127.0.0.1:8080" || c.Listen.GRPC != "127.0.0.1:9090" {
+		t.Errorf("listen %+v: want loopback only", c.Listen)
+	}
+	if c.Limits.MaxMessageBytes != 35<<20 || c.Limits.Mailbox.RecipientsPerMessage != 500 || c.Listen.ShutdownTimeout != 30*time.Second {
+		t.Errorf("limits %+v", c.Limits)
+	}
+	if f := c.Backends["outbox"].Settings.(*file.Config); f.Dir != "./outbox" {
+		t.Errorf("outbox dir %q", f.Dir)
+	}
+}
+
+// Every problem is reported, each with the path of its field.
+func TestErrorsNameTheField(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		edit    func(string) string
+		path    string
+		message string
+	}{
+		{"unknown top-level", func(s string) string { return s + "\nfoo: 1\n" }, "foo", "unknown field"},
+		{"unknown nested", func(s string) string { return strings.Replace(s, "dir: /tmp/outbox", "dri: /tmp/outbox", 1) }, "backends.outbox.dri", "unknown field (known: dir)"},
+		{"missing required", func(s string) string { return strings.Replace(s, "dir: /tmp/outbox", "", 1) }, "backends.outbox.dir", "required"},
+		{"unknown backend type", func(s string) string { return strings.Replace(s, "type: file", "type: carrier-pigeon", 1) }, "backends.outbox.type", "unknown backend type"},
+		{"route to missing backend", func(s string) string { return strings.Replace(s, "backend: outbox}", "backend: nowhere}", 1) }, "routes[0].backend", `no backend named "nowhere"`},
+		{"bad pattern", func(s string) string { return strings.Replace(s, `"*@notify.contoso.com"`, `"*@"`, 1) }, "keys[0].senders[1]", "not a domain"},
+		{"bad hash", func(s string) string { return strings.Replace(s, testHash, "sha256:abc", 1) }, "keys[0].hash", "64 hex digits"},
+		{"bad key name", func(s string) string { return strings.Replace(s, "billing-app", "billing app", 1) }, "keys[0].name", "letters, digits"},
+		{"bad duration", func(s string) string { return strings.Replace(s, "45s", "45", 1) }, "listen.shutdown_timeout", "duration"},
+		{"bad int", func(s string) string { return strings.Replace(s, "1048576", "lots", 1) }, "limits.max_message_bytes", "whole number"},
+		{"bad listen", func(s string) string { return strings.Replace(s, "127.0.0.1:8080", "8080", 1) }, "listen.http", "host:port"},
+		{"list expected", func(s string) string {
+			return strings.Replace(s, `senders: ["billing@contoso.com", "*@notify.contoso.com"]`, "senders: billing@contoso.com", 1)
+		}, "keys[0].senders", "want a list"},
+		{"bad log level", func(s string) string { return strings.Replace(s, "level: debug", "level: loud", 1) }, "log.level", "debug, info"},
+		{"tls half", func(s string) string { return strings.Replace(s, "  shutdown_timeout: 45s", "  tls: {cert_file: /x.pem}", 1) }, "listen.tls", "go together"},
+		{"duplicate route name", func(s string) string { return strings.Replace(s, "name: everyone, match: \"*\"", "match: \"scanner@contoso.com\"", 1) }, "routes[1].name", "names another route"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ParseAndValidate([]byte(tt.edit(validYAML())), "test")
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			var found bool
+			for _, e := range unjoin(err) {
+				var fe *FieldError
+				if errors.As(e, &fe) && fe.Path == tt.path && strings.Contains(fe.Msg, tt.message) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("want an error at %s containing %q; got:\n%v", tt.path, tt.message, err)
+			}
+		})
+	}
+}
+
+func TestErrorCarriesLine(t *testing.T) {
+	t.Parallel()
+	_, err := Parse([]byte("listen:\n  http: a\n  bogus: 1\n"), "test")
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Line != 3 || !strings.Contains(err.Error(), "listen.bogus (line 3)") {
+		t.Errorf("error %v: want path and line 3", err)
+	}
+}
+
+func TestEnvExpansion(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"DIR": "/srv/mail", "PORT": "2525", "EMPTY": ""}
+	getenv := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	tests := []struct{ in, want, err string }{
+		{"${DIR}/outbox", "/srv/mail/outbox", ""},
+		{"127.0.0.1:${PORT}", "127.0.0.1:2525", ""},
+		{"${MISSING:-fallback}", "fallback", ""},
+		{"${EMPTY:-fallback}", "fallback", ""},
+		{"${EMPTY}", "", ""},
+		{"pa$$word", "pa$word", ""},
+		{"lone $ sign", "lone $ sign", ""},
+		{"${MISSING}", "", "MISSING is not set"},
+		{"${DIR", "", "unterminated"},
+		{"${1BAD}", "", "not an environment variable name"},
+	}
+	for _, tt := range tests {
+		got, err := expandEnv(tt.in, getenv)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("expandEnv(%q) error %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("expandEnv(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+// Environment variables and *_file secrets work through Parse, not only in isolation.
+func TestEnvAndSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	hashFile := filepath.Join(dir, "hash")
+	os.WriteFile(hashFile, []byte(testHash+"\n"), 0o600)
+	t.Setenv("MAILGATE_TEST_OUTBOX", dir)
+	t.Setenv("MAILGATE_TEST_HASHFILE", hashFile)
+	t.Setenv("MAILGATE_TEST_RCPTS", "7")
+	y := strings.Replace(validYAML(), "hash: "+testHash, "hash_file: ${MAILGATE_TEST_HASHFILE}", 1)
+	y = strings.Replace(y, "dir: /tmp/outbox", "dir: ${MAILGATE_TEST_OUTBOX}/out", 1)
+	y = strings.Replace(y, "{recipients_per_message: 100}", `{recipients_per_message: "${MAILGATE_TEST_RCPTS}"}`, 1)
+	y = strings.Replace(y, "name: everyone", `name: "${MAILGATE_TEST_ROUTE:-null}"`, 1)
+	c, err := ParseAndValidate([]byte(y), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Keys[0].Hash.Value() != testHash {
+		t.Errorf("hash from file = %q", c.Keys[0].Hash.Value())
+	}
+	if c.Keys[0].Hash.String() == testHash {
+		t.Error("a secret prints its value")
+	}
+	if got := c.Backends["outbox"].Settings.(*file.Config).Dir; got != dir+"/out" {
+		t.Errorf("dir = %q", got)
+	}
+	if c.Routes[1].Name != "null" {
+		t.Errorf("a string field took %q: expanded text must stay a string", c.Routes[1].Name)
+	}
+	if c.Limits.Mailbox.RecipientsPerMessage != 7 {
+		t.Errorf("int from env = %d", c.Limits.Mailbox.RecipientsPerMessage)
+	}
+
+	both := strings.Replace(validYAML(), "hash: "+testHash, "hash: "+testHash+"\n    hash_file: "+hashFile, 1)
+	if _, err := Parse([]byte(both), "test"); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("hash and hash_file together: %v", err)
+	}
+	missing := strings.Replace(validYAML(), "hash: "+testHash, "hash_file: "+filepath.Join(dir, "nope"), 1)
+	if _, err := Parse([]byte(missing), "test"); err == nil || !strings.Contains(err.Error(), "keys[0].hash_file") {
+		t.Errorf("missing secret file: %v", err)
+	}
+	// _file applies only to secret fields.
+	notSecret := strings.Replace(validYAML(), "dir: /tmp/outbox", "dir_file: "+hashFile, 1)
+	if _, err := Parse([]byte(notSecret), "test"); err == nil || !strings.Contains(err.Error(), "backends.outbox.dir_file") {
+		t.Errorf("dir_file: %v", err)
+	}
+}
+
+func TestEmptyConfigNeedsKeysRoutesBackends(t *testing.T) {
+	t.Parallel()
+	_, err := ParseAndValidate(nil, "empty")
+	for _, want := range []string{"keys:", "routes:", "backends:"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("empty config: %v; want an error about %s", err, want)
+		}
+	}
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}

@@ -1,0 +1,190 @@
+package senders
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/mail"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testContent() *Content {
+	pdf := make([]byte, 10_000)
+	rand.Read(pdf)
+	return &Content{
+		From:    mail.Address{Name: "Contoso Billing", Address: "billing@contoso.com"},
+		To:      []mail.Address{{Name: "Bob", Address: "bob@fabrikam.com"}},
+		Cc:      []mail.Address{{Address: "carol@fabrikam.com"}},
+		Bcc:     []mail.Address{{Address: "audit@contoso.com"}},
+		ReplyTo: []mail.Address{{Address: "help@contoso.com"}},
+		Subject: "Invoice ☃ 42",
+		Text:    "Your invoice is attached.",
+		HTML:    `<p>Your invoice <img src="cid:logo"></p>`,
+		Headers: []Header{{Name: "X-Invoice", Value: "42"}},
+		Attachments: []Attachment{
+			{Filename: "invoice.pdf", ContentType: "application/pdf", Content: pdf},
+			{Filename: "logo.png", ContentType: "image/png", ContentID: "logo", Content: []byte("\x89PNG")},
+		},
+	}
+}
+
+// Walks the composed message as a mail reader would and checks every part.
+func TestComposeStructured(t *testing.T) {
+	t.Parallel()
+	c := testContent()
+	now := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	m := NewMessage("01jx0000000000000000000000", c, now)
+	var buf bytes.Buffer
+	if _, err := m.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	raw := buf.String()
+	if strings.Contains(raw, "audit@contoso.com") {
+		t.Error("the Bcc address appears in the message")
+	}
+	if n := strings.Count(strings.ToLower(raw), "\nmessage-id:") + boolInt(strings.HasPrefix(strings.ToLower(raw), "message-id:")); n != 1 {
+		t.Errorf("%d Message-ID fields, want 1", n)
+	}
+	msg, err := mail.ReadMessage(strings.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := msg.Header
+	dec := new(mime.WordDecoder)
+	subject, _ := dec.DecodeHeader(h.Get("Subject"))
+	from, _ := h.AddressList("From")
+	date, _ := h.Date()
+	checks := map[string]bool{
+		"Message-ID":       h.Get("Message-Id") == "<01jx0000000000000000000000@contoso.com>",
+		"Subject":          subject == c.Subject,
+		"From":             len(from) == 1 && from[0].Address == "billing@contoso.com" && from[0].Name == "Contoso Billing",
+		"Date":             date.Equal(now),
+		"X-Invoice":        h.Get("X-Invoice") == "42",
+		"Reply-To":         strings.Contains(h.Get("Reply-To"), "help@contoso.com"),
+		"no Bcc":           h.Get("Bcc") == "",
+		"no User-Agent":    h.Get("User-Agent") == "" && h.Get("X-Mailer") == "",
+		"multipart/mixed":  strings.HasPrefix(h.Get("Content-Type"), "multipart/mixed"),
+		"envelope has bcc": strings.Join(m.Recipients, ",") == "bob@fabrikam.com,carol@fabrikam.com,audit@contoso.com",
+	}
+	for name, ok := range checks {
+		if !ok {
+			t.Errorf("%s wrong; header:\n%v", name, h)
+		}
+	}
+	parts := map[string][]byte{}
+	walk(t, msg.Header.Get("Content-Type"), msg.Body, parts)
+	if !bytes.Equal(parts["invoice.pdf"], c.Attachments[0].Content) {
+		t.Error("attachment bytes differ")
+	}
+	if string(parts["<logo>"]) != "\x89PNG" {
+		t.Errorf("inline part: %q", parts["<logo>"])
+	}
+	if string(parts["text/plain"]) != c.Text || string(parts["text/html"]) != c.HTML {
+		t.Errorf("bodies: %q / %q", parts["text/plain"], parts["text/html"])
+	}
+	// Writing twice gives the same content (boundaries differ): readers are rewound.
+	var again bytes.Buffer
+	m.WriteTo(&again)
+	parts2 := map[string][]byte{}
+	msg2, _ := mail.ReadMessage(&again)
+	walk(t, msg2.Header.Get("Content-Type"), msg2.Body, parts2)
+	if !bytes.Equal(parts2["invoice.pdf"], c.Attachments[0].Content) {
+		t.Error("second write lost the attachment")
+	}
+	if est := c.EstimatedSize(); est < int64(buf.Len()) || est > int64(buf.Len())*11/10+2048 {
+		t.Errorf("EstimatedSize %d for a %d-byte message", est, buf.Len())
+	}
+}
+
+// walk collects leaf parts by file name, Content-ID or media type.
+func walk(t *testing.T, ctype string, body io.Reader, out map[string][]byte) {
+	t.Helper()
+	mt, params, err := mime.ParseMediaType(ctype)
+	if err != nil {
+		t.Fatalf("Content-Type %q: %v", ctype, err)
+	}
+	if strings.HasPrefix(mt, "multipart/") {
+		r := multipart.NewReader(body, params["boundary"])
+		for {
+			p, err := r.NextRawPart()
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			walkPart(t, p, out)
+		}
+	}
+}
+
+func walkPart(t *testing.T, p *multipart.Part, out map[string][]byte) {
+	ctype := p.Header.Get("Content-Type")
+	if strings.HasPrefix(ctype, "multipart/") {
+		walk(t, ctype, p, out)
+		return
+	}
+	var r io.Reader = p
+	switch p.Header.Get("Content-Transfer-Encoding") {
+	case "base64":
+		r = base64.NewDecoder(base64.StdEncoding, p)
+	case "quoted-printable":
+		r = quotedPrintable(p)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _, _ := mime.ParseMediaType(ctype)
+	if id := p.Header.Get("Content-Id"); id != "" {
+		key = id
+	} else if _, params, err := mime.ParseMediaType(p.Header.Get("Content-Disposition")); err == nil && params["filename"] != "" {
+		key = params["filename"]
+	}
+	out[key] = b
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestRawMessage(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name, raw, wantPrefix string
+	}{
+		{"CRLF, nothing missing", "Message-ID: <a@b>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nFrom: a@b.com\r\nTo: c@d.com\r\n\r\nhi\r\n", ""},
+		{"CRLF, adds both", "From: a@b.com\r\nTo: c@d.com\r\n\r\nhi\r\n", "Message-ID: <id1@b.com>\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n"},
+		{"LF, adds Message-ID", "Date: Mon, 23 Nov 2026 10:00:00 +0000\nFrom: a@b.com\nTo: c@d.com\n\nhi\n", "Message-ID: <id1@b.com>\n"},
+	}
+	for _, tt := range tests {
+		h, err := ParseRawHeader([]byte(tt.raw))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		m := NewRawMessage("id1", []byte(tt.raw), h, now)
+		var b bytes.Buffer
+		m.WriteTo(&b)
+		if b.String() != tt.wantPrefix+tt.raw {
+			t.Errorf("%s: wrote %q, want the original bytes after %q", tt.name, b.String(), tt.wantPrefix)
+		}
+		if !m.Raw() || m.From.Address != "a@b.com" || len(m.Recipients) != 1 {
+			t.Errorf("%s: from %v recipients %v", tt.name, m.From, m.Recipients)
+		}
+	}
+	if _, err := ParseRawHeader([]byte("From: a@b.com\r\nMessage-ID: not-bracketed\r\n\r\n")); err == nil {
+		t.Error("accepted a malformed Message-ID")
+	}
+	if _, err := ParseRawHeader([]byte("From: <<<\r\n\r\n")); err == nil {
+		t.Error("accepted a malformed From")
+	}
+}

@@ -1,0 +1,245 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+	"github.com/mailgate/mailgate/mailerr"
+)
+
+var testNow = time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+
+var testLimits = Limits{MaxMessageBytes: 1 << 20, MaxRecipients: 5}
+
+func addr(a string) *mailgatev1.Address { return &mailgatev1.Address{Address: a} }
+
+func validRequest() *mailgatev1.SendMailRequest {
+	return &mailgatev1.SendMailRequest{
+		From:    &mailgatev1.Address{Address: "app@example.com", Name: "App"},
+		To:      []*mailgatev1.Address{addr("bob@example.com")},
+		Subject: "Hello",
+		Text:    "hi",
+	}
+}
+
+const rawMessage = "From: Scanner <scanner@example.com>\r\nTo: bob@example.com\r\nCc: carol@example.com\r\nSubject: scan\r\n\r\nbody\r\n"
+
+func TestNormalizeRejects(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		modify func(r *mailgatev1.SendMailRequest)
+		field  string // a field violation that must be reported
+		kind   mailerr.Kind
+	}{
+		{"no from", func(r *mailgatev1.SendMailRequest) { r.From = nil }, "from", mailerr.Invalid},
+		{"empty from", func(r *mailgatev1.SendMailRequest) { r.From = addr("") }, "from.address", mailerr.Invalid},
+		{"from with display name inside", func(r *mailgatev1.SendMailRequest) { r.From = addr("App <app@example.com>") }, "from.address", mailerr.Invalid},
+		{"from with CRLF", func(r *mailgatev1.SendMailRequest) { r.From = addr("app@example.com\r\nBcc: x@evil.com") }, "from.address", mailerr.Invalid},
+		{"name with LF", func(r *mailgatev1.SendMailRequest) { r.From.Name = "App\nBcc: x@evil.com" }, "from.name", mailerr.Invalid},
+		{"bad to", func(r *mailgatev1.SendMailRequest) { r.To = append(r.To, addr("not-an-address")) }, "to[1].address", mailerr.Invalid},
+		{"bad bcc", func(r *mailgatev1.SendMailRequest) { r.Bcc = []*mailgatev1.Address{addr("@x")} }, "bcc[0].address", mailerr.Invalid},
+		{"bad replyTo", func(r *mailgatev1.SendMailRequest) { r.ReplyTo = []*mailgatev1.Address{addr("a@")} }, "replyTo[0].address", mailerr.Invalid},
+		{"no recipients", func(r *mailgatev1.SendMailRequest) { r.To = nil }, "to", mailerr.Invalid},
+		{"too many recipients", func(r *mailgatev1.SendMailRequest) {
+			for i := range 6 {
+				r.Cc = append(r.Cc, addr(fmt.Sprintf("u%d@example.com", i)))
+			}
+		}, "to", mailerr.Invalid},
+		{"subject CRLF", func(r *mailgatev1.SendMailRequest) { r.Subject = "a\r\nBcc: x@evil.com" }, "subject", mailerr.Invalid},
+		{"no body", func(r *mailgatev1.SendMailRequest) { r.Text = "" }, "text", mailerr.Invalid},
+		{"NUL in html", func(r *mailgatev1.SendMailRequest) { r.Html = "a\x00b" }, "html", mailerr.Invalid},
+		{"non-X header", func(r *mailgatev1.SendMailRequest) { r.Headers = map[string]string{"Received": "x"} }, "headers.Received", mailerr.Invalid},
+		{"header name with colon", func(r *mailgatev1.SendMailRequest) { r.Headers = map[string]string{"X-A:b": "x"} }, "headers.X-A:b", mailerr.Invalid},
+		{"header value CRLF", func(r *mailgatev1.SendMailRequest) { r.Headers = map[string]string{"X-A": "1\r\nBcc: x@evil.com"} }, "headers.X-A", mailerr.Invalid},
+		{"duplicate header", func(r *mailgatev1.SendMailRequest) { r.Headers = map[string]string{"X-A": "1", "x-a": "2"} }, "headers.x-a", mailerr.Invalid},
+		{"attachment without name", func(r *mailgatev1.SendMailRequest) {
+			r.Attachments = []*mailgatev1.Attachment{{Content: []byte("x")}}
+		}, "attachments[0].filename", mailerr.Invalid},
+		{"attachment path", func(r *mailgatev1.SendMailRequest) {
+			r.Attachments = []*mailgatev1.Attachment{{Filename: "../etc/passwd"}}
+		}, "attachments[0].filename", mailerr.Invalid},
+		{"attachment bad type", func(r *mailgatev1.SendMailRequest) {
+			r.Attachments = []*mailgatev1.Attachment{{Filename: "a.bin", ContentType: "nonsense"}}
+		}, "attachments[0].contentType", mailerr.Invalid},
+		{"duplicate content id", func(r *mailgatev1.SendMailRequest) {
+			r.Attachments = []*mailgatev1.Attachment{{Filename: "a.png", ContentId: "logo"}, {Filename: "b.png", ContentId: "<logo>"}}
+		}, "attachments[1].contentId", mailerr.Invalid},
+		{"bad tag", func(r *mailgatev1.SendMailRequest) { r.Tags = map[string]string{"has space": "x"} }, "tags", mailerr.Invalid},
+		{"bad idempotency key", func(r *mailgatev1.SendMailRequest) { r.IdempotencyKey = "é" }, "idempotencyKey", mailerr.Invalid},
+		{"too large", func(r *mailgatev1.SendMailRequest) {
+			r.Attachments = []*mailgatev1.Attachment{{Filename: "big.bin", Content: make([]byte, 800<<10)}}
+		}, "attachments", mailerr.TooLarge},
+		{"raw with subject", func(r *mailgatev1.SendMailRequest) { r.RawMime = []byte(rawMessage) }, "subject", mailerr.Invalid},
+		{"raw without From", func(r *mailgatev1.SendMailRequest) {
+			*r = mailgatev1.SendMailRequest{RawMime: []byte("To: a@example.com\r\n\r\nx")}
+		}, "rawMime", mailerr.Invalid},
+		{"raw garbage", func(r *mailgatev1.SendMailRequest) {
+			*r = mailgatev1.SendMailRequest{RawMime: []byte("this is not a header\r\n\r\n")}
+		}, "rawMime", mailerr.Invalid},
+		{"raw without recipients", func(r *mailgatev1.SendMailRequest) {
+			*r = mailgatev1.SendMailRequest{RawMime: []byte("From: a@example.com\r\n\r\nx")}
+		}, "to", mailerr.Invalid},
+		{"raw too large", func(r *mailgatev1.SendMailRequest) {
+			*r = mailgatev1.SendMailRequest{RawMime: []byte(rawMessage + strings.Repeat("x", 1<<20))}
+		}, "rawMime", mailerr.TooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			req := validRequest()
+			tt.modify(req)
+			msg, err := normalize(req, "01jx0000000000000000000000", time.Now(), testLimits)
+			if err == nil {
+				t.Fatalf("accepted: %+v", msg)
+			}
+			var e *mailerr.Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error %v is not classified", err)
+			}
+			if e.Kind != tt.kind {
+				t.Errorf("kind %v, want %v (%v)", e.Kind, tt.kind, err)
+			}
+			var fields []string
+			for _, f := range e.Fields {
+				fields = append(fields, f.Field)
+				if f.Description == "" {
+					t.Errorf("field %s has no description", f.Field)
+				}
+			}
+			if !slices.Contains(fields, tt.field) {
+				t.Errorf("violations %v, want one for %s (%v)", fields, tt.field, err)
+			}
+		})
+	}
+}
+
+func TestNormalizeReportsAllViolations(t *testing.T) {
+	t.Parallel()
+	req := &mailgatev1.SendMailRequest{From: addr("bad"), Subject: "a\nb"}
+	_, err := normalize(req, "01jx0000000000000000000000", time.Now(), testLimits)
+	var e *mailerr.Error
+	if !errors.As(err, &e) || len(e.Fields) != 4 {
+		t.Fatalf("want 4 violations (from, to, subject, text), got %v", err)
+	}
+}
+
+func TestNormalizeStructured(t *testing.T) {
+	t.Parallel()
+	req := validRequest()
+	req.Cc = []*mailgatev1.Address{addr("Carol@Example.com")}
+	req.Bcc = []*mailgatev1.Address{addr("bob@EXAMPLE.com"), addr("dave@example.com")}
+	req.Headers = map[string]string{"X-B": "2", "X-A": "1"}
+	req.Attachments = []*mailgatev1.Attachment{{Filename: "report.pdf", Content: []byte("%PDF")}, {Filename: "logo.png", ContentId: "<logo>"}}
+	req.SaveToSentItems = proto.Bool(false)
+	now := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	msg, err := normalize(req, "01jx0000000000000000000000", now, testLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"bob@example.com", "Carol@Example.com", "dave@example.com"}; !slices.Equal(msg.Recipients, want) {
+		t.Errorf("recipients %v, want %v (deduplicated case-insensitively, in to/cc/bcc order)", msg.Recipients, want)
+	}
+	if msg.MessageID != "<01jx0000000000000000000000@example.com>" {
+		t.Errorf("message id %q", msg.MessageID)
+	}
+	if msg.EnvelopeFrom != "app@example.com" || msg.From.Name != "App" {
+		t.Errorf("from %+v / envelope %q", msg.From, msg.EnvelopeFrom)
+	}
+	c := msg.Content
+	if c.Headers[0].Name != "X-A" || c.Headers[1].Name != "X-B" {
+		t.Errorf("headers not in a stable order: %+v", c.Headers)
+	}
+	if c.Attachments[0].ContentType != "application/pdf" || c.Attachments[1].ContentID != "logo" {
+		t.Errorf("attachments %+v: want the type guessed from the name and the cid unbracketed", c.Attachments)
+	}
+	if msg.SaveToSentItems == nil || *msg.SaveToSentItems {
+		t.Errorf("saveToSentItems lost: %v", msg.SaveToSentItems)
+	}
+}
+
+func TestNormalizeRaw(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	t.Run("recipients from header", func(t *testing.T) {
+		t.Parallel()
+		msg, err := normalize(&mailgatev1.SendMailRequest{RawMime: []byte(rawMessage)}, "01jx0000000000000000000000", now, testLimits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"bob@example.com", "carol@example.com"}; !slices.Equal(msg.Recipients, want) {
+			t.Errorf("recipients %v, want %v", msg.Recipients, want)
+		}
+		if msg.From.Address != "scanner@example.com" || msg.EnvelopeFrom != "scanner@example.com" {
+			t.Errorf("from %+v envelope %q", msg.From, msg.EnvelopeFrom)
+		}
+		var b strings.Builder
+		msg.WriteTo(&b)
+		want := "Message-ID: <01jx0000000000000000000000@example.com>\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n" + rawMessage
+		if b.String() != want {
+			t.Errorf("written:\n%q\nwant:\n%q", b.String(), want)
+		}
+	})
+	t.Run("envelope overrides header", func(t *testing.T) {
+		t.Parallel()
+		req := &mailgatev1.SendMailRequest{
+			RawMime: []byte(rawMessage),
+			From:    addr("bounces@example.com"),
+			Bcc:     []*mailgatev1.Address{addr("hidden@example.com")},
+		}
+		msg, err := normalize(req, "01jx0000000000000000000000", now, testLimits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(msg.Recipients, []string{"hidden@example.com"}) || msg.EnvelopeFrom != "bounces@example.com" {
+			t.Errorf("recipients %v envelope from %q", msg.Recipients, msg.EnvelopeFrom)
+		}
+	})
+	t.Run("keeps existing Message-ID", func(t *testing.T) {
+		t.Parallel()
+		raw := "Message-ID: <abc@device>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n" + rawMessage
+		msg, err := normalize(&mailgatev1.SendMailRequest{RawMime: []byte(raw)}, "01jx0000000000000000000000", now, testLimits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		msg.WriteTo(&b)
+		if msg.MessageID != "<abc@device>" || b.String() != raw {
+			t.Errorf("message id %q; bytes changed: %q", msg.MessageID, b.String())
+		}
+	})
+}
+
+func FuzzNormalize(f *testing.F) {
+	f.Add("app@example.com", "bob@example.com", "subject", "X-A", "v", []byte(nil))
+	f.Add("", "", "", "", "", []byte(rawMessage))
+	f.Fuzz(func(t *testing.T, from, to, subject, hname, hvalue string, raw []byte) {
+		req := &mailgatev1.SendMailRequest{
+			From: addr(from), To: []*mailgatev1.Address{addr(to)}, Subject: subject, Text: "x",
+			Headers: map[string]string{hname: hvalue}, RawMime: raw,
+		}
+		msg, err := normalize(req, "01jx0000000000000000000000", time.Now(), testLimits)
+		if err != nil {
+			var e *mailerr.Error
+			if !errors.As(err, &e) || (e.Kind != mailerr.Invalid && e.Kind != mailerr.TooLarge) {
+				t.Fatalf("unclassified or wrong kind: %v", err)
+			}
+			return
+		}
+		// Whatever was accepted must compose without injecting header lines.
+		var b strings.Builder
+		if _, err := msg.WriteTo(&b); err != nil {
+			t.Fatalf("accepted message does not compose: %v", err)
+		}
+		if msg.Content != nil && strings.Contains(strings.ToLower(b.String()), "\nbcc:") {
+			t.Fatalf("a Bcc header was injected:\n%s", b.String())
+		}
+	})
+}
