@@ -108,8 +108,12 @@ func TestErrorsNameTheField(t *testing.T) {
 			return strings.Replace(s, `senders: ["billing@contoso.com", "*@notify.contoso.com"]`, "senders: billing@contoso.com", 1)
 		}, "keys[0].senders", "want a list"},
 		{"bad log level", func(s string) string { return strings.Replace(s, "level: debug", "level: loud", 1) }, "log.level", "debug, info"},
-		{"tls half", func(s string) string { return strings.Replace(s, "  shutdown_timeout: 45s", "  tls: {cert_file: /x.pem}", 1) }, "listen.tls", "go together"},
-		{"duplicate route name", func(s string) string { return strings.Replace(s, "name: everyone, match: \"*\"", "match: \"scanner@contoso.com\"", 1) }, "routes[1].name", "names another route"},
+		{"tls half", func(s string) string {
+			return strings.Replace(s, "  shutdown_timeout: 45s", "  tls: {cert_file: /x.pem}", 1)
+		}, "listen.tls", "go together"},
+		{"duplicate route name", func(s string) string {
+			return strings.Replace(s, "name: everyone, match: \"*\"", "match: \"scanner@contoso.com\"", 1)
+		}, "routes[1].name", "names another route"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
