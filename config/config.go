@@ -154,6 +154,20 @@ func Load(path string) (*Config, error) {
 // ParseAndValidate parses YAML text and validates the result.
 func ParseAndValidate(b []byte, name string) (*Config, error) {
 	c, err := Parse(b, name)
+	var perr *parseErrors
+	if errors.As(err, &perr) {
+		// Report validation problems beside the parse errors, except those the parse
+		// errors already explain.
+		errs := perr.errs
+		for _, e := range unjoin(c.Validate()) {
+			var fe *FieldError
+			if errors.As(e, &fe) && perr.covers(fe.Path) {
+				continue
+			}
+			errs = append(errs, e)
+		}
+		return nil, errors.Join(errs...)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -161,6 +175,16 @@ func ParseAndValidate(b []byte, name string) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
 }
 
 // FieldError is a problem with one field of the configuration.

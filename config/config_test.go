@@ -232,9 +232,22 @@ func TestEmptyConfigNeedsKeysRoutesBackends(t *testing.T) {
 	}
 }
 
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
+// One check lists parse and validation problems together, without follow-on noise.
+func TestReportsParseAndValidationErrorsTogether(t *testing.T) {
+	t.Parallel()
+	y := strings.Replace(validYAML(), "dir: /tmp/outbox", "dir: /tmp/outbox\n    colour: blue", 1)
+	y = strings.Replace(y, "backend: sink,", "backend: nowhere,", 1)
+	y = strings.Replace(y, "hash: "+testHash, "hash_file: /nonexistent/hash", 1)
+	_, err := ParseAndValidate([]byte(y), "test")
+	var paths []string
+	for _, e := range unjoin(err) {
+		var fe *FieldError
+		if errors.As(e, &fe) {
+			paths = append(paths, fe.Path)
+		}
 	}
-	return []error{err}
+	want := []string{"keys[0].hash_file", "backends.outbox.colour", "routes[1].backend"} // file order, then validation
+	if strings.Join(paths, " ") != strings.Join(want, " ") {
+		t.Errorf("errors at %v, want exactly %v:\n%v", paths, want, err)
+	}
 }

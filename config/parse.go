@@ -29,12 +29,40 @@ func Parse(b []byte, name string) (*Config, error) {
 	w := walker{getenv: os.LookupEnv, readFile: os.ReadFile}
 	w.walk(root, reflect.TypeOf(c).Elem(), "")
 	if len(w.errs) > 0 {
-		return nil, errors.Join(w.errs...)
+		// Decode what can be decoded anyway, so that validation can report the other
+		// problems too: one run of check-config should list them all.
+		root.Decode(c)
+		return c, &parseErrors{errs: w.errs}
 	}
 	if err := root.Decode(c); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return c, nil
+}
+
+// parseErrors are the field errors found while parsing; the configuration returned
+// with them is a best effort, good only for finding more errors.
+type parseErrors struct {
+	errs []error
+}
+
+func (p *parseErrors) Error() string   { return errors.Join(p.errs...).Error() }
+func (p *parseErrors) Unwrap() []error { return p.errs }
+
+// covers reports whether a parse error at one of these paths already explains a
+// validation error at path (a bad hash_file explains a missing hash).
+func (p *parseErrors) covers(path string) bool {
+	for _, e := range p.errs {
+		var fe *FieldError
+		if !errors.As(e, &fe) {
+			continue
+		}
+		base := strings.TrimSuffix(fe.Path, "_file")
+		if path == base || strings.HasPrefix(path, base+".") || strings.HasPrefix(path, base+"[") {
+			return true
+		}
+	}
+	return false
 }
 
 // UnmarshalYAML implements yaml.Unmarshaler: the `type` field picks the settings type.
@@ -48,7 +76,8 @@ func (b *Backend) UnmarshalYAML(n *yaml.Node) error {
 	}
 	newSettings, ok := backendTypes[t.Type]
 	if !ok {
-		return fmt.Errorf("unknown backend type %q", t.Type)
+		b.Type = t.Type // the walker reported it; leave Settings nil
+		return nil
 	}
 	s := newSettings()
 	if err := n.Decode(s); err != nil {
@@ -210,6 +239,9 @@ func (w *walker) walkBackend(n *yaml.Node, path string) {
 			continue
 		}
 		rest.Content = append(rest.Content, n.Content[i], n.Content[i+1])
+	}
+	if typ != nil {
+		w.walkScalar(typ, reflect.TypeOf(""), join(path, "type")) // expands ${VAR}
 	}
 	if typ == nil || typ.Value == "" {
 		w.fail(n, join(path, "type"), "required: one of %s", strings.Join(BackendTypes(), ", "))

@@ -143,7 +143,9 @@ func KindOf(code codes.Code, reason string) Kind {
 	case codes.PermissionDenied:
 		return PermissionDenied
 	case codes.ResourceExhausted:
-		return Throttled
+		// mailgate's throttling always carries its reason; without one, this is gRPC
+		// refusing a message over its size limit before any handler ran.
+		return TooLarge
 	case codes.Aborted:
 		return InFlight
 	case codes.FailedPrecondition:

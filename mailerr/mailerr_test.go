@@ -68,6 +68,9 @@ func TestKindOfForeignStatus(t *testing.T) {
 		// A reason paired with the wrong code is not trusted.
 		{codes.Unavailable, "MESSAGE_TOO_LARGE", Unavailable},
 		{codes.Unknown, "", Internal},
+		// gRPC's own "received message larger than max" must not read as throttling.
+		{codes.ResourceExhausted, "", TooLarge},
+		{codes.ResourceExhausted, "THROTTLED", Throttled},
 	}
 	for _, tt := range tests {
 		if got := KindOf(tt.code, tt.reason); got != tt.want {

@@ -40,8 +40,9 @@ type Message struct {
 	// Content is the structured message; nil for a raw message.
 	Content *Content
 
-	raw       []byte // the caller's bytes, for a raw message
-	rawPrefix []byte // header fields mailgate adds in front of raw (Message-ID, Date)
+	raw       []byte   // the caller's bytes, for a raw message
+	rawPrefix []byte   // header fields mailgate adds in front of raw (Message-ID, Date)
+	rawBcc    [][2]int // byte ranges of raw's Bcc fields, left out when writing
 }
 
 // Content is a structured message.
@@ -129,10 +130,12 @@ func ParseRawHeader(raw []byte) (*RawHeader, error) {
 		name string
 		dst  *[]*mail.Address
 	}{{"From", &h.From}, {"To", &h.To}, {"Cc", &h.Cc}, {"Bcc", &h.Bcc}} {
-		if m.Header.Get(f.name) == "" {
+		// RFC 5322 allows one field of each, but devices repeat them; take every one.
+		values := m.Header[f.name]
+		if len(values) == 0 || strings.TrimSpace(strings.Join(values, "")) == "" {
 			continue
 		}
-		list, err := m.Header.AddressList(f.name)
+		list, err := (&mail.AddressParser{}).ParseList(strings.Join(values, ", "))
 		if err != nil {
 			return nil, fmt.Errorf("%s header: %w", f.name, err)
 		}
@@ -174,20 +177,61 @@ func NewRawMessage(id string, raw []byte, h *RawHeader, now time.Time) *Message 
 		prefix.WriteString("Date: " + now.Format(time.RFC1123Z) + eol)
 	}
 	m.rawPrefix = prefix.Bytes()
+	m.rawBcc = bccFields(raw)
 	return m
+}
+
+// bccFields finds the Bcc fields (with their folded continuation lines) in the header
+// section of raw. Blind recipients stay in the envelope; the header would show them to
+// everyone.
+func bccFields(raw []byte) [][2]int {
+	var ranges [][2]int
+	inBcc := false
+	for start := 0; start < len(raw); {
+		end := bytes.IndexByte(raw[start:], '\n')
+		if end < 0 {
+			end = len(raw)
+		} else {
+			end += start + 1
+		}
+		line := raw[start:end]
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			break // end of the header section
+		}
+		switch {
+		case line[0] == ' ' || line[0] == '\t':
+			if inBcc {
+				ranges[len(ranges)-1][1] = end
+			}
+		case len(line) >= 4 && bytes.EqualFold(line[:4], []byte("bcc:")):
+			inBcc = true
+			ranges = append(ranges, [2]int{start, end})
+		default:
+			inBcc = false
+		}
+		start = end
+	}
+	return ranges
 }
 
 // WriteTo writes the message in RFC 5322 form. For a structured message it composes MIME
 // (multipart/alternative for text+html, related for inline parts, mixed for
-// attachments; Bcc never appears); a raw message is written as the caller sent it.
+// attachments); a raw message is written as the caller sent it. Either way no Bcc field
+// is written: blind recipients are in Recipients only.
 func (m *Message) WriteTo(w io.Writer) (int64, error) {
 	if m.Content == nil {
 		n, err := w.Write(m.rawPrefix)
-		if err != nil {
-			return int64(n), err
+		total := int64(n)
+		at := 0
+		for _, r := range append(m.rawBcc, [2]int{len(m.raw), len(m.raw)}) {
+			if err != nil {
+				break
+			}
+			n, err = w.Write(m.raw[at:r[0]])
+			total += int64(n)
+			at = r[1]
 		}
-		k, err := w.Write(m.raw)
-		return int64(n + k), err
+		return total, err
 	}
 	msg, err := m.compose()
 	if err != nil {
@@ -246,26 +290,48 @@ func setAddrs(msg *gomail.Msg, h gomail.AddrHeader, list []mail.Address) {
 	msg.SetAddrHeaderFromMailAddress(h, ptrs...)
 }
 
-// EstimatedSize is the size of the composed message, to within a few hundred bytes plus
-// 3%: base64 attachments grow by 4/3 plus line breaks, text by quoted-printable escapes.
-// It is used to enforce size limits without composing the message.
+// EstimatedSize is the size of the composed message, never less and at most a few
+// kilobytes more: base64 attachments grow by 4/3 plus line breaks, bodies by their
+// quoted-printable escapes. It enforces size limits without composing the message.
 func (c *Content) EstimatedSize() int64 {
-	n := int64(2048 + len(c.Subject)*2) // header fields, multipart boundaries
+	n := 2048 + wordSize(c.Subject) // fixed header fields, multipart boundaries
 	for _, h := range c.Headers {
-		n += int64(len(h.Name) + len(h.Value)*2 + 4)
+		n += int64(len(h.Name)+4) + wordSize(h.Value)
 	}
-	for _, list := range [][]mail.Address{c.To, c.Cc, c.ReplyTo} {
+	for _, list := range [][]mail.Address{{c.From}, c.To, c.Cc, c.ReplyTo} {
 		for _, a := range list {
-			n += int64(len(a.Address) + len(a.Name)*2 + 4)
+			n += int64(len(a.Address)+6) + wordSize(a.Name)
 		}
 	}
-	n += int64(len(c.Text)) * 103 / 100
-	n += int64(len(c.HTML)) * 103 / 100
+	n += qpSize(c.Text) + qpSize(c.HTML)
 	for _, a := range c.Attachments {
 		b64 := (int64(len(a.Content)) + 2) / 3 * 4
-		n += b64 + b64/76*2 + 512 + int64(len(a.Filename)*2)
+		n += b64 + b64/76*2 + 512 + wordSize(a.Filename)*2 + int64(len(a.ContentType)+len(a.ContentID))
 	}
 	return n
+}
+
+// wordSize bounds the size of s in a header as RFC 2047 encoded words: every byte
+// escaped (three characters), 15 characters of "=?UTF-8?q?", "?=" and folding for
+// every 60 characters of payload.
+func wordSize(s string) int64 {
+	if s == "" {
+		return 0
+	}
+	n := 3 * int64(len(s))
+	return n + (n/60+1)*15
+}
+
+// qpSize is the quoted-printable size of s: a byte that needs escaping costs three, and
+// every 75 characters a soft line break costs three more (upper bound).
+func qpSize(s string) int64 {
+	n := int64(len(s))
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 0x80 || c == '=' || c < ' ' && c != '\t' && c != '\r' && c != '\n' {
+			n += 2
+		}
+	}
+	return n + n/75*3
 }
 
 func newMessageID(id, from string) string {

@@ -181,6 +181,19 @@ func TestRawMessage(t *testing.T) {
 			t.Errorf("%s: from %v recipients %v", tt.name, m.From, m.Recipients)
 		}
 	}
+	// A Bcc field (folded or not) is left out; everything else stays byte for byte.
+	withBcc := "From: a@b.com\r\nBcc: x@y.com,\r\n z@y.com\r\nTo: c@d.com\r\nbcc: w@y.com\r\n\r\nBcc: in the body stays\r\n"
+	h, _ := ParseRawHeader([]byte(withBcc))
+	m := NewRawMessage("id2", []byte(withBcc), h, now)
+	var b bytes.Buffer
+	m.WriteTo(&b)
+	want := "Message-ID: <id2@b.com>\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nFrom: a@b.com\r\nTo: c@d.com\r\n\r\nBcc: in the body stays\r\n"
+	if b.String() != want {
+		t.Errorf("with Bcc fields wrote\n%q\nwant\n%q", b.String(), want)
+	}
+	if strings.Join(m.Recipients, ",") != "c@d.com,x@y.com,z@y.com,w@y.com" {
+		t.Errorf("envelope lost the Bcc recipients: %v", m.Recipients)
+	}
 	if _, err := ParseRawHeader([]byte("From: a@b.com\r\nMessage-ID: not-bracketed\r\n\r\n")); err == nil {
 		t.Error("accepted a malformed Message-ID")
 	}

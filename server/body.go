@@ -5,8 +5,6 @@ import (
 	"io"
 	"net/http"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
 	"github.com/mailgate/mailgate/mailerr"
 )
 
@@ -29,12 +27,8 @@ func bodyLimitFrom(ctx context.Context) *bodyLimit {
 func limitBody(next http.Handler, max int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > max {
-			st := toStatus(tooLargeBody(max))
-			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Connection", "close")
-			w.WriteHeader(mailerr.TooLarge.HTTPStatus())
-			b, _ := protojson.Marshal(st.Proto())
-			w.Write(b)
+			writeStatus(w, mailerr.TooLarge.HTTPStatus(), toStatus(tooLargeBody(max)))
 			return
 		}
 		l := &bodyLimit{max: max}

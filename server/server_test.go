@@ -242,6 +242,23 @@ func post(t *testing.T, url, key, body string) (*http.Response, restError) {
 	return resp, e
 }
 
+func TestRESTRoutingErrors(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nil)
+	for path, want := range map[string]int{"/v1/messages:send": 405, "/v1/nope": 404} {
+		resp, err := http.Get(srv.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e restError
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != want || e.Message == "" {
+			t.Errorf("GET %s = %d %+v, want %d with a message", path, resp.StatusCode, e, want)
+		}
+	}
+}
+
 func TestRESTErrors(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, nil)
@@ -258,7 +275,9 @@ func TestRESTErrors(t *testing.T) {
 		{"field violation", appKey, strings.Replace(ok, "bob@example.com", "bob", 1), 400, "INVALID_ARGUMENT", "to[0].address"},
 		{"unknown field", appKey, `{"frm":1}`, 400, "INVALID_ARGUMENT", ""},
 		{"not JSON", appKey, `{`, 400, "INVALID_ARGUMENT", ""},
-		{"message too large", appKey, strings.Replace(ok, `"hi"`, `"`+strings.Repeat("x", 80<<10)+`"`, 1), 413, "MESSAGE_TOO_LARGE", "attachments"},
+		{"message too large", appKey, strings.Replace(ok, `"hi"`, `"`+strings.Repeat("x", 80<<10)+`"`, 1), 413, "MESSAGE_TOO_LARGE", "text"},
+		// Quoted-printable triples non-ASCII bytes: 25 KB of kana is over 64 KB encoded.
+		{"non-ASCII too large", appKey, strings.Replace(ok, `"hi"`, `"`+strings.Repeat("メ", 8<<10)+`"`, 1), 413, "MESSAGE_TOO_LARGE", "text"},
 		{"body too large", appKey, strings.Replace(ok, `"hi"`, `"`+strings.Repeat("x", 2<<20)+`"`, 1), 413, "MESSAGE_TOO_LARGE", ""},
 	}
 	for _, tt := range tests {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -181,7 +182,7 @@ func (s *Service) GetMessage(ctx context.Context, req *mailgatev1.GetMessageRequ
 	b, err := s.records.GetRecord(ctx, recordKey(key.Name, req.GetId()))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, toStatus(mailerr.New(mailerr.NotFound,
-			"no message %s for this API key (records are kept for %s)", req.GetId(), s.retention)).Err()
+			"no message %s for this API key (records are kept for %s)", req.GetId(), humanDuration(s.retention))).Err()
 	}
 	if err != nil {
 		return nil, toStatus(mailerr.Wrap(mailerr.Unavailable, err, "message records are unavailable")).Err()
@@ -191,6 +192,18 @@ func (s *Service) GetMessage(ctx context.Context, req *mailgatev1.GetMessageRequ
 		return nil, toStatus(mailerr.Wrap(mailerr.Internal, err, "message record is corrupt")).Err()
 	}
 	return rec, nil
+}
+
+// humanDuration prints 24h rather than 24h0m0s.
+func humanDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // recordKey scopes records by API key: one key cannot read another's messages.

@@ -85,8 +85,7 @@ func gatewayErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.M
 	}
 	var httpErr *runtime.HTTPStatusError
 	if errors.As(err, &httpErr) {
-		// Routing errors (unknown path, wrong method) keep the gateway's own status.
-		runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+		writeStatus(w, httpErr.HTTPStatus, status.Convert(httpErr.Err))
 		return
 	}
 	st := status.Convert(err)
@@ -98,12 +97,30 @@ func gatewayErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.M
 	if kind == mailerr.Throttled {
 		w.Header().Set("Retry-After", retryAfterSeconds(retry))
 	}
-	buf, merr := protojson.Marshal(st.Proto())
-	if merr != nil {
-		http.Error(w, st.Message(), kind.HTTPStatus())
+	writeStatus(w, kind.HTTPStatus(), st)
+}
+
+// routingErrorHandler answers requests the gateway has no route for (unknown path,
+// wrong method) with their own HTTP status and the usual error body.
+func routingErrorHandler(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	code := codes.NotFound
+	msg := "no such endpoint: " + r.URL.Path
+	switch httpStatus {
+	case http.StatusMethodNotAllowed:
+		code, msg = codes.Unimplemented, r.Method+" is not allowed on "+r.URL.Path
+	case http.StatusBadRequest:
+		code, msg = codes.InvalidArgument, "malformed request path"
+	}
+	writeStatus(w, httpStatus, status.New(code, msg))
+}
+
+func writeStatus(w http.ResponseWriter, httpStatus int, st *status.Status) {
+	buf, err := protojson.Marshal(st.Proto())
+	if err != nil {
+		http.Error(w, st.Message(), httpStatus)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(kind.HTTPStatus())
+	w.WriteHeader(httpStatus)
 	w.Write(buf)
 }

@@ -97,7 +97,7 @@ func normalize(req *mailgatev1.SendMailRequest, id string, now time.Time, lim Li
 		return nil, err
 	}
 	if size := c.EstimatedSize(); size > lim.MaxMessageBytes {
-		return nil, tooLarge("attachments", size, lim.MaxMessageBytes)
+		return nil, tooLarge(largestPart(c), size, lim.MaxMessageBytes)
 	}
 	return msg, nil
 }
@@ -207,6 +207,22 @@ func checkRecipientCount(n int, lim Limits) error {
 	return nil
 }
 
+// largestPart names the field that contributes most to a message's size.
+func largestPart(c *senders.Content) string {
+	field, size := "text", len(c.Text)
+	if len(c.HTML) > size {
+		field, size = "html", len(c.HTML)
+	}
+	total := 0
+	for _, a := range c.Attachments {
+		total += len(a.Content)
+	}
+	if total > size {
+		field = "attachments"
+	}
+	return field
+}
+
 func tooLarge(field string, size, limit int64) *mailerr.Error {
 	e := mailerr.Violations([]mailerr.FieldViolation{{
 		Field:       field,
@@ -217,7 +233,13 @@ func tooLarge(field string, size, limit int64) *mailerr.Error {
 	return e
 }
 
-func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/(1<<20)) }
+// mb renders a size for people: MB (MiB) with one decimal, KB below that.
+func mb(n int64) string {
+	if n < 1<<20 {
+		return fmt.Sprintf("%.1f KB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%.1f MB", float64(n)/(1<<20))
+}
 
 func optionalBool(req *mailgatev1.SendMailRequest) *bool {
 	if req.SaveToSentItems == nil {

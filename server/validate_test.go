@@ -220,10 +220,14 @@ func TestNormalizeRaw(t *testing.T) {
 func FuzzNormalize(f *testing.F) {
 	f.Add("app@example.com", "bob@example.com", "subject", "X-A", "v", []byte(nil))
 	f.Add("", "", "", "", "", []byte(rawMessage))
+	f.Add("app@example.com", "bob@example.com", strings.Repeat("é=", 300), "X-A", "ü", []byte(nil))
 	f.Fuzz(func(t *testing.T, from, to, subject, hname, hvalue string, raw []byte) {
 		req := &mailgatev1.SendMailRequest{
 			From: addr(from), To: []*mailgatev1.Address{addr(to)}, Subject: subject, Text: "x",
 			Headers: map[string]string{hname: hvalue}, RawMime: raw,
+		}
+		if raw == nil {
+			req.Html = subject + hvalue // bodies with any bytes, for the size bound
 		}
 		msg, err := normalize(req, "01jx0000000000000000000000", time.Now(), testLimits)
 		if err != nil {
@@ -240,6 +244,9 @@ func FuzzNormalize(f *testing.F) {
 		}
 		if msg.Content != nil && strings.Contains(strings.ToLower(b.String()), "\nbcc:") {
 			t.Fatalf("a Bcc header was injected:\n%s", b.String())
+		}
+		if msg.Content != nil && msg.Content.EstimatedSize() < int64(b.Len()) {
+			t.Fatalf("EstimatedSize %d < actual %d: the size limit could be passed", msg.Content.EstimatedSize(), b.Len())
 		}
 	})
 }

@@ -57,10 +57,12 @@ func checkConfig(args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(tw, "%d. %s\t%s\t%s\t%s\t%s\n", i+1, r.RouteName(), r.Match, r.Backend, cfg.Backends[r.Backend].Type, mailbox)
 	}
-	fmt.Fprintln(tw, "\t\t\t\t")
-	fmt.Fprintln(tw, "KEY\tMAY SEND AS\t\t\t")
+	tw.Flush()
+	fmt.Fprintln(stdout)
+	tw = tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tMAY SEND AS")
 	for _, k := range cfg.Keys {
-		fmt.Fprintf(tw, "%s\t%s\t\t\t\n", k.Name, strings.Join(k.Senders, ", "))
+		fmt.Fprintf(tw, "%s\t%s\n", k.Name, strings.Join(k.Senders, ", "))
 	}
 	tw.Flush()
 	var unused []string
