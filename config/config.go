@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/mailgate/mailgate/config/secret"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/senders/discard"
@@ -28,12 +30,43 @@ import (
 
 // Config is the whole configuration.
 type Config struct {
-	Listen   Listen              `yaml:"listen"`
-	Keys     []Key               `yaml:"keys"`
-	Routes   []Route             `yaml:"routes"`
-	Backends map[string]*Backend `yaml:"backends"`
-	Limits   Limits              `yaml:"limits"`
-	Log      Log                 `yaml:"log"`
+	Listen      Listen              `yaml:"listen"`
+	Redis       Redis               `yaml:"redis"`
+	Keys        []Key               `yaml:"keys"`
+	Routes      []Route             `yaml:"routes"`
+	Backends    map[string]*Backend `yaml:"backends"`
+	Limits      Limits              `yaml:"limits"`
+	Idempotency Idempotency         `yaml:"idempotency"`
+	Log         Log                 `yaml:"log"`
+}
+
+// Redis is where replicas share idempotency records, rate budgets and message records.
+// Without it, state lives in the process: fine for one replica, wrong for two.
+type Redis struct {
+	// URL is a standalone server: redis://[user:password@]host:port/db, rediss:// for
+	// TLS, or unix:///path/to/socket.
+	URL string `yaml:"url"`
+	// Addrs are Sentinel addresses (with MasterName) or Cluster seed nodes (without).
+	Addrs      []string `yaml:"addrs"`
+	MasterName string   `yaml:"master_name"`
+	Username   string   `yaml:"username"`
+	// Password, for Addrs; a URL carries its own.
+	Password secret.String `yaml:"password"`
+	DB       int           `yaml:"db"`
+	// TLS, for Addrs: connect with TLS (a rediss:// URL says so itself).
+	TLS bool `yaml:"tls"`
+	// KeyPrefix starts every key, so that deployments can share one Redis.
+	KeyPrefix string `yaml:"key_prefix"`
+}
+
+// Enabled reports whether a Redis is configured.
+func (r Redis) Enabled() bool { return r.URL != "" || len(r.Addrs) > 0 }
+
+// Idempotency configures the published idempotency policy.
+type Idempotency struct {
+	// TTL is how long a completed request's response is replayed for its key, and how
+	// long GetMessage finds the message.
+	TTL time.Duration `yaml:"ttl"`
 }
 
 // Listen says where the service listens.
@@ -63,7 +96,14 @@ type Key struct {
 	// Hash is "sha256:<hex>", from `mailgate keys new`.
 	Hash secret.String `yaml:"hash"`
 	// Senders are the From patterns the key may use: address, *@domain or *.
-	Senders []string `yaml:"senders"`
+	Senders []string  `yaml:"senders"`
+	Limits  KeyLimits `yaml:"limits"`
+}
+
+// KeyLimits bound what one API key may send, across all its senders.
+type KeyLimits struct {
+	// MessagesPerMinute is the key's own rate; 0 means no limit of its own.
+	MessagesPerMinute int `yaml:"messages_per_minute"`
 }
 
 // Route sends matching From addresses through a backend.
@@ -87,10 +127,18 @@ type Limits struct {
 	Mailbox MailboxLimits `yaml:"mailbox"`
 	// MaxMessageBytes is the largest message accepted, measured as encoded MIME.
 	MaxMessageBytes int64 `yaml:"max_message_bytes"`
+	// SendTimeout bounds one backend send. A send that has started runs to the end even
+	// if the caller goes away, so that its outcome is recorded.
+	SendTimeout time.Duration `yaml:"send_timeout"`
 }
 
-// MailboxLimits mirror Exchange Online's per-mailbox limits.
+// MailboxLimits mirror Exchange Online's per-mailbox limits, enforced per sending
+// mailbox across every replica, before Microsoft enforces them.
 type MailboxLimits struct {
+	// MessagesPerMinute is Exchange Online's 30; 0 turns the limit off.
+	MessagesPerMinute int `yaml:"messages_per_minute"`
+	// RecipientsPerDay is Exchange Online's 10,000 (each recipient counts); 0 turns it off.
+	RecipientsPerDay int `yaml:"recipients_per_day"`
 	// RecipientsPerMessage is Exchange Online's 500 by default.
 	RecipientsPerMessage int `yaml:"recipients_per_message"`
 }
@@ -117,11 +165,14 @@ func BackendTypes() []string {
 func defaults() *Config {
 	return &Config{
 		Listen: Listen{HTTP: "127.0.0.1:8080", GRPC: "127.0.0.1:9090", ShutdownTimeout: 30 * time.Second},
+		Redis:  Redis{KeyPrefix: "mg:"},
 		Limits: Limits{
-			Mailbox:         MailboxLimits{RecipientsPerMessage: 500},
+			Mailbox:         MailboxLimits{MessagesPerMinute: 30, RecipientsPerDay: 10_000, RecipientsPerMessage: 500},
 			MaxMessageBytes: 35 << 20, // Exchange Online's default send limit (35 MB)
+			SendTimeout:     2 * time.Minute,
 		},
-		Log: Log{Level: "info"},
+		Idempotency: Idempotency{TTL: 24 * time.Hour},
+		Log:         Log{Level: "info"},
 	}
 }
 
@@ -212,8 +263,10 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxMessageBytes <= 0 {
 		v.add("limits.max_message_bytes", "must be positive")
 	}
-	if n := c.Limits.Mailbox.RecipientsPerMessage; n <= 0 {
-		v.add("limits.mailbox.recipients_per_message", "must be positive")
+	c.validateLimits(&v)
+	c.validateRedis(&v)
+	if c.Idempotency.TTL < time.Minute {
+		v.add("idempotency.ttl", "must be at least 1m (the published default is 24h)")
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -249,6 +302,56 @@ func (c *Config) validateListen(v *validator) {
 	}
 	if c.Listen.ShutdownTimeout <= 0 {
 		v.add("listen.shutdown_timeout", "must be a positive duration such as 30s")
+	}
+}
+
+func (c *Config) validateLimits(v *validator) {
+	m := c.Limits.Mailbox
+	if m.RecipientsPerMessage <= 0 {
+		v.add("limits.mailbox.recipients_per_message", "must be positive")
+	}
+	if m.MessagesPerMinute < 0 {
+		v.add("limits.mailbox.messages_per_minute", "must not be negative (0 turns the limit off)")
+	}
+	if m.RecipientsPerDay < 0 {
+		v.add("limits.mailbox.recipients_per_day", "must not be negative (0 turns the limit off)")
+	} else if m.RecipientsPerDay > 0 && m.RecipientsPerDay < m.RecipientsPerMessage {
+		v.add("limits.mailbox.recipients_per_day", "%d is less than recipients_per_message (%d): a full message could never pass",
+			m.RecipientsPerDay, m.RecipientsPerMessage)
+	}
+	if c.Limits.SendTimeout < time.Second {
+		v.add("limits.send_timeout", "must be at least 1s")
+	}
+	for i, k := range c.Keys {
+		if k.Limits.MessagesPerMinute < 0 {
+			v.add(fmt.Sprintf("keys[%d].limits.messages_per_minute", i), "must not be negative (0: no limit of its own)")
+		}
+	}
+}
+
+func (c *Config) validateRedis(v *validator) {
+	r := c.Redis
+	switch {
+	case r.URL != "" && len(r.Addrs) > 0:
+		v.add("redis", "give url (one server) or addrs (Sentinel or Cluster), not both")
+	case r.URL != "":
+		if _, err := goredis.ParseURL(r.URL); err != nil {
+			v.add("redis.url", "%v", err)
+		}
+		if r.MasterName != "" || r.Username != "" || !r.Password.IsZero() || r.DB != 0 || r.TLS {
+			v.add("redis", "with url, put credentials, database and TLS in the URL (master_name needs addrs)")
+		}
+	case len(r.Addrs) > 0:
+		for i, a := range r.Addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				v.add(fmt.Sprintf("redis.addrs[%d]", i), "want host:port, not %q", a)
+			}
+		}
+		if r.MasterName == "" && r.DB != 0 {
+			v.add("redis.db", "a Cluster has only database 0")
+		}
+	case r.MasterName != "":
+		v.add("redis.addrs", "master_name needs the Sentinel addresses in addrs")
 	}
 }
 
@@ -363,7 +466,7 @@ func (r Route) RouteName() string {
 func (c *Config) Keyring() (*apikey.Keyring, error) {
 	kr := apikey.NewKeyring()
 	for _, k := range c.Keys {
-		key := &apikey.Key{Name: k.Name}
+		key := &apikey.Key{Name: k.Name, MessagesPerMinute: k.Limits.MessagesPerMinute}
 		for _, s := range k.Senders {
 			p, err := policy.ParsePattern(s)
 			if err != nil {

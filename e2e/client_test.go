@@ -67,7 +67,15 @@ func doREST(method, url string, a auth, body io.Reader) (restResponse, error) {
 	if a.name != "" {
 		req.Header.Set(a.name, a.value)
 	}
-	resp, err := httpClient.Do(req)
+	return doRequest(req)
+}
+
+// doRequest sends a request the caller built, within requestTimeout.
+func doRequest(req *http.Request) (restResponse, error) {
+	ctx, cancel := context.WithTimeout(req.Context(), requestTimeout)
+	defer cancel()
+	method, url := req.Method, req.URL.String()
+	resp, err := httpClient.Do(req.WithContext(ctx))
 	if err != nil {
 		return restResponse{}, fmt.Errorf("%s %s: %w", method, url, err)
 	}
@@ -77,6 +85,16 @@ func doREST(method, url string, a auth, body io.Reader) (restResponse, error) {
 		return restResponse{}, fmt.Errorf("%s %s: reading the response: %w", method, url, err)
 	}
 	return restResponse{Status: resp.StatusCode, Header: resp.Header, Body: b}, nil
+}
+
+// decodeSend parses a SendMail response body.
+func decodeSend(t testing.TB, body []byte) *mailgatev1.SendMailResponse {
+	t.Helper()
+	resp := new(mailgatev1.SendMailResponse)
+	if err := protojson.Unmarshal(body, resp); err != nil {
+		t.Fatalf("SendMail response %q: %v", body, err)
+	}
+	return resp
 }
 
 // sendREST posts a SendMail JSON body to /v1/messages:send.

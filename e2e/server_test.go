@@ -219,12 +219,18 @@ log:
 func serve(t testing.TB) *proc {
 	t.Helper()
 	dir := t.TempDir()
-	outbox := filepath.Join(dir, "outbox")
+	return serveWith(t, dir, filepath.Join(dir, "outbox"), "")
+}
+
+// serveWith is serve with the outbox folder chosen by the caller (replicas can share
+// one) and extra top-level YAML appended to the configuration.
+func serveWith(t testing.TB, dir, outbox, extra string) *proc {
+	t.Helper()
 	cfgPath := filepath.Join(dir, "mailgate.yaml")
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		httpAddr, grpcAddr := freeAddr(t), freeAddr(t)
-		if err := os.WriteFile(cfgPath, []byte(configYAML(httpAddr, grpcAddr, outbox)), 0o600); err != nil {
+		if err := os.WriteFile(cfgPath, []byte(configYAML(httpAddr, grpcAddr, outbox)+extra), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		p := start(t, dir, nil, "serve", "--config", cfgPath)

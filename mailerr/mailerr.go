@@ -120,6 +120,7 @@ var reasons = map[string]Kind{
 	"SENDER_NOT_ALLOWED": PermissionDenied,
 	"NO_ROUTE":           PermissionDenied,
 	"SEND_AS_DENIED":     PermissionDenied,
+	"STORE_UNAVAILABLE":  Unavailable,
 }
 
 func init() {

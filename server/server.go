@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -37,6 +38,7 @@ import (
 	"github.com/mailgate/mailgate/openapi"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server/apikey"
+	"github.com/mailgate/mailgate/server/store"
 )
 
 // Options configure a Server.
@@ -179,15 +181,30 @@ func NewFromConfig(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		}
 		backends[name] = snd
 	}
+	st := store.Store(store.NewMemory())
+	if cfg.Redis.Enabled() {
+		client, err := redisClient(cfg.Redis)
+		if err != nil {
+			return nil, fmt.Errorf("redis: %w", err)
+		}
+		st = store.NewRedis(client, cfg.Redis.KeyPrefix)
+	}
 	opts := Options{
 		Service: ServiceOptions{
 			Router:   router,
 			Backends: backends,
+			Store:    st,
 			Limits: Limits{
 				MaxMessageBytes: cfg.Limits.MaxMessageBytes,
 				MaxRecipients:   cfg.Limits.Mailbox.RecipientsPerMessage,
 			},
-			Logger: log,
+			Mailbox: MailboxLimits{
+				MessagesPerMinute: cfg.Limits.Mailbox.MessagesPerMinute,
+				RecipientsPerDay:  cfg.Limits.Mailbox.RecipientsPerDay,
+			},
+			Retention:   cfg.Idempotency.TTL,
+			SendTimeout: cfg.Limits.SendTimeout,
+			Logger:      log,
 		},
 		Keys:            keys,
 		ShutdownTimeout: cfg.Listen.ShutdownTimeout,
@@ -201,6 +218,34 @@ func NewFromConfig(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	}
 	return New(opts)
+}
+
+// redisClient connects to a standalone server (url), a Sentinel group (addrs with
+// master_name) or a Cluster (addrs). Commands are never retried by the client: a retried
+// script could take a budget twice; the caller's own retry is safe instead.
+func redisClient(c config.Redis) (redis.UniversalClient, error) {
+	if c.URL != "" {
+		opts, err := redis.ParseURL(c.URL)
+		if err != nil {
+			return nil, err
+		}
+		opts.MaxRetries = -1
+		opts.DialTimeout = 2 * time.Second
+		return redis.NewClient(opts), nil
+	}
+	opts := &redis.UniversalOptions{
+		Addrs:       c.Addrs,
+		MasterName:  c.MasterName,
+		Username:    c.Username,
+		Password:    c.Password.Value(),
+		DB:          c.DB,
+		MaxRetries:  -1,
+		DialTimeout: 2 * time.Second,
+	}
+	if c.TLS {
+		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return redis.NewUniversalClient(opts), nil
 }
 
 // Service returns the MailService implementation, for in-process callers (the SMTP shim).
@@ -263,6 +308,11 @@ func (s *Server) drain() error {
 	if httpErr != nil {
 		errs = append(errs, fmt.Errorf("http drain: %w", httpErr))
 	}
+	if c, ok := s.svc.store.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("store: %w", err))
+		}
+	}
 	for name, b := range s.svc.backends {
 		if c, ok := b.(io.Closer); ok {
 			if err := c.Close(); err != nil {
@@ -285,9 +335,16 @@ func gracefulStop(ctx context.Context, g *grpc.Server) {
 	}
 }
 
-func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if !s.ready.Load() {
 		http.Error(w, "not ready: shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.svc.store.Ping(ctx); err != nil {
+		s.log.Warn("not ready: the store does not answer", "error", err)
+		http.Error(w, "not ready: the store (Redis) does not answer", http.StatusServiceUnavailable)
 		return
 	}
 	io.WriteString(w, "ready\n")

@@ -48,6 +48,7 @@ func (s *scriptedSender) Send(ctx context.Context, msg *senders.Message) (*sende
 }
 
 type testServer struct {
+	srv  *Server
 	grpc *grpc.ClientConn
 	url  string
 	mail mailgatev1.MailServiceClient
@@ -57,6 +58,12 @@ type testServer struct {
 // backend: "ok@example.com" → ok, "fail@example.com" → the failing backend.
 func startServer(t testing.TB, failWith error) *testServer {
 	t.Helper()
+	return startServerWith(t, failWith, nil)
+}
+
+// startServerWith lets a test adjust the options before the server starts.
+func startServerWith(t testing.TB, failWith error, adjust func(*Options)) *testServer {
+	t.Helper()
 	keys := apikey.NewKeyring()
 	keys.Add(&apikey.Key{Name: "app", Senders: []policy.Pattern{policy.MustParse("*@example.com")}}, apikey.Hash(appKey))
 	keys.Add(&apikey.Key{Name: "other", Senders: []policy.Pattern{policy.MustParse("*")}}, apikey.Hash(otherKey))
@@ -64,14 +71,18 @@ func startServer(t testing.TB, failWith error) *testServer {
 		{Name: "failing", Match: policy.MustParse("fail@example.com"), Backend: "fail"},
 		{Name: "main", Match: policy.MustParse("*@example.com"), Backend: "ok"},
 	})
-	srv, err := New(Options{
+	opts := Options{
 		Service: ServiceOptions{
 			Router:   router,
 			Backends: map[string]senders.Sender{"ok": &scriptedSender{}, "fail": &scriptedSender{err: failWith}},
 			Limits:   Limits{MaxMessageBytes: 64 << 10, MaxRecipients: 10},
 		},
 		Keys: keys,
-	})
+	}
+	if adjust != nil {
+		adjust(&opts)
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +102,7 @@ func startServer(t testing.TB, failWith error) *testServer {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &testServer{grpc: conn, url: "http://" + httpLn.Addr().String(), mail: mailgatev1.NewMailServiceClient(conn)}
+	return &testServer{grpc: conn, url: "http://" + httpLn.Addr().String(), mail: mailgatev1.NewMailServiceClient(conn), srv: srv}
 }
 
 func withAPIKey(key string) context.Context {

@@ -3,10 +3,13 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -24,26 +27,39 @@ import (
 type Service struct {
 	mailgatev1.UnimplementedMailServiceServer
 
-	router    *policy.Router
-	backends  map[string]senders.Sender
-	records   store.Records
-	limits    Limits
-	retention time.Duration
-	log       *slog.Logger
-	metrics   *metrics
-	now       func() time.Time
+	router      *policy.Router
+	backends    map[string]senders.Sender
+	store       store.Store
+	limits      Limits
+	mailbox     MailboxLimits
+	retention   time.Duration
+	sendTimeout time.Duration
+	log         *slog.Logger
+	metrics     *metrics
+	now         func() time.Time
+}
+
+// MailboxLimits are the per-mailbox rates (Exchange Online's, by default); 0 is no limit.
+type MailboxLimits struct {
+	MessagesPerMinute int
+	RecipientsPerDay  int
 }
 
 // ServiceOptions are the parts a Service is built from.
 type ServiceOptions struct {
 	Router   *policy.Router
 	Backends map[string]senders.Sender
-	// Records keeps GetMessage's records; default: in-process.
-	Records store.Records
+	// Store holds idempotency records, rate budgets and message records; default:
+	// in-process (one replica only).
+	Store   store.Store
 	Limits  Limits
-	// Retention is how long GetMessage can find a message; default 24 h.
+	Mailbox MailboxLimits
+	// Retention is how long a response is replayed for its idempotency key and
+	// GetMessage finds the message; default 24 h.
 	Retention time.Duration
-	Logger    *slog.Logger
+	// SendTimeout bounds a backend send; default 2 min.
+	SendTimeout time.Duration
+	Logger      *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -56,20 +72,25 @@ func NewService(opts ServiceOptions) (*Service, error) {
 		}
 	}
 	s := &Service{
-		router:    opts.Router,
-		backends:  opts.Backends,
-		records:   opts.Records,
-		limits:    opts.Limits,
-		retention: opts.Retention,
-		log:       opts.Logger,
-		now:       opts.Now,
-		metrics:   newMetrics(),
+		router:      opts.Router,
+		backends:    opts.Backends,
+		store:       opts.Store,
+		limits:      opts.Limits,
+		mailbox:     opts.Mailbox,
+		retention:   opts.Retention,
+		sendTimeout: opts.SendTimeout,
+		log:         opts.Logger,
+		now:         opts.Now,
+		metrics:     newMetrics(),
 	}
-	if s.records == nil {
-		s.records = store.NewMemory()
+	if s.store == nil {
+		s.store = store.NewMemory()
 	}
 	if s.retention <= 0 {
 		s.retention = 24 * time.Hour
+	}
+	if s.sendTimeout <= 0 {
+		s.sendTimeout = 2 * time.Minute
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -93,27 +114,40 @@ func (s *Service) SendMail(ctx context.Context, req *mailgatev1.SendMailRequest)
 	resp, route, err := s.send(ctx, key, id, start, req)
 	elapsed := s.now().Sub(start)
 	if err != nil {
-		e := mailerr.As(err, mailerr.Unavailable)
-		s.metrics.observe(route.Name, route.Backend, e.Kind.Reason(), elapsed)
-		attrs := []any{"route", route.Name, "backend", route.Backend, "outcome", e.ReasonOrDefault(),
-			"duration_ms", elapsed.Milliseconds(), "error", e.Error()}
-		if e.Kind == mailerr.Internal {
+		// A replayed error arrives as a status; everything else is classified here.
+		st, replayed := status.FromError(err)
+		detail := st.Message()
+		if !replayed {
+			e := mailerr.As(err, mailerr.Unavailable)
+			st, detail = toStatus(e), e.Error()
+		}
+		kind, _ := statusKind(st)
+		reason := statusReason(st)
+		s.metrics.observe(route.Name, route.Backend, reason, elapsed)
+		attrs := []any{"route", route.Name, "backend", route.Backend, "outcome", reason,
+			"replayed", replayed, "duration_ms", elapsed.Milliseconds(), "error", detail}
+		if kind == mailerr.Internal {
 			log.Error("message failed", attrs...)
 		} else {
 			log.Info("message refused", attrs...)
 		}
-		return nil, toStatus(e).Err()
+		return nil, st.Err()
 	}
 	s.metrics.observe(route.Name, route.Backend, resp.GetStatus().String(), elapsed)
 	log.Info("message accepted", "route", route.Name, "backend", route.Backend, "outcome", resp.GetStatus().String(),
 		"message_id", resp.GetMessageId(), "recipients", len(resp.GetAcceptedRecipients()),
-		"duration_ms", elapsed.Milliseconds())
+		"replayed", resp.GetReplayed(), "duration_ms", elapsed.Milliseconds())
 	return resp, nil
 }
 
-// send runs the pipeline: validate, authorise the From, route, deliver, record.
+// send runs the pipeline: validate, authorise the From, route, admit (idempotency and
+// rate limits), deliver, complete. It returns a *mailerr.Error, or a replayed status.
 func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time.Time, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, policy.Route, error) {
 	msg, err := normalize(req, id, now, s.limits)
+	if err != nil {
+		return nil, policy.Route{}, err
+	}
+	idemKey, err := idempotencyKey(ctx, req)
 	if err != nil {
 		return nil, policy.Route{}, err
 	}
@@ -130,9 +164,55 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	}
 	msg.Mailbox = route.Mailbox
 
-	res, err := s.backends[route.Backend].Send(ctx, msg)
+	adm := &store.Admission{Groups: s.budgets(key, msg)}
+	if idemKey != "" {
+		adm.Claim = &store.Claim{
+			Scope: key.Name, Key: idemKey, Fingerprint: fingerprint(req),
+			// Longer than any send, so only a crashed request's claim runs out.
+			LockTTL: s.sendTimeout + 30*time.Second,
+		}
+	}
+	ticket, err := s.store.Admit(ctx, adm)
 	if err != nil {
-		return nil, route, err
+		return nil, route, mailerr.Wrap(mailerr.Unavailable, err, "mailgate's store is unavailable; nothing was sent").WithReason("STORE_UNAVAILABLE")
+	}
+	switch ticket.Decision {
+	case store.Replay:
+		resp, err := decodeOutcome(ticket.Outcome)
+		return resp, route, err
+	case store.InFlight:
+		return nil, route, mailerr.New(mailerr.InFlight,
+			"a request with this idempotency key is still in progress; retry shortly")
+	case store.Mismatch:
+		return nil, route, mailerr.New(mailerr.KeyReused,
+			"this idempotency key was used for a different request; use a new key for a new message")
+	case store.Throttled:
+		e := mailerr.New(mailerr.Throttled, "%s; retry in %s", describeRefusal(ticket.Refused, s.mailbox, key),
+			humanDuration(ticket.RetryAfter.Round(time.Second)))
+		e.RetryAfter = ticket.RetryAfter
+		return nil, route, e
+	}
+
+	// From here the message is admitted: it is sent to the end even if the caller goes
+	// away, and the outcome is recorded, so that a retry replays it instead of sending
+	// twice.
+	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.sendTimeout)
+	defer cancel()
+	res, sendErr := s.backends[route.Backend].Send(sendCtx, msg)
+	if sendErr != nil {
+		e := mailerr.As(sendErr, mailerr.Unavailable)
+		if e.Kind == mailerr.Throttled && e.RetryAfter > 0 {
+			// Microsoft throttled this mailbox: pause it for every replica.
+			if err := s.store.Pause(sendCtx, mailboxGroup(msg), e.RetryAfter); err != nil {
+				s.log.Warn("could not pause the mailbox", "mailbox", msg.SendingMailbox(), "error", err)
+			}
+		}
+		c := store.Completion{Refund: e.Kind != mailerr.OutcomeUnknown, Retention: s.retention}
+		if recordable(e.Kind) {
+			c.Outcome = encodeError(e)
+		}
+		s.complete(sendCtx, ticket, c)
+		return nil, route, e
 	}
 	resp := &mailgatev1.SendMailResponse{
 		Id:                 id,
@@ -142,13 +222,106 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 		Status:             statusOf(res.Status),
 		AcceptedRecipients: res.Accepted,
 	}
-	s.record(ctx, key, msg, req, resp, now)
+	s.complete(sendCtx, ticket, store.Completion{
+		Outcome:   encodeResponse(resp),
+		Retention: s.retention,
+		Record:    s.record(key, msg, req, resp, now),
+	})
 	return resp, route, nil
 }
 
-// record keeps what GetMessage reports. The message is already accepted, so a failure
-// here is logged, never turned into an error the caller would retry (and send twice).
-func (s *Service) record(ctx context.Context, key *apikey.Key, msg *senders.Message, req *mailgatev1.SendMailRequest, resp *mailgatev1.SendMailResponse, now time.Time) {
+// complete finishes an admitted request. The message's fate is already decided, so a
+// failure here is logged, never returned: reporting it would invite a retry that sends
+// the message again.
+func (s *Service) complete(ctx context.Context, t *store.Ticket, c store.Completion) {
+	if err := s.store.Complete(ctx, t, c); err != nil {
+		s.log.Warn("outcome not recorded: a retry with the same idempotency key may be refused as in flight until its lock expires, and GetMessage will not find the message",
+			"error", err)
+	}
+}
+
+// budgets are the rate limits a message draws on: its sending mailbox's (shared by every
+// key that sends as it) and its API key's own.
+func (s *Service) budgets(key *apikey.Key, msg *senders.Message) []store.Group {
+	groups := []store.Group{{
+		Key: mailboxGroup(msg),
+		Limits: []store.Limit{
+			{ID: "msgs", Count: s.mailbox.MessagesPerMinute, Period: time.Minute, Cost: 1},
+			{ID: "rcpts", Count: s.mailbox.RecipientsPerDay, Period: 24 * time.Hour, Cost: len(msg.Recipients)},
+		},
+	}}
+	if key.MessagesPerMinute > 0 {
+		groups = append(groups, store.Group{
+			Key:    "key:" + key.Name,
+			Limits: []store.Limit{{ID: "msgs", Count: key.MessagesPerMinute, Period: time.Minute, Cost: 1}},
+		})
+	}
+	return groups
+}
+
+func mailboxGroup(msg *senders.Message) string {
+	return "mb:" + strings.ToLower(msg.SendingMailbox())
+}
+
+// describeRefusal says which limit refused a request, from store.Ticket.Refused.
+func describeRefusal(refused string, mb MailboxLimits, key *apikey.Key) string {
+	group, limit, _ := strings.Cut(refused, "/")
+	switch kind, name, _ := strings.Cut(group, ":"); {
+	case limit == "pause":
+		return fmt.Sprintf("Microsoft 365 throttled mailbox %s; mailgate holds its messages back for every replica", name)
+	case kind == "mb" && limit == "msgs":
+		return fmt.Sprintf("mailbox %s may send %d messages per minute", name, mb.MessagesPerMinute)
+	case kind == "mb" && limit == "rcpts":
+		return fmt.Sprintf("mailbox %s may send to %d recipients per day", name, mb.RecipientsPerDay)
+	case kind == "key":
+		return fmt.Sprintf("API key %q may send %d messages per minute", name, key.MessagesPerMinute)
+	}
+	return "rate limit " + refused + " reached"
+}
+
+// recordable reports whether an outcome is final, and so replayed to a retry with the
+// same idempotency key. Transient failures are not: the retry may go through.
+func recordable(k mailerr.Kind) bool {
+	switch k {
+	case mailerr.Rejected, mailerr.PermissionDenied, mailerr.Invalid, mailerr.TooLarge, mailerr.OutcomeUnknown:
+		return true
+	}
+	return false
+}
+
+// Outcomes are stored as one tag byte and a protobuf: 'R' a SendMailResponse, 'E' a
+// google.rpc.Status.
+func encodeResponse(r *mailgatev1.SendMailResponse) []byte {
+	b, _ := proto.Marshal(r)
+	return append([]byte{'R'}, b...)
+}
+
+func encodeError(e *mailerr.Error) []byte {
+	b, _ := proto.Marshal(toStatus(e).Proto())
+	return append([]byte{'E'}, b...)
+}
+
+func decodeOutcome(b []byte) (*mailgatev1.SendMailResponse, error) {
+	if len(b) > 0 {
+		switch b[0] {
+		case 'R':
+			r := new(mailgatev1.SendMailResponse)
+			if err := proto.Unmarshal(b[1:], r); err == nil {
+				r.Replayed = true
+				return r, nil
+			}
+		case 'E':
+			st := new(spb.Status)
+			if err := proto.Unmarshal(b[1:], st); err == nil {
+				return nil, status.FromProto(st).Err()
+			}
+		}
+	}
+	return nil, mailerr.New(mailerr.Internal, "stored idempotency outcome is unreadable")
+}
+
+// record builds what GetMessage reports about an accepted message.
+func (s *Service) record(key *apikey.Key, msg *senders.Message, req *mailgatev1.SendMailRequest, resp *mailgatev1.SendMailResponse, now time.Time) *store.Record {
 	rec := &mailgatev1.GetMessageResponse{
 		Id:                 resp.GetId(),
 		MessageId:          resp.GetMessageId(),
@@ -160,13 +333,8 @@ func (s *Service) record(ctx context.Context, key *apikey.Key, msg *senders.Mess
 		Tags:               req.GetTags(),
 		AcceptTime:         timestamppb.New(now),
 	}
-	b, err := proto.Marshal(rec)
-	if err == nil {
-		err = s.records.PutRecord(context.WithoutCancel(ctx), recordKey(key.Name, rec.Id), b, s.retention)
-	}
-	if err != nil {
-		s.log.Warn("message record not stored; GetMessage will not find it", "id", rec.Id, "error", err)
-	}
+	b, _ := proto.Marshal(rec)
+	return &store.Record{Key: recordKey(key.Name, rec.Id), Value: b, TTL: s.retention}
 }
 
 // GetMessage implements mailgate.v1.MailService.
@@ -179,13 +347,13 @@ func (s *Service) GetMessage(ctx context.Context, req *mailgatev1.GetMessageRequ
 		return nil, toStatus(mailerr.Violations([]mailerr.FieldViolation{{
 			Field: "id", Description: "not a message id (26 characters, as SendMail returns)"}})).Err()
 	}
-	b, err := s.records.GetRecord(ctx, recordKey(key.Name, req.GetId()))
+	b, err := s.store.GetRecord(ctx, recordKey(key.Name, req.GetId()))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, toStatus(mailerr.New(mailerr.NotFound,
 			"no message %s for this API key (records are kept for %s)", req.GetId(), humanDuration(s.retention))).Err()
 	}
 	if err != nil {
-		return nil, toStatus(mailerr.Wrap(mailerr.Unavailable, err, "message records are unavailable")).Err()
+		return nil, toStatus(mailerr.Wrap(mailerr.Unavailable, err, "message records are unavailable").WithReason("STORE_UNAVAILABLE")).Err()
 	}
 	rec := new(mailgatev1.GetMessageResponse)
 	if err := proto.Unmarshal(b, rec); err != nil {

@@ -66,6 +66,17 @@ func statusKind(st *status.Status) (mailerr.Kind, time.Duration) {
 	return mailerr.KindOf(st.Code(), reason), retry
 }
 
+// statusReason is the ErrorInfo reason of a status mailgate made, else its kind's.
+func statusReason(st *status.Status) string {
+	for _, d := range st.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == mailerr.Domain {
+			return ei.GetReason()
+		}
+	}
+	kind, _ := statusKind(st)
+	return kind.Reason()
+}
+
 // retryAfterSeconds renders a delay as an HTTP Retry-After value: whole seconds, rounded
 // up, at least 1.
 func retryAfterSeconds(d time.Duration) string {

@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/config/secret"
 	"github.com/mailgate/mailgate/server"
@@ -43,6 +45,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	log := newLogger(cfg.Log, stderr)
+	// go-redis logs through a package-level logger of its own; send it to ours, so that
+	// a JSON log stays JSON.
+	redis.SetLogger(redisLogger{log.With("component", "redis")})
 	srv, err := server.NewFromConfig(cfg, log)
 	if err != nil {
 		return err
@@ -81,6 +86,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("mailgate stopped")
 	return nil
+}
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, fmt.Sprintf(format, v...))
 }
 
 // developmentKey returns the key of the embedded default and its hash. The key is

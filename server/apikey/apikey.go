@@ -57,6 +57,8 @@ type Key struct {
 	Name string
 	// Senders are the From addresses the key may use.
 	Senders []policy.Pattern
+	// MessagesPerMinute is the key's own rate limit; 0 means none.
+	MessagesPerMinute int
 }
 
 // MaySend reports whether the key may send as from.

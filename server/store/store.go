@@ -1,89 +1,151 @@
-// Package store keeps mailgate's shared state: the record of every accepted message (for
-// GetMessage). Memory is the in-process implementation used by the embedded default; it
-// serves one replica only.
+// Package store keeps mailgate's shared state: idempotency claims, rate-limit budgets,
+// mailbox pauses and the record of every accepted message. Redis holds it for any number
+// of replicas; Memory holds it in-process for one replica (the embedded default).
+//
+// The operations are shaped by the request path rather than by data type, so that an
+// accepted message costs Redis two round trips: Admit before the backend is touched,
+// Complete after.
 package store
 
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 )
 
 // ErrNotFound is returned for a record that does not exist or has expired.
 var ErrNotFound = errors.New("store: not found")
 
+// Store is what the service needs from its shared state.
+//
+// Every method may fail with an error that means the store could not be reached; the
+// caller must then assume nothing about the state (in particular, a failed Admit
+// reserved and claimed nothing that the caller may rely on, and nothing may be sent).
+type Store interface {
+	Records
+	// Admit decides whether a request may go ahead, atomically as far as the backend
+	// allows: it claims the idempotency key (when there is one) and takes each group's
+	// budget. Budgets and the claim are held only when the decision is Proceed; the
+	// holder must then call Complete exactly once.
+	Admit(ctx context.Context, a *Admission) (*Ticket, error)
+	// Complete finishes a Proceed ticket: it stores the outcome for replay (or releases
+	// the claim when Outcome is nil), gives the budgets back when Refund is set, and
+	// stores the GetMessage record when there is one. A claim taken over by another
+	// request after its lock expired is left alone (the ticket's fence token no longer
+	// matches).
+	Complete(ctx context.Context, t *Ticket, c Completion) error
+	// Pause refuses the group (for every replica) until d has passed. A pause is only
+	// ever extended, never shortened.
+	Pause(ctx context.Context, group string, d time.Duration) error
+	// Ping reports whether the store answers.
+	Ping(ctx context.Context) error
+}
+
 // Records keeps small values for a time.
 //
 // PutRecord stores value under key until ttl passes; a later PutRecord replaces it.
-// GetRecord returns the value, or ErrNotFound once it has expired. Any other error means
-// the store is unreachable: the caller must not assume the record is absent.
+// GetRecord returns the value, or ErrNotFound once it has expired.
 type Records interface {
 	PutRecord(ctx context.Context, key string, value []byte, ttl time.Duration) error
 	GetRecord(ctx context.Context, key string) ([]byte, error)
 }
 
-// Memory is an in-process Records. It keeps at most MaxRecords; past that the oldest go
-// first, so a long-running test instance cannot grow without bound.
-type Memory struct {
-	mu      sync.Mutex
-	now     func() time.Time
-	max     int
-	records map[string]memRecord
-	order   []string // keys in insertion order, for expiry and eviction
+// Admission is what a request asks of the store before it is sent.
+type Admission struct {
+	// Claim is the idempotency claim; nil when the request has no idempotency key.
+	Claim *Claim
+	// Groups are the rate-limit budgets the request draws on, each taken all or nothing.
+	Groups []Group
 }
 
-type memRecord struct {
-	value   []byte
-	expires time.Time
+// Claim identifies an idempotent request.
+type Claim struct {
+	// Scope separates callers: the API key's name.
+	Scope string
+	// Key is the caller's idempotency key.
+	Key string
+	// Fingerprint identifies the request's content; the same key with another
+	// fingerprint is a reuse, not a retry.
+	Fingerprint string
+	// LockTTL is how long the claim may stay pending before another request may take it
+	// over: longer than the slowest send, so it runs out only after a crash.
+	LockTTL time.Duration
 }
 
-// DefaultMaxRecords bounds Memory's size.
-const DefaultMaxRecords = 100_000
-
-// NewMemory returns an empty in-process store.
-func NewMemory() *Memory {
-	return &Memory{now: time.Now, max: DefaultMaxRecords, records: make(map[string]memRecord)}
+// Group is a set of limits taken together, with one pause switch: a mailbox's
+// messages per minute and recipients per day, or an API key's messages per minute.
+type Group struct {
+	// Key names the group, e.g. "mb:billing@contoso.com" or "key:billing-app".
+	Key    string
+	Limits []Limit
 }
 
-// PutRecord implements Records.
-func (m *Memory) PutRecord(_ context.Context, key string, value []byte, ttl time.Duration) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	now := m.now()
-	m.sweep(now)
-	if _, exists := m.records[key]; !exists {
-		m.order = append(m.order, key)
-	}
-	m.records[key] = memRecord{value: append([]byte(nil), value...), expires: now.Add(ttl)}
-	for len(m.records) > m.max {
-		delete(m.records, m.order[0])
-		m.order = m.order[1:]
-	}
-	return nil
+// Limit is a rate: at most Count units per Period, with bursts of up to Count. It is
+// enforced with GCRA (generic cell rate algorithm), which spreads the budget evenly:
+// after a burst of Count, one more unit becomes available every Period/Count.
+type Limit struct {
+	// ID names the limit within its group ("msgs", "rcpts") and in errors.
+	ID     string
+	Count  int
+	Period time.Duration
+	// Cost is what this request takes: 1 per message, or 1 per recipient.
+	Cost int
 }
 
-// GetRecord implements Records.
-func (m *Memory) GetRecord(_ context.Context, key string) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r, ok := m.records[key]
-	if !ok || !m.now().Before(r.expires) {
-		return nil, ErrNotFound
-	}
-	return append([]byte(nil), r.value...), nil
+// interval is the time one unit of budget takes to come back.
+func (l Limit) interval() time.Duration { return l.Period / time.Duration(l.Count) }
+
+// Decision is what Admit decided.
+type Decision int
+
+const (
+	// Proceed: send the message, then call Complete.
+	Proceed Decision = iota + 1
+	// Replay: the request was completed before; Outcome holds what it returned.
+	Replay
+	// InFlight: the same request is being processed; RetryAfter is how long its lock
+	// has left at most.
+	InFlight
+	// Mismatch: the idempotency key was used for a different request.
+	Mismatch
+	// Throttled: a limit or a pause refused the request; nothing was taken.
+	Throttled
+)
+
+func (d Decision) String() string {
+	return [...]string{"", "proceed", "replay", "in flight", "mismatch", "throttled"}[d]
 }
 
-// sweep drops expired records from the front of the insertion order. Records mostly
-// share one TTL, so they expire roughly in order; one that outlives its neighbours
-// merely waits for its turn.
-func (m *Memory) sweep(now time.Time) {
-	for len(m.order) > 0 {
-		r, ok := m.records[m.order[0]]
-		if ok && now.Before(r.expires) {
-			return
-		}
-		delete(m.records, m.order[0])
-		m.order = m.order[1:]
-	}
+// Ticket is the result of Admit.
+type Ticket struct {
+	Decision Decision
+	// Outcome is the stored outcome, for Replay.
+	Outcome []byte
+	// RetryAfter is when to try again, for Throttled and InFlight.
+	RetryAfter time.Duration
+	// Refused names what throttled the request: "<group>/<limit id>" or "<group>/pause".
+	Refused string
+
+	claim  *Claim
+	token  string
+	groups []Group
+}
+
+// Completion is how a Proceed request ended.
+type Completion struct {
+	// Outcome is stored for replays of the idempotency key until Retention has passed.
+	// Nil releases the claim, so that a retry may go ahead.
+	Outcome   []byte
+	Retention time.Duration
+	// Refund gives the budgets back: the message was not accepted.
+	Refund bool
+	// Record, when set, is stored for GetMessage.
+	Record *Record
+}
+
+// Record is a value to keep for a time.
+type Record struct {
+	Key   string
+	Value []byte
+	TTL   time.Duration
 }

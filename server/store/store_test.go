@@ -1,45 +1,49 @@
-package store
+package store_test
 
 import (
 	"context"
-	"errors"
-	"fmt"
+	"crypto/rand"
+	"encoding/hex"
 	"testing"
 	"time"
+
+	"github.com/mailgate/mailgate/server/store"
+	"github.com/mailgate/mailgate/server/store/storetest"
 )
 
-func TestMemoryExpiresAndEvicts(t *testing.T) {
+func TestMemoryContract(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	now := time.Unix(1_800_000_000, 0)
-	m := NewMemory()
-	m.now = func() time.Time { return now }
-	m.max = 3
+	storetest.Run(t, store.NewMemory())
+}
 
-	m.PutRecord(ctx, "a", []byte("1"), time.Minute)
-	if v, err := m.GetRecord(ctx, "a"); err != nil || string(v) != "1" {
-		t.Fatalf("Get(a) = %q, %v", v, err)
+func TestRedisContract(t *testing.T) {
+	t.Parallel()
+	var b [6]byte
+	rand.Read(b[:])
+	storetest.Run(t, store.NewRedis(storetest.SharedRedis(t), "mgtest:"+hex.EncodeToString(b[:])+":"))
+}
+
+// An outage fails calls (so nothing is sent), and the same store works again once Redis
+// is back, without being rebuilt.
+func TestRedisOutage(t *testing.T) {
+	t.Parallel()
+	srv := storetest.StartRedis(t)
+	s := store.NewRedis(srv.Client(t), "mg:")
+	ctx := context.Background()
+	if err := s.Ping(ctx); err != nil {
+		t.Fatal(err)
 	}
-	now = now.Add(time.Minute)
-	if _, err := m.GetRecord(ctx, "a"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("expired record: %v", err)
+	srv.Stop(t)
+	adm := &store.Admission{Claim: &store.Claim{Scope: "a", Key: "k", Fingerprint: "f", LockTTL: time.Minute}}
+	if _, err := s.Admit(ctx, adm); err == nil {
+		t.Fatal("Admit succeeded with Redis down")
 	}
-	for i := range 5 {
-		m.PutRecord(ctx, fmt.Sprint(i), []byte("x"), time.Hour)
+	if err := s.Ping(ctx); err == nil {
+		t.Fatal("Ping succeeded with Redis down")
 	}
-	if len(m.records) != 3 || len(m.order) != 3 {
-		t.Errorf("%d records, %d in order; want the cap of 3", len(m.records), len(m.order))
-	}
-	if _, err := m.GetRecord(ctx, "0"); !errors.Is(err, ErrNotFound) {
-		t.Error("oldest record not evicted")
-	}
-	if _, err := m.GetRecord(ctx, "4"); err != nil {
-		t.Error("newest record evicted")
-	}
-	// A returned value is a copy.
-	v, _ := m.GetRecord(ctx, "4")
-	v[0] = 'y'
-	if w, _ := m.GetRecord(ctx, "4"); string(w) != "x" {
-		t.Error("caller can modify the stored value")
+	srv.Start(t)
+	tk, err := s.Admit(ctx, adm)
+	if err != nil || tk.Decision != store.Proceed {
+		t.Fatalf("after restart: %v, %v", tk, err)
 	}
 }

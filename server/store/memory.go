@@ -1,0 +1,238 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"sync"
+	"time"
+)
+
+// Memory is an in-process Store: correct for one replica, shared by nobody. It keeps
+// at most MaxRecords message records; past that the oldest go first, so a long-running
+// test instance cannot grow without bound.
+type Memory struct {
+	mu  sync.Mutex
+	now func() time.Time
+	max int
+
+	records map[string]memRecord
+	order   []string // record keys in insertion order, for expiry and eviction
+
+	claims map[string]*memClaim // by scope + "\x00" + key
+	tats   map[string]time.Time // GCRA theoretical arrival times, by group + "/" + limit id
+	pauses map[string]time.Time // pause ends, by group
+	ops    int                  // operations since the last sweep of claims/tats/pauses
+}
+
+type memRecord struct {
+	value   []byte
+	expires time.Time
+}
+
+type memClaim struct {
+	fingerprint string
+	token       string
+	done        bool
+	outcome     []byte
+	expires     time.Time
+}
+
+// DefaultMaxRecords bounds Memory's records.
+const DefaultMaxRecords = 100_000
+
+// NewMemory returns an empty in-process store.
+func NewMemory() *Memory {
+	return &Memory{
+		now:     time.Now,
+		max:     DefaultMaxRecords,
+		records: make(map[string]memRecord),
+		claims:  make(map[string]*memClaim),
+		tats:    make(map[string]time.Time),
+		pauses:  make(map[string]time.Time),
+	}
+}
+
+// Admit implements Store.
+func (m *Memory) Admit(_ context.Context, a *Admission) (*Ticket, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.sweepState(now)
+	t := &Ticket{claim: a.Claim}
+	var claimKey string
+	if c := a.Claim; c != nil {
+		claimKey = c.Scope + "\x00" + c.Key
+		if cl, ok := m.claims[claimKey]; ok && now.Before(cl.expires) {
+			switch {
+			case cl.fingerprint != c.Fingerprint:
+				t.Decision = Mismatch
+			case cl.done:
+				t.Decision, t.Outcome = Replay, cl.outcome
+			default:
+				t.Decision, t.RetryAfter = InFlight, cl.expires.Sub(now)
+			}
+			return t, nil
+		}
+	}
+	if refused, wait := m.take(now, a.Groups); refused != "" {
+		t.Decision, t.Refused, t.RetryAfter = Throttled, refused, wait
+		return t, nil
+	}
+	if c := a.Claim; c != nil {
+		t.token = newToken()
+		m.claims[claimKey] = &memClaim{fingerprint: c.Fingerprint, token: t.token, expires: now.Add(c.LockTTL)}
+	}
+	t.Decision, t.groups = Proceed, a.Groups
+	return t, nil
+}
+
+// take reserves every group's budget, all or nothing, or names the first refusal.
+func (m *Memory) take(now time.Time, groups []Group) (refused string, wait time.Duration) {
+	newTATs := map[string]time.Time{}
+	for _, g := range groups {
+		if end, ok := m.pauses[g.Key]; ok && now.Before(end) {
+			return g.Key + "/pause", end.Sub(now)
+		}
+		for _, l := range g.Limits {
+			if l.Count <= 0 {
+				continue
+			}
+			k := g.Key + "/" + l.ID
+			tat := m.tats[k]
+			if tat.Before(now) {
+				tat = now
+			}
+			next := tat.Add(time.Duration(l.Cost) * l.interval())
+			if over := next.Sub(now) - time.Duration(l.Count)*l.interval(); over > 0 {
+				return k, over
+			}
+			newTATs[k] = next
+		}
+	}
+	for k, tat := range newTATs {
+		m.tats[k] = tat
+	}
+	return "", 0
+}
+
+// Complete implements Store.
+func (m *Memory) Complete(_ context.Context, t *Ticket, c Completion) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	if cl := t.claim; cl != nil {
+		key := cl.Scope + "\x00" + cl.Key
+		if held, ok := m.claims[key]; ok && held.token == t.token {
+			if c.Outcome == nil {
+				delete(m.claims, key)
+			} else {
+				held.done, held.outcome, held.expires = true, c.Outcome, now.Add(c.Retention)
+			}
+		}
+	}
+	if c.Refund {
+		for _, g := range t.groups {
+			for _, l := range g.Limits {
+				k := g.Key + "/" + l.ID
+				if tat, ok := m.tats[k]; ok {
+					m.tats[k] = tat.Add(-time.Duration(l.Cost) * l.interval())
+				}
+			}
+		}
+	}
+	if r := c.Record; r != nil {
+		m.putRecord(now, r.Key, r.Value, r.TTL)
+	}
+	return nil
+}
+
+// Pause implements Store.
+func (m *Memory) Pause(_ context.Context, group string, d time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	end := m.now().Add(d)
+	if end.After(m.pauses[group]) {
+		m.pauses[group] = end
+	}
+	return nil
+}
+
+// Ping implements Store.
+func (m *Memory) Ping(context.Context) error { return nil }
+
+// PutRecord implements Records.
+func (m *Memory) PutRecord(_ context.Context, key string, value []byte, ttl time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.putRecord(m.now(), key, value, ttl)
+	return nil
+}
+
+func (m *Memory) putRecord(now time.Time, key string, value []byte, ttl time.Duration) {
+	m.sweepRecords(now)
+	if _, exists := m.records[key]; !exists {
+		m.order = append(m.order, key)
+	}
+	m.records[key] = memRecord{value: append([]byte(nil), value...), expires: now.Add(ttl)}
+	for len(m.records) > m.max {
+		delete(m.records, m.order[0])
+		m.order = m.order[1:]
+	}
+}
+
+// GetRecord implements Records.
+func (m *Memory) GetRecord(_ context.Context, key string) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.records[key]
+	if !ok || !m.now().Before(r.expires) {
+		return nil, ErrNotFound
+	}
+	return append([]byte(nil), r.value...), nil
+}
+
+// sweepRecords drops expired records from the front of the insertion order. Records
+// share one TTL, so they expire in order.
+func (m *Memory) sweepRecords(now time.Time) {
+	for len(m.order) > 0 {
+		r, ok := m.records[m.order[0]]
+		if ok && now.Before(r.expires) {
+			return
+		}
+		delete(m.records, m.order[0])
+		m.order = m.order[1:]
+	}
+}
+
+// sweepState forgets expired claims, spent rates and past pauses, every so many
+// operations, so the cost stays constant per operation on average.
+func (m *Memory) sweepState(now time.Time) {
+	m.ops++
+	if m.ops < 1024 {
+		return
+	}
+	m.ops = 0
+	for k, c := range m.claims {
+		if !now.Before(c.expires) {
+			delete(m.claims, k)
+		}
+	}
+	for k, tat := range m.tats {
+		if !tat.After(now) {
+			delete(m.tats, k)
+		}
+	}
+	for k, end := range m.pauses {
+		if !end.After(now) {
+			delete(m.pauses, k)
+		}
+	}
+}
+
+// newToken returns a random fencing token for a claim.
+func newToken() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,327 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is a Store shared by every replica that uses the same Redis (standalone,
+// Sentinel or Cluster). Every read-modify-write is one Lua script, and every script
+// touches keys of one hash slot only, so it runs unchanged on a Cluster:
+//
+//	<prefix>{mb:<mailbox>}:msgs|rcpts|pause    a mailbox's budgets and pause
+//	<prefix>{key:<name>}:msgs|pause            an API key's budget
+//	<prefix>{idem:<scope>:<sha256 of key>}     an idempotency claim (a hash)
+//	<prefix>msg:<scope>:<id>                   a GetMessage record
+//
+// Scripts read the clock with Redis's TIME, so replicas with skewed clocks still share
+// one notion of "now".
+type Redis struct {
+	c      redis.UniversalClient
+	prefix string
+}
+
+// NewRedis returns a store on c; prefix starts every key (e.g. "mg:"), so that several
+// deployments can share one Redis.
+func NewRedis(c redis.UniversalClient, prefix string) *Redis {
+	return &Redis{c: c, prefix: prefix}
+}
+
+// Client returns the underlying client.
+func (r *Redis) Client() redis.UniversalClient { return r.c }
+
+// GCRA reservation of every limit in a group, all or nothing, unless the group is paused.
+// KEYS[1] the pause flag, KEYS[2..] the limits' theoretical arrival times (ms).
+// ARGV per limit: interval ms, count (burst), cost.
+// Returns {0} taken, {1, wait ms, index} refused by a limit, {2, wait ms} paused.
+var reserveScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local paused = redis.call('PTTL', KEYS[1])
+if paused > 0 then return {2, paused} end
+local next = {}
+for i = 2, #KEYS do
+  local j = (i - 2) * 3
+  local interval, count, cost = tonumber(ARGV[j+1]), tonumber(ARGV[j+2]), tonumber(ARGV[j+3])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  if tat < now then tat = now end
+  local n = tat + interval * cost
+  local over = n - now - interval * count
+  if over > 0 then return {1, over, i - 1} end
+  next[i] = n
+end
+for i = 2, #KEYS do
+  redis.call('SET', KEYS[i], string.format('%.0f', next[i]), 'PX', string.format('%.0f', next[i] - now + 1))
+end
+return {0}
+`)
+
+// Gives back what reserveScript took. KEYS the limits' keys; ARGV the ms to give back.
+var refundScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #KEYS do
+  local tat = tonumber(redis.call('GET', KEYS[i]))
+  if tat then
+    local n = tat - tonumber(ARGV[i])
+    if n <= now then
+      redis.call('DEL', KEYS[i])
+    else
+      redis.call('SET', KEYS[i], string.format('%.0f', n), 'PX', string.format('%.0f', n - now + 1))
+    end
+  end
+end
+return 0
+`)
+
+// Claims an idempotency key. KEYS[1] the claim; ARGV fingerprint, token, lock ms.
+// Returns {"new"}, {"mismatch"}, {"inflight", ttl ms} or {"done", outcome}. The same token
+// claiming again gets "new", so a retried round trip never locks itself out.
+var claimScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'state', 'fp', 'token', 'outcome')
+if not h[1] then
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'fp', ARGV[1], 'token', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {'new'}
+end
+if h[2] ~= ARGV[1] then return {'mismatch'} end
+if h[1] == 'pending' then
+  if h[3] == ARGV[2] then return {'new'} end
+  return {'inflight', redis.call('PTTL', KEYS[1])}
+end
+return {'done', h[4]}
+`)
+
+// Completes a claim, fenced by its token. KEYS[1] the claim; ARGV token, outcome ("" to
+// release), retention ms. Returns 1, or 0 when the claim is no longer this token's.
+var completeScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`)
+
+// Extends a pause, never shortens it. KEYS[1] the flag; ARGV ms.
+var pauseScript = redis.NewScript(`
+local left = redis.call('PTTL', KEYS[1])
+if left < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end
+return 0
+`)
+
+func (r *Redis) groupKeys(g Group) (keys []string, args []any) {
+	tag := r.prefix + "{" + g.Key + "}:"
+	keys = append(keys, tag+"pause")
+	for _, l := range g.Limits {
+		if l.Count <= 0 {
+			continue
+		}
+		keys = append(keys, tag+l.ID)
+		args = append(args, l.interval().Milliseconds(), l.Count, l.Cost)
+	}
+	return keys, args
+}
+
+func (r *Redis) claimKey(c *Claim) string {
+	sum := sha256.Sum256([]byte(c.Key))
+	return r.prefix + "{idem:" + c.Scope + ":" + hex.EncodeToString(sum[:]) + "}"
+}
+
+func (r *Redis) recordKey(key string) string { return r.prefix + key }
+
+// Admit implements Store in one round trip on the happy path: the claim and every
+// group's reservation travel in one pipeline. When one of them says no, what the others
+// took is given back in a second round trip.
+func (r *Redis) Admit(ctx context.Context, a *Admission) (*Ticket, error) {
+	t := &Ticket{claim: a.Claim}
+	if a.Claim != nil {
+		t.token = newToken()
+	}
+	pipe := r.c.Pipeline()
+	var claim *redis.Cmd
+	if c := a.Claim; c != nil {
+		claim = claimScript.Eval(ctx, pipe, []string{r.claimKey(c)}, c.Fingerprint, t.token, c.LockTTL.Milliseconds())
+	}
+	reserves := make([]*redis.Cmd, len(a.Groups))
+	for i, g := range a.Groups {
+		keys, args := r.groupKeys(g)
+		reserves[i] = reserveScript.Eval(ctx, pipe, keys, args...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		// Some scripts may have run: give back what they took, best effort; a claim
+		// left pending expires with its lock.
+		r.undo(context.WithoutCancel(ctx), t, a.Groups, reserves, claim)
+		return nil, fmt.Errorf("store: admit: %w", err)
+	}
+
+	var taken []Group
+	for i, cmd := range reserves {
+		res, _ := cmd.Slice()
+		switch code(res, 0) {
+		case 0:
+			taken = append(taken, a.Groups[i])
+		case 1:
+			if t.Decision != Throttled {
+				t.Decision, t.RetryAfter = Throttled, time.Duration(code(res, 1))*time.Millisecond
+				t.Refused = a.Groups[i].Key + "/" + activeLimits(a.Groups[i])[code(res, 2)-1].ID
+			}
+		case 2:
+			if t.Decision != Throttled {
+				t.Decision, t.RetryAfter = Throttled, time.Duration(code(res, 1))*time.Millisecond
+				t.Refused = a.Groups[i].Key + "/pause"
+			}
+		}
+	}
+	claimed := false
+	if claim != nil {
+		res, _ := claim.Slice()
+		state, _ := at(res, 0).(string)
+		switch state {
+		case "new":
+			claimed = true
+		case "mismatch":
+			t.Decision = Mismatch
+		case "inflight":
+			t.Decision, t.RetryAfter = InFlight, time.Duration(code(res, 1))*time.Millisecond
+		case "done":
+			outcome, _ := at(res, 1).(string)
+			t.Decision, t.Outcome = Replay, []byte(outcome)
+		}
+	}
+	if t.Decision == 0 {
+		t.Decision, t.groups = Proceed, taken
+		return t, nil
+	}
+	// Refused: nothing may stay taken.
+	pipe = r.c.Pipeline()
+	r.refund(ctx, pipe, taken)
+	if claimed {
+		completeScript.Eval(ctx, pipe, []string{r.claimKey(a.Claim)}, t.token, "", 0)
+	}
+	if pipe.Len() > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("store: undo admit: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// undo gives back whatever a failed Admit pipeline may have taken.
+func (r *Redis) undo(ctx context.Context, t *Ticket, groups []Group, reserves []*redis.Cmd, claim *redis.Cmd) {
+	pipe := r.c.Pipeline()
+	for i, cmd := range reserves {
+		if res, err := cmd.Slice(); err == nil && code(res, 0) == 0 {
+			r.refund(ctx, pipe, groups[i:i+1])
+		}
+	}
+	if claim != nil {
+		completeScript.Eval(ctx, pipe, []string{r.claimKey(t.claim)}, t.token, "", 0)
+	}
+	pipe.Exec(ctx)
+}
+
+func (r *Redis) refund(ctx context.Context, pipe redis.Pipeliner, groups []Group) {
+	for _, g := range groups {
+		var keys []string
+		var args []any
+		tag := r.prefix + "{" + g.Key + "}:"
+		for _, l := range activeLimits(g) {
+			keys = append(keys, tag+l.ID)
+			args = append(args, (time.Duration(l.Cost) * l.interval()).Milliseconds())
+		}
+		if len(keys) > 0 {
+			refundScript.Eval(ctx, pipe, keys, args...)
+		}
+	}
+}
+
+// Complete implements Store in one round trip.
+func (r *Redis) Complete(ctx context.Context, t *Ticket, c Completion) error {
+	pipe := r.c.Pipeline()
+	if cl := t.claim; cl != nil {
+		completeScript.Eval(ctx, pipe, []string{r.claimKey(cl)}, t.token, c.Outcome, c.Retention.Milliseconds())
+	}
+	if c.Refund {
+		r.refund(ctx, pipe, t.groups)
+	}
+	if rec := c.Record; rec != nil {
+		pipe.Set(ctx, r.recordKey(rec.Key), rec.Value, rec.TTL)
+	}
+	if pipe.Len() == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("store: complete: %w", err)
+	}
+	return nil
+}
+
+// Pause implements Store.
+func (r *Redis) Pause(ctx context.Context, group string, d time.Duration) error {
+	ms := d.Milliseconds()
+	if ms < 1 {
+		ms = 1
+	}
+	if err := pauseScript.Eval(ctx, r.c, []string{r.prefix + "{" + group + "}:pause"}, ms).Err(); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("store: pause: %w", err)
+	}
+	return nil
+}
+
+// Close closes the client.
+func (r *Redis) Close() error { return r.c.Close() }
+
+// Ping implements Store.
+func (r *Redis) Ping(ctx context.Context) error { return r.c.Ping(ctx).Err() }
+
+// PutRecord implements Records.
+func (r *Redis) PutRecord(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	return r.c.Set(ctx, r.recordKey(key), value, ttl).Err()
+}
+
+// GetRecord implements Records.
+func (r *Redis) GetRecord(ctx context.Context, key string) ([]byte, error) {
+	b, err := r.c.Get(ctx, r.recordKey(key)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	return b, err
+}
+
+func activeLimits(g Group) []Limit {
+	var out []Limit
+	for _, l := range g.Limits {
+		if l.Count > 0 {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func at(res []any, i int) any {
+	if i < len(res) {
+		return res[i]
+	}
+	return nil
+}
+
+func code(res []any, i int) int64 {
+	switch v := at(res, i).(type) {
+	case int64:
+		return v
+	case string:
+		n, _ := strconv.ParseInt(v, 10, 64)
+		return n
+	}
+	return -1
+}

@@ -1,0 +1,105 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// SharedRedis returns a client of the Redis on 127.0.0.1:6379 (the one `make test`
+// ensures), or, when none answers, of a private server started for the test.
+func SharedRedis(t testing.TB) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379", MaxRetries: -1})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err == nil {
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	c.Close()
+	return StartRedis(t).Client(t)
+}
+
+// RedisServer is a redis-server process of a test's own, on a unix socket, that the
+// test can stop and start again (at the same address) to play an outage.
+type RedisServer struct {
+	Socket string
+	dir    string
+	cmd    *exec.Cmd
+}
+
+// StartRedis starts a private redis-server; it is stopped when the test ends.
+func StartRedis(t testing.TB) *RedisServer {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redis-server is not installed: run `make test`, which installs it (%v)", err)
+	}
+	dir, err := os.MkdirTemp("", "mailgate-redis-") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &RedisServer{Socket: filepath.Join(dir, "r.sock"), dir: dir}
+	s.Start(t)
+	t.Cleanup(func() {
+		s.Stop(t)
+		os.RemoveAll(dir)
+	})
+	return s
+}
+
+// URL is the server's address in the form the configuration takes.
+func (s *RedisServer) URL() string { return "unix://" + s.Socket }
+
+// Client returns a client of the server, closed when the test ends.
+func (s *RedisServer) Client(t testing.TB) *redis.Client {
+	c := redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket, MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Start starts the server (again) and waits until it answers.
+func (s *RedisServer) Start(t testing.TB) {
+	t.Helper()
+	s.cmd = exec.Command("redis-server", "--port", "0", "--unixsocket", s.Socket,
+		"--save", "", "--appendonly", "no", "--dir", s.dir)
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("unix", s.Socket)
+		if err == nil {
+			fmt.Fprint(c, "PING\r\n")
+			buf := make([]byte, 7)
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			n, _ := c.Read(buf)
+			c.Close()
+			if string(buf[:n]) == "+PONG\r\n" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server on %s did not answer within 10s", s.Socket)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Stop kills the server; its data is gone.
+func (s *RedisServer) Stop(t testing.TB) {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+	s.cmd = nil
+	os.Remove(s.Socket)
+}

@@ -1,0 +1,277 @@
+// Package storetest is the contract every store.Store implementation must pass. The
+// in-process and the Redis stores run the same suite, so the embedded default behaves
+// like a Redis deployment, only unshared.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mailgate/mailgate/server/store"
+)
+
+// Run runs the contract against the store s. Keys are unique per run, so s may be shared
+// with other tests (a Redis server, say).
+func Run(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	uniq := func(name string) string {
+		var b [6]byte
+		rand.Read(b[:])
+		return name + "-" + hex.EncodeToString(b[:])
+	}
+	claim := func(key, fp string) *store.Claim {
+		return &store.Claim{Scope: "app", Key: key, Fingerprint: fp, LockTTL: time.Minute}
+	}
+	admit := func(t *testing.T, a *store.Admission) *store.Ticket {
+		t.Helper()
+		tk, err := s.Admit(ctx, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tk
+	}
+	complete := func(t *testing.T, tk *store.Ticket, c store.Completion) {
+		t.Helper()
+		if err := s.Complete(ctx, tk, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := func(t *testing.T, tk *store.Ticket, d store.Decision) {
+		t.Helper()
+		if tk.Decision != d {
+			t.Fatalf("decision %v, want %v (%+v)", tk.Decision, d, tk)
+		}
+	}
+	// hourly is a limit that does not refill during a test.
+	hourly := func(id string, count, cost int) store.Limit {
+		return store.Limit{ID: id, Count: count, Period: time.Hour, Cost: cost}
+	}
+
+	t.Run("replay after completion", func(t *testing.T) {
+		t.Parallel()
+		c := claim(uniq("k"), "fp1")
+		tk := admit(t, &store.Admission{Claim: c})
+		want(t, tk, store.Proceed)
+		complete(t, tk, store.Completion{Outcome: []byte("R\x00binary\xff"), Retention: time.Hour})
+		again := admit(t, &store.Admission{Claim: c})
+		want(t, again, store.Replay)
+		if string(again.Outcome) != "R\x00binary\xff" {
+			t.Errorf("replayed outcome %q", again.Outcome)
+		}
+	})
+
+	t.Run("in flight while pending", func(t *testing.T) {
+		t.Parallel()
+		c := claim(uniq("k"), "fp1")
+		want(t, admit(t, &store.Admission{Claim: c}), store.Proceed)
+		tk := admit(t, &store.Admission{Claim: c})
+		want(t, tk, store.InFlight)
+		if tk.RetryAfter <= 0 || tk.RetryAfter > time.Minute {
+			t.Errorf("RetryAfter %v, want within the lock TTL", tk.RetryAfter)
+		}
+	})
+
+	t.Run("other fingerprint is a mismatch, pending or done", func(t *testing.T) {
+		t.Parallel()
+		key := uniq("k")
+		tk := admit(t, &store.Admission{Claim: claim(key, "fp1")})
+		want(t, admit(t, &store.Admission{Claim: claim(key, "fp2")}), store.Mismatch)
+		complete(t, tk, store.Completion{Outcome: []byte("R"), Retention: time.Hour})
+		want(t, admit(t, &store.Admission{Claim: claim(key, "fp2")}), store.Mismatch)
+	})
+
+	t.Run("scopes are separate", func(t *testing.T) {
+		t.Parallel()
+		key := uniq("k")
+		want(t, admit(t, &store.Admission{Claim: claim(key, "fp1")}), store.Proceed)
+		other := claim(key, "fp1")
+		other.Scope = "other"
+		want(t, admit(t, &store.Admission{Claim: other}), store.Proceed)
+	})
+
+	t.Run("released claim lets a retry through", func(t *testing.T) {
+		t.Parallel()
+		c := claim(uniq("k"), "fp1")
+		tk := admit(t, &store.Admission{Claim: c})
+		complete(t, tk, store.Completion{Outcome: nil, Refund: true})
+		want(t, admit(t, &store.Admission{Claim: c}), store.Proceed)
+	})
+
+	t.Run("expired lock is fenced", func(t *testing.T) {
+		t.Parallel()
+		c := claim(uniq("k"), "fp1")
+		c.LockTTL = 50 * time.Millisecond
+		first := admit(t, &store.Admission{Claim: c})
+		time.Sleep(120 * time.Millisecond) // the first request "crashed" and its lock ran out
+		second := admit(t, &store.Admission{Claim: c})
+		want(t, second, store.Proceed)
+		complete(t, first, store.Completion{Outcome: []byte("first"), Retention: time.Hour})
+		want(t, admit(t, &store.Admission{Claim: c}), store.InFlight) // still the second's
+		complete(t, second, store.Completion{Outcome: []byte("second"), Retention: time.Hour})
+		if got := admit(t, &store.Admission{Claim: c}); string(got.Outcome) != "second" {
+			t.Errorf("stored outcome %q, want the second request's", got.Outcome)
+		}
+	})
+
+	t.Run("messages limit", func(t *testing.T) {
+		t.Parallel()
+		g := store.Group{Key: uniq("mb:a@example.com"), Limits: []store.Limit{hourly("msgs", 3, 1)}}
+		for range 3 {
+			want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
+		}
+		tk := admit(t, &store.Admission{Groups: []store.Group{g}})
+		want(t, tk, store.Throttled)
+		if tk.Refused != g.Key+"/msgs" || tk.RetryAfter < 19*time.Minute || tk.RetryAfter > 20*time.Minute {
+			t.Errorf("refused %q retry after %v; want %s/msgs and about 20m (an hour / 3)", tk.Refused, tk.RetryAfter, g.Key)
+		}
+	})
+
+	t.Run("cost per recipient", func(t *testing.T) {
+		t.Parallel()
+		g := store.Group{Key: uniq("mb:a@example.com"), Limits: []store.Limit{hourly("rcpts", 10, 4)}}
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Throttled) // 12 > 10
+		g.Limits[0].Cost = 2
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed) // exactly 10
+	})
+
+	t.Run("all or nothing across groups", func(t *testing.T) {
+		t.Parallel()
+		a := store.Group{Key: uniq("key:a"), Limits: []store.Limit{hourly("msgs", 2, 1)}}
+		b := store.Group{Key: uniq("mb:b"), Limits: []store.Limit{hourly("msgs", 1, 1)}}
+		want(t, admit(t, &store.Admission{Groups: []store.Group{b}}), store.Proceed) // b is spent
+		tk := admit(t, &store.Admission{Groups: []store.Group{a, b}})
+		want(t, tk, store.Throttled)
+		if tk.Refused != b.Key+"/msgs" {
+			t.Errorf("refused %q, want %s/msgs", tk.Refused, b.Key)
+		}
+		// a gave nothing to the refused request: both of its units are still there.
+		want(t, admit(t, &store.Admission{Groups: []store.Group{a}}), store.Proceed)
+		want(t, admit(t, &store.Admission{Groups: []store.Group{a}}), store.Proceed)
+		want(t, admit(t, &store.Admission{Groups: []store.Group{a}}), store.Throttled)
+	})
+
+	t.Run("refund gives budget back", func(t *testing.T) {
+		t.Parallel()
+		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{hourly("msgs", 1, 1), hourly("rcpts", 5, 5)}}
+		tk := admit(t, &store.Admission{Groups: []store.Group{g}})
+		want(t, tk, store.Proceed)
+		complete(t, tk, store.Completion{Refund: true})
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
+	})
+
+	t.Run("unlimited limits are skipped", func(t *testing.T) {
+		t.Parallel()
+		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{{ID: "msgs", Count: 0, Period: time.Minute, Cost: 1}}}
+		for range 5 {
+			want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
+		}
+	})
+
+	t.Run("pause", func(t *testing.T) {
+		t.Parallel()
+		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{hourly("msgs", 100, 1)}}
+		if err := s.Pause(ctx, g.Key, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Pause(ctx, g.Key, 10*time.Millisecond); err != nil { // must not shorten
+			t.Fatal(err)
+		}
+		tk := admit(t, &store.Admission{Groups: []store.Group{g}})
+		want(t, tk, store.Throttled)
+		if tk.Refused != g.Key+"/pause" || tk.RetryAfter < time.Second || tk.RetryAfter > 2*time.Second {
+			t.Errorf("refused %q after %v, want %s/pause within 2s", tk.Refused, tk.RetryAfter, g.Key)
+		}
+		short := store.Group{Key: uniq("mb:b")}
+		s.Pause(ctx, short.Key, 50*time.Millisecond)
+		time.Sleep(120 * time.Millisecond)
+		want(t, admit(t, &store.Admission{Groups: []store.Group{short}}), store.Proceed)
+	})
+
+	t.Run("throttled claim is released", func(t *testing.T) {
+		t.Parallel()
+		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{hourly("msgs", 1, 1)}}
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
+		c := claim(uniq("k"), "fp1")
+		want(t, admit(t, &store.Admission{Claim: c, Groups: []store.Group{g}}), store.Throttled)
+		want(t, admit(t, &store.Admission{Claim: c}), store.Proceed) // not "in flight"
+	})
+
+	t.Run("replay wins over throttling and takes nothing", func(t *testing.T) {
+		t.Parallel()
+		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{hourly("msgs", 1, 1)}}
+		c := claim(uniq("k"), "fp1")
+		tk := admit(t, &store.Admission{Claim: c, Groups: []store.Group{g}})
+		complete(t, tk, store.Completion{Outcome: []byte("R"), Retention: time.Hour})
+		want(t, admit(t, &store.Admission{Claim: c, Groups: []store.Group{g}}), store.Replay)
+		other := store.Group{Key: uniq("mb:b"), Limits: []store.Limit{hourly("msgs", 1, 1)}}
+		want(t, admit(t, &store.Admission{Claim: c, Groups: []store.Group{other}}), store.Replay)
+		want(t, admit(t, &store.Admission{Groups: []store.Group{other}}), store.Proceed) // untouched
+	})
+
+	t.Run("records", func(t *testing.T) {
+		t.Parallel()
+		key := uniq("msg:app:id")
+		if _, err := s.GetRecord(ctx, key); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("missing record: %v", err)
+		}
+		if err := s.PutRecord(ctx, key, []byte("v\x00"), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := s.GetRecord(ctx, key); err != nil || string(v) != "v\x00" {
+			t.Errorf("GetRecord = %q, %v", v, err)
+		}
+		short := uniq("msg:app:short")
+		complete(t, &store.Ticket{}, store.Completion{Record: &store.Record{Key: short, Value: []byte("x"), TTL: 50 * time.Millisecond}})
+		if _, err := s.GetRecord(ctx, short); err != nil {
+			t.Errorf("record stored by Complete: %v", err)
+		}
+		time.Sleep(120 * time.Millisecond)
+		if _, err := s.GetRecord(ctx, short); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("expired record: %v", err)
+		}
+	})
+
+	t.Run("concurrent claims: exactly one proceeds", func(t *testing.T) {
+		t.Parallel()
+		c := claim(uniq("k"), "fp1")
+		counts := race(t, 50, func() store.Decision { return admit(t, &store.Admission{Claim: c}).Decision })
+		if counts[store.Proceed] != 1 || counts[store.InFlight] != 49 {
+			t.Errorf("decisions %v, want 1 proceed and 49 in flight", counts)
+		}
+	})
+
+	t.Run("concurrent budget: exactly the limit proceeds", func(t *testing.T) {
+		t.Parallel()
+		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{hourly("msgs", 30, 1)}}
+		counts := race(t, 50, func() store.Decision { return admit(t, &store.Admission{Groups: []store.Group{g}}).Decision })
+		if counts[store.Proceed] != 30 || counts[store.Throttled] != 20 {
+			t.Errorf("decisions %v, want 30 proceed and 20 throttled", counts)
+		}
+	})
+}
+
+func race(t *testing.T, n int, f func() store.Decision) map[store.Decision]int {
+	var mu sync.Mutex
+	counts := map[store.Decision]int{}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			<-start
+			d := f()
+			mu.Lock()
+			counts[d]++
+			mu.Unlock()
+		})
+	}
+	close(start)
+	wg.Wait()
+	return counts
+}
