@@ -70,6 +70,35 @@ func TestParseValid(t *testing.T) {
 	}
 }
 
+func TestRedisForms(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
+	for name, section := range map[string]string{
+		"standalone": "redis: {url: \"redis://:pw@10.0.0.5:6379/2\"}",
+		"unix":       "redis: {url: \"unix:///run/redis/redis.sock\"}",
+		"tls":        "redis: {url: \"rediss://redis.internal:6380/0\"}",
+		"sentinel":   "redis: {addrs: [\"s1:26379\", \"s2:26379\"], master_name: mymaster, password_file: " + pw + "}",
+		"cluster":    "redis: {addrs: [\"n1:6379\", \"n2:6379\", \"n3:6379\"], tls: true, key_prefix: \"prod:\"}",
+	} {
+		c, err := ParseAndValidate([]byte(validYAML()+section+"\n"), name)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if !c.Redis.Enabled() {
+			t.Errorf("%s: Redis not enabled", name)
+		}
+		if name == "sentinel" && c.Redis.Password.Value() != "s3cret" {
+			t.Errorf("password_file: %q", c.Redis.Password.Value())
+		}
+	}
+	if Default().Redis.Enabled() {
+		t.Error("the embedded default must run without Redis")
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	t.Parallel()
 	c := Default()
@@ -78,6 +107,10 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Limits.MaxMessageBytes != 35<<20 || c.Limits.Mailbox.RecipientsPerMessage != 500 || c.Listen.ShutdownTimeout != 30*time.Second {
 		t.Errorf("limits %+v", c.Limits)
+	}
+	// Exchange Online's published limits, and the IETF draft's usual 24 hours.
+	if m := c.Limits.Mailbox; m.MessagesPerMinute != 30 || m.RecipientsPerDay != 10_000 || c.Idempotency.TTL != 24*time.Hour || c.Redis.KeyPrefix != "mg:" {
+		t.Errorf("defaults: %+v, ttl %v, prefix %q", m, c.Idempotency.TTL, c.Redis.KeyPrefix)
 	}
 	if f := c.Backends["outbox"].Settings.(*file.Config); f.Dir != "./outbox" {
 		t.Errorf("outbox dir %q", f.Dir)
@@ -111,6 +144,18 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"tls half", func(s string) string {
 			return strings.Replace(s, "  shutdown_timeout: 45s", "  tls: {cert_file: /x.pem}", 1)
 		}, "listen.tls", "go together"},
+		{"redis url and addrs", func(s string) string { return s + "redis: {url: redis://x:6379, addrs: [\"a:1\"]}\n" }, "redis", "not both"},
+		{"redis bad url", func(s string) string { return s + "redis: {url: \"http://x\"}\n" }, "redis.url", "invalid URL scheme"},
+		{"redis sentinel without addrs", func(s string) string { return s + "redis: {master_name: m}\n" }, "redis.addrs", "Sentinel"},
+		{"redis cluster db", func(s string) string { return s + "redis: {addrs: [\"a:1\", \"b:2\"], db: 3}\n" }, "redis.db", "Cluster"},
+		{"redis bad addr", func(s string) string { return s + "redis: {addrs: [\"nohost\"]}\n" }, "redis.addrs[0]", "host:port"},
+		{"day below message", func(s string) string {
+			return strings.Replace(s, "{recipients_per_message: 100}", "{recipients_per_message: 100, recipients_per_day: 50}", 1)
+		}, "limits.mailbox.recipients_per_day", "less than recipients_per_message"},
+		{"negative key limit", func(s string) string {
+			return strings.Replace(s, `senders: ["billing@contoso.com", "*@notify.contoso.com"]`, `senders: ["billing@contoso.com"]`+"\n    limits: {messages_per_minute: -1}", 1)
+		}, "keys[0].limits.messages_per_minute", "negative"},
+		{"short idempotency ttl", func(s string) string { return s + "idempotency: {ttl: 10s}\n" }, "idempotency.ttl", "at least 1m"},
 		{"duplicate route name", func(s string) string {
 			return strings.Replace(s, "name: everyone, match: \"*\"", "match: \"scanner@contoso.com\"", 1)
 		}, "routes[1].name", "names another route"},

@@ -4,14 +4,21 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/metadata"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/senders/discard"
 	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/server/policy"
+	"github.com/mailgate/mailgate/server/store"
+	"github.com/mailgate/mailgate/server/store/storetest"
 )
 
 func benchService(b *testing.B) (*Service, context.Context) {
@@ -19,6 +26,7 @@ func benchService(b *testing.B) (*Service, context.Context) {
 		Router:   policy.NewRouter([]policy.Route{{Name: "r", Match: policy.MustParse("*"), Backend: "sink"}}),
 		Backends: map[string]senders.Sender{"sink": discard.New(0)},
 		Limits:   Limits{MaxMessageBytes: 35 << 20, MaxRecipients: 500},
+		Mailbox:  MailboxLimits{}, // no rate limits: this measures the path, not the budget
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -111,4 +119,45 @@ func BenchmarkREST(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkSendMailStore compares the stores on the service path: every message claims an
+// idempotency key and takes the mailbox budget (limits high enough never to refuse).
+func BenchmarkSendMailStore(b *testing.B) {
+	for _, tc := range []struct {
+		name  string
+		store func(b *testing.B) store.Store
+	}{
+		{"memory", func(*testing.B) store.Store { return store.NewMemory() }},
+		{"redis", func(b *testing.B) store.Store {
+			return store.NewRedis(storetest.SharedRedis(b), "mgbench:"+newID(time.Now())+":")
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			svc, err := NewService(ServiceOptions{
+				Router:   policy.NewRouter([]policy.Route{{Name: "r", Match: policy.MustParse("*"), Backend: "sink"}}),
+				Backends: map[string]senders.Sender{"sink": discard.New(0)},
+				Store:    tc.store(b),
+				Limits:   Limits{MaxMessageBytes: 35 << 20, MaxRecipients: 500},
+				Mailbox:  MailboxLimits{MessagesPerMinute: 1 << 30, RecipientsPerDay: 1 << 30},
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			key := &apikey.Key{Name: "bench", Senders: []policy.Pattern{policy.MustParse("*")}}
+			base := withKey(context.Background(), key)
+			var n atomic.Int64
+			b.ReportAllocs()
+			b.SetParallelism(16) // Redis latency is hidden by concurrency, as with real callers
+			b.RunParallel(func(pb *testing.PB) {
+				req := validRequest()
+				for pb.Next() {
+					ctx := metadata.NewIncomingContext(base, metadata.Pairs("idempotency-key", strconv.FormatInt(n.Add(1), 10)))
+					if _, err := svc.SendMail(ctx, req); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
 }

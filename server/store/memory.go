@@ -9,8 +9,8 @@ import (
 )
 
 // Memory is an in-process Store: correct for one replica, shared by nobody. It keeps
-// at most MaxRecords message records; past that the oldest go first, so a long-running
-// test instance cannot grow without bound.
+// at most DefaultMaxRecords message records and as many idempotency claims; past that
+// the oldest go first, so a long-running test instance cannot grow without bound.
 type Memory struct {
 	mu  sync.Mutex
 	now func() time.Time
@@ -20,6 +20,7 @@ type Memory struct {
 	order   []string // record keys in insertion order, for expiry and eviction
 
 	claims map[string]*memClaim // by scope + "\x00" + key
+	expiry []claimExpiry        // claims' expiry times, in the order they were set
 	tats   map[string]time.Time // GCRA theoretical arrival times, by group + "/" + limit id
 	pauses map[string]time.Time // pause ends, by group
 	ops    int                  // operations since the last sweep of claims/tats/pauses
@@ -27,6 +28,14 @@ type Memory struct {
 
 type memRecord struct {
 	value   []byte
+	expires time.Time
+}
+
+// claimExpiry is one expiry time given to a claim. Claims get one lock TTL and then one
+// retention each, so the times come in nearly sorted order: popping expired entries off
+// the front keeps the sweep O(1) per operation.
+type claimExpiry struct {
+	key     string
 	expires time.Time
 }
 
@@ -38,7 +47,7 @@ type memClaim struct {
 	expires     time.Time
 }
 
-// DefaultMaxRecords bounds Memory's records.
+// DefaultMaxRecords bounds Memory's records and, separately, its claims.
 const DefaultMaxRecords = 100_000
 
 // NewMemory returns an empty in-process store.
@@ -82,6 +91,13 @@ func (m *Memory) Admit(_ context.Context, a *Admission) (*Ticket, error) {
 	if c := a.Claim; c != nil {
 		t.token = newToken()
 		m.claims[claimKey] = &memClaim{fingerprint: c.Fingerprint, token: t.token, expires: now.Add(c.LockTTL)}
+		m.expiry = append(m.expiry, claimExpiry{claimKey, now.Add(c.LockTTL)})
+		for len(m.claims) > m.max {
+			// Over the cap, the oldest claims go first: bounded memory matters more
+			// than idempotency for a day-old key in a one-replica test setup.
+			delete(m.claims, m.expiry[0].key)
+			m.expiry = m.expiry[1:]
+		}
 	}
 	t.Decision, t.groups = Proceed, a.Groups
 	return t, nil
@@ -128,6 +144,7 @@ func (m *Memory) Complete(_ context.Context, t *Ticket, c Completion) error {
 				delete(m.claims, key)
 			} else {
 				held.done, held.outcome, held.expires = true, c.Outcome, now.Add(c.Retention)
+				m.expiry = append(m.expiry, claimExpiry{key, held.expires})
 			}
 		}
 	}
@@ -205,19 +222,23 @@ func (m *Memory) sweepRecords(now time.Time) {
 	}
 }
 
-// sweepState forgets expired claims, spent rates and past pauses, every so many
-// operations, so the cost stays constant per operation on average.
+// sweepState forgets expired claims as they come due, and spent rates and past pauses
+// every so many operations (there are few: one per mailbox and key), so the cost stays
+// constant per operation on average.
 func (m *Memory) sweepState(now time.Time) {
+	for len(m.expiry) > 0 && !now.Before(m.expiry[0].expires) {
+		e := m.expiry[0]
+		m.expiry = m.expiry[1:]
+		// A claim given a later expiry since has another entry further on.
+		if c, ok := m.claims[e.key]; ok && !now.Before(c.expires) {
+			delete(m.claims, e.key)
+		}
+	}
 	m.ops++
 	if m.ops < 1024 {
 		return
 	}
 	m.ops = 0
-	for k, c := range m.claims {
-		if !now.Before(c.expires) {
-			delete(m.claims, k)
-		}
-	}
 	for k, tat := range m.tats {
 		if !tat.After(now) {
 			delete(m.tats, k)

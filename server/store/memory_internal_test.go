@@ -47,7 +47,22 @@ func TestMemorySweepsState(t *testing.T) {
 	for range 1100 {
 		m.Admit(ctx, &Admission{})
 	}
-	if len(m.claims) != 0 || len(m.tats) != 0 {
+	if len(m.claims) != 0 || len(m.tats) != 0 || len(m.expiry) != 0 {
 		t.Errorf("%d claims and %d rates left after they all expired", len(m.claims), len(m.tats))
+	}
+}
+
+func TestMemoryCapsClaims(t *testing.T) {
+	t.Parallel()
+	m := NewMemory()
+	m.max = 10
+	for i := range 25 {
+		m.Admit(context.Background(), &Admission{Claim: &Claim{Scope: "a", Key: fmt.Sprint(i), Fingerprint: "f", LockTTL: time.Hour}})
+	}
+	if len(m.claims) != 10 {
+		t.Errorf("%d claims, want the cap of 10", len(m.claims))
+	}
+	if _, ok := m.claims["a\x0024"]; !ok {
+		t.Error("the newest claim was evicted")
 	}
 }

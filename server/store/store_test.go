@@ -47,3 +47,9 @@ func TestRedisOutage(t *testing.T) {
 		t.Fatalf("after restart: %v, %v", tk, err)
 	}
 }
+
+// The same contract on a three-master Redis Cluster: every script keeps to one slot.
+func TestRedisClusterContract(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, store.NewRedis(storetest.StartCluster(t), "mg:"))
+}
