@@ -24,6 +24,7 @@ import (
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/senders/discard"
 	"github.com/mailgate/mailgate/senders/file"
+	"github.com/mailgate/mailgate/senders/graph"
 	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/server/policy"
 )
@@ -155,6 +156,7 @@ type Log struct {
 var backendTypes = map[string]func() senders.Config{
 	"file":    func() senders.Config { return new(file.Config) },
 	"discard": func() senders.Config { return new(discard.Config) },
+	"graph":   func() senders.Config { return new(graph.Config) },
 }
 
 // BackendTypes lists the known backend types.

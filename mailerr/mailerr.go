@@ -121,6 +121,10 @@ var reasons = map[string]Kind{
 	"NO_ROUTE":           PermissionDenied,
 	"SEND_AS_DENIED":     PermissionDenied,
 	"STORE_UNAVAILABLE":  Unavailable,
+	// A backend that cannot authenticate to Microsoft 365: the operator's problem,
+	// never the caller's UNAUTHENTICATED.
+	"BACKEND_AUTH_FAILED":     Unavailable,
+	"GRAPH_REQUEST_TOO_LARGE": TooLarge,
 }
 
 func init() {

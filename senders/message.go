@@ -40,9 +40,10 @@ type Message struct {
 	// Content is the structured message; nil for a raw message.
 	Content *Content
 
-	raw       []byte   // the caller's bytes, for a raw message
-	rawPrefix []byte   // header fields mailgate adds in front of raw (Message-ID, Date)
-	rawBcc    [][2]int // byte ranges of raw's Bcc fields, left out when writing
+	rawHeader *RawHeader // what ParseRawHeader read from raw
+	raw       []byte     // the caller's bytes, for a raw message
+	rawPrefix []byte     // header fields mailgate adds in front of raw (Message-ID, Date)
+	rawBcc    [][2]int   // byte ranges of raw's Bcc fields, left out when writing
 }
 
 // Content is a structured message.
@@ -152,7 +153,7 @@ func ParseRawHeader(raw []byte) (*RawHeader, error) {
 // From and the envelope come from the header; callers may override Recipients and
 // EnvelopeFrom afterwards.
 func NewRawMessage(id string, raw []byte, h *RawHeader, now time.Time) *Message {
-	m := &Message{ID: id, Date: now, raw: raw, MessageID: h.MessageID}
+	m := &Message{ID: id, Date: now, raw: raw, rawHeader: h, MessageID: h.MessageID}
 	if len(h.From) > 0 {
 		m.From = *h.From[0]
 		m.EnvelopeFrom = h.From[0].Address
@@ -238,6 +239,54 @@ func (m *Message) WriteTo(w io.Writer) (int64, error) {
 		return 0, err
 	}
 	return msg.WriteTo(w)
+}
+
+// HeaderRecipients lists the addresses of a raw message's To and Cc fields; nil for a
+// structured message.
+func (m *Message) HeaderRecipients() []string {
+	if m.rawHeader == nil {
+		return nil
+	}
+	var out []string
+	for _, list := range [][]*mail.Address{m.rawHeader.To, m.rawHeader.Cc} {
+		for _, a := range list {
+			out = append(out, a.Address)
+		}
+	}
+	return out
+}
+
+// RawSize is how many bytes WriteTo writes for a raw message.
+func (m *Message) RawSize() int {
+	n := len(m.rawPrefix) + len(m.raw)
+	for _, r := range m.rawBcc {
+		n -= r[1] - r[0]
+	}
+	return n
+}
+
+// WriteRawWithBcc writes a raw message as WriteTo does, with one Bcc field listing bcc
+// ahead of the caller's header. It is for a backend whose only envelope is the header
+// (Graph's MIME sendMail); the receiving system removes the field.
+func (m *Message) WriteRawWithBcc(w io.Writer, bcc []string) (int64, error) {
+	if m.Content != nil {
+		return 0, errors.New("WriteRawWithBcc: not a raw message")
+	}
+	var n int64
+	if len(bcc) > 0 {
+		eol := "\n"
+		if m.rawHeader != nil && m.rawHeader.CRLF {
+			eol = "\r\n"
+		}
+		// One address per line keeps every line far below RFC 5322's 998 characters.
+		k, err := io.WriteString(w, "Bcc: "+strings.Join(bcc, ","+eol+" ")+eol)
+		n += int64(k)
+		if err != nil {
+			return n, err
+		}
+	}
+	k, err := m.WriteTo(w)
+	return n + k, err
 }
 
 // compose builds the go-mail message afresh for each write: it is cheap (attachments are
