@@ -47,13 +47,16 @@ type Redis struct {
 	// URL is a standalone server: redis://[user:password@]host:port/db, rediss:// for
 	// TLS, or unix:///path/to/socket.
 	URL string `yaml:"url"`
-	// Addrs are Sentinel addresses (with MasterName) or Cluster seed nodes (without).
+	// Addrs are Sentinel addresses (with MasterName) or Cluster seed nodes (without; one
+	// is enough, the client learns the others).
 	Addrs      []string `yaml:"addrs"`
 	MasterName string   `yaml:"master_name"`
 	Username   string   `yaml:"username"`
 	// Password, for Addrs; a URL carries its own.
 	Password secret.String `yaml:"password"`
-	DB       int           `yaml:"db"`
+	// SentinelPassword is the Sentinels' own password, when they require one.
+	SentinelPassword secret.String `yaml:"sentinel_password"`
+	DB               int           `yaml:"db"`
 	// TLS, for Addrs: connect with TLS (a rediss:// URL says so itself).
 	TLS bool `yaml:"tls"`
 	// KeyPrefix starts every key, so that deployments can share one Redis.
@@ -338,7 +341,8 @@ func (c *Config) validateRedis(v *validator) {
 		v.add("redis", "give url (one server) or addrs (Sentinel or Cluster), not both")
 	case r.URL != "":
 		if _, err := goredis.ParseURL(r.URL); err != nil {
-			v.add("redis.url", "%v", err)
+			// The error quotes the URL, and a URL may hold the password.
+			v.add("redis.url", "%s", strings.ReplaceAll(err.Error(), r.URL, redactURL(r.URL)))
 		}
 		if r.MasterName != "" || r.Username != "" || !r.Password.IsZero() || r.DB != 0 || r.TLS {
 			v.add("redis", "with url, put credentials, database and TLS in the URL (master_name needs addrs)")
@@ -355,6 +359,21 @@ func (c *Config) validateRedis(v *validator) {
 	case r.MasterName != "":
 		v.add("redis.addrs", "master_name needs the Sentinel addresses in addrs")
 	}
+	if !r.SentinelPassword.IsZero() && r.MasterName == "" {
+		v.add("redis.sentinel_password", "is for Sentinel: set master_name and the Sentinels in addrs")
+	}
+}
+
+// redactURL hides the password in a URL for an error message.
+func redactURL(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		return scheme + "://[credentials]@" + rest[at+1:]
+	}
+	return s
 }
 
 var keyName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)

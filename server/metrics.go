@@ -17,7 +17,7 @@ func newMetrics() *metrics {
 	return &metrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailgate_messages_total",
-			Help: "SendMail requests by route, backend and outcome (SENT, QUEUED or the error reason).",
+			Help: "SendMail requests by route, backend and outcome (SENT, QUEUED, REPLAYED or the error reason).",
 		}, []string{"route", "backend", "outcome"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "mailgate_send_duration_seconds",

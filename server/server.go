@@ -234,13 +234,17 @@ func redisClient(c config.Redis) (redis.UniversalClient, error) {
 		return redis.NewClient(opts), nil
 	}
 	opts := &redis.UniversalOptions{
-		Addrs:       c.Addrs,
-		MasterName:  c.MasterName,
-		Username:    c.Username,
-		Password:    c.Password.Value(),
-		DB:          c.DB,
-		MaxRetries:  -1,
-		DialTimeout: 2 * time.Second,
+		Addrs:            c.Addrs,
+		MasterName:       c.MasterName,
+		Username:         c.Username,
+		Password:         c.Password.Value(),
+		SentinelPassword: c.SentinelPassword.Value(),
+		DB:               c.DB,
+		// Addrs without master_name are a Cluster even with one seed node (go-redis
+		// would otherwise take a single address for a standalone server).
+		IsClusterMode: c.MasterName == "",
+		MaxRetries:    -1,
+		DialTimeout:   2 * time.Second,
 	}
 	if c.TLS {
 		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 
@@ -133,10 +134,18 @@ func (s *Service) SendMail(ctx context.Context, req *mailgatev1.SendMailRequest)
 		}
 		return nil, st.Err()
 	}
+	if resp.GetReplayed() {
+		// Not a send: counted and logged as a replay, under the original message's id.
+		s.metrics.observe(route.Name, route.Backend, "REPLAYED", elapsed)
+		s.log.Info("response replayed", "id", resp.GetId(), "key", key.Name, "route", route.Name,
+			"backend", route.Backend, "outcome", "REPLAYED", "message_id", resp.GetMessageId(),
+			"duration_ms", elapsed.Milliseconds())
+		return resp, nil
+	}
 	s.metrics.observe(route.Name, route.Backend, resp.GetStatus().String(), elapsed)
 	log.Info("message accepted", "route", route.Name, "backend", route.Backend, "outcome", resp.GetStatus().String(),
 		"message_id", resp.GetMessageId(), "recipients", len(resp.GetAcceptedRecipients()),
-		"replayed", resp.GetReplayed(), "duration_ms", elapsed.Milliseconds())
+		"duration_ms", elapsed.Milliseconds())
 	return resp, nil
 }
 
@@ -187,8 +196,9 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 		return nil, route, mailerr.New(mailerr.KeyReused,
 			"this idempotency key was used for a different request; use a new key for a new message")
 	case store.Throttled:
-		e := mailerr.New(mailerr.Throttled, "%s; retry in %s", describeRefusal(ticket.Refused, s.mailbox, key),
-			humanDuration(ticket.RetryAfter.Round(time.Second)))
+		// Whole seconds, rounded up, as the Retry-After header says it.
+		wait := time.Duration(math.Ceil(ticket.RetryAfter.Seconds())) * time.Second
+		e := mailerr.New(mailerr.Throttled, "%s; retry in %s", describeRefusal(ticket.Refused, s.mailbox, key), humanDuration(wait))
 		e.RetryAfter = ticket.RetryAfter
 		return nil, route, e
 	}
@@ -282,8 +292,10 @@ func describeRefusal(refused string, mb MailboxLimits, key *apikey.Key) string {
 // recordable reports whether an outcome is final, and so replayed to a retry with the
 // same idempotency key. Transient failures are not: the retry may go through.
 func recordable(k mailerr.Kind) bool {
+	// PermissionDenied is left out: an operator can fix it (grant Send As), and then the
+	// retry should go through rather than replay the refusal for a day.
 	switch k {
-	case mailerr.Rejected, mailerr.PermissionDenied, mailerr.Invalid, mailerr.TooLarge, mailerr.OutcomeUnknown:
+	case mailerr.Rejected, mailerr.Invalid, mailerr.TooLarge, mailerr.OutcomeUnknown:
 		return true
 	}
 	return false

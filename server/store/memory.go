@@ -21,9 +21,9 @@ type Memory struct {
 
 	claims map[string]*memClaim // by scope + "\x00" + key
 	expiry []claimExpiry        // claims' expiry times, in the order they were set
-	tats   map[string]time.Time // GCRA theoretical arrival times, by group + "/" + limit id
+	logs   map[string]*window   // sliding windows, by group + "/" + limit id
 	pauses map[string]time.Time // pause ends, by group
-	ops    int                  // operations since the last sweep of claims/tats/pauses
+	ops    int                  // operations since the last sweep of windows and pauses
 }
 
 type memRecord struct {
@@ -57,7 +57,7 @@ func NewMemory() *Memory {
 		max:     DefaultMaxRecords,
 		records: make(map[string]memRecord),
 		claims:  make(map[string]*memClaim),
-		tats:    make(map[string]time.Time),
+		logs:    make(map[string]*window),
 		pauses:  make(map[string]time.Time),
 	}
 }
@@ -84,28 +84,59 @@ func (m *Memory) Admit(_ context.Context, a *Admission) (*Ticket, error) {
 			return t, nil
 		}
 	}
-	if refused, wait := m.take(now, a.Groups); refused != "" {
+	token := newToken()
+	if refused, wait := m.take(now, a.Groups, token); refused != "" {
 		t.Decision, t.Refused, t.RetryAfter = Throttled, refused, wait
 		return t, nil
 	}
+	t.token = token
 	if c := a.Claim; c != nil {
-		t.token = newToken()
 		m.claims[claimKey] = &memClaim{fingerprint: c.Fingerprint, token: t.token, expires: now.Add(c.LockTTL)}
 		m.expiry = append(m.expiry, claimExpiry{claimKey, now.Add(c.LockTTL)})
-		for len(m.claims) > m.max {
-			// Over the cap, the oldest claims go first: bounded memory matters more
-			// than idempotency for a day-old key in a one-replica test setup.
-			delete(m.claims, m.expiry[0].key)
-			m.expiry = m.expiry[1:]
-		}
+		m.evictClaims()
 	}
 	t.Decision, t.groups = Proceed, a.Groups
 	return t, nil
 }
 
+// window is one limit's sliding-window log: what was taken when, oldest first.
+type window struct {
+	entries []windowEntry
+	sum     int
+	period  time.Duration // the limit's, as last used: for the sweep
+}
+
+type windowEntry struct {
+	at    time.Time
+	cost  int
+	token string
+}
+
+// prune forgets the entries older than period.
+func (w *window) prune(now time.Time, period time.Duration) {
+	i := 0
+	for ; i < len(w.entries) && !now.Before(w.entries[i].at.Add(period)); i++ {
+		w.sum -= w.entries[i].cost
+	}
+	w.entries = w.entries[i:]
+}
+
+// wait is how long until cost more fits in count.
+func (w *window) wait(now time.Time, l Limit) time.Duration {
+	need := w.sum + l.Cost - l.Count
+	for _, e := range w.entries {
+		need -= e.cost
+		if need <= 0 {
+			return e.at.Add(l.Period).Sub(now)
+		}
+	}
+	return l.Period // more than the whole budget: config validation prevents it
+}
+
 // take reserves every group's budget, all or nothing, or names the first refusal.
-func (m *Memory) take(now time.Time, groups []Group) (refused string, wait time.Duration) {
-	newTATs := map[string]time.Time{}
+func (m *Memory) take(now time.Time, groups []Group, token string) (refused string, wait time.Duration) {
+	var fits []*window
+	var costs []int
 	for _, g := range groups {
 		if end, ok := m.pauses[g.Key]; ok && now.Before(end) {
 			return g.Key + "/pause", end.Sub(now)
@@ -115,21 +146,48 @@ func (m *Memory) take(now time.Time, groups []Group) (refused string, wait time.
 				continue
 			}
 			k := g.Key + "/" + l.ID
-			tat := m.tats[k]
-			if tat.Before(now) {
-				tat = now
+			w := m.logs[k]
+			if w == nil {
+				w = &window{}
+				m.logs[k] = w
 			}
-			next := tat.Add(time.Duration(l.Cost) * l.interval())
-			if over := next.Sub(now) - time.Duration(l.Count)*l.interval(); over > 0 {
-				return k, over
+			w.period = l.Period
+			w.prune(now, l.Period)
+			if w.sum+l.Cost > l.Count {
+				return k, w.wait(now, l)
 			}
-			newTATs[k] = next
+			fits, costs = append(fits, w), append(costs, l.Cost)
 		}
 	}
-	for k, tat := range newTATs {
-		m.tats[k] = tat
+	for i, w := range fits {
+		w.entries = append(w.entries, windowEntry{at: now, cost: costs[i], token: token})
+		w.sum += costs[i]
 	}
 	return "", 0
+}
+
+// remove takes back the entry a request made.
+func (w *window) remove(token string) {
+	for i, e := range w.entries {
+		if e.token == token {
+			w.sum -= e.cost
+			w.entries = append(w.entries[:i], w.entries[i+1:]...)
+			return
+		}
+	}
+}
+
+// evictClaims keeps the claims under the cap, oldest first: bounded memory matters more
+// than idempotency for a day-old key in a one-replica setup. An expiry entry counts only
+// while it is its claim's current one.
+func (m *Memory) evictClaims() {
+	for len(m.claims) > m.max && len(m.expiry) > 0 {
+		e := m.expiry[0]
+		m.expiry = m.expiry[1:]
+		if c, ok := m.claims[e.key]; ok && c.expires.Equal(e.expires) {
+			delete(m.claims, e.key)
+		}
+	}
 }
 
 // Complete implements Store.
@@ -151,9 +209,8 @@ func (m *Memory) Complete(_ context.Context, t *Ticket, c Completion) error {
 	if c.Refund {
 		for _, g := range t.groups {
 			for _, l := range g.Limits {
-				k := g.Key + "/" + l.ID
-				if tat, ok := m.tats[k]; ok {
-					m.tats[k] = tat.Add(-time.Duration(l.Cost) * l.interval())
+				if w := m.logs[g.Key+"/"+l.ID]; w != nil {
+					w.remove(t.token)
 				}
 			}
 		}
@@ -239,9 +296,10 @@ func (m *Memory) sweepState(now time.Time) {
 		return
 	}
 	m.ops = 0
-	for k, tat := range m.tats {
-		if !tat.After(now) {
-			delete(m.tats, k)
+	for k, w := range m.logs {
+		w.prune(now, w.period)
+		if len(w.entries) == 0 {
+			delete(m.logs, k)
 		}
 	}
 	for k, end := range m.pauses {

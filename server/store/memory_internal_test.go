@@ -47,8 +47,8 @@ func TestMemorySweepsState(t *testing.T) {
 	for range 1100 {
 		m.Admit(ctx, &Admission{})
 	}
-	if len(m.claims) != 0 || len(m.tats) != 0 || len(m.expiry) != 0 {
-		t.Errorf("%d claims and %d rates left after they all expired", len(m.claims), len(m.tats))
+	if len(m.claims) != 0 || len(m.logs) != 0 || len(m.expiry) != 0 {
+		t.Errorf("%d claims and %d windows left after they all expired", len(m.claims), len(m.logs))
 	}
 }
 

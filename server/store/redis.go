@@ -37,45 +37,62 @@ func NewRedis(c redis.UniversalClient, prefix string) *Redis {
 // Client returns the underlying client.
 func (r *Redis) Client() redis.UniversalClient { return r.c }
 
-// GCRA reservation of every limit in a group, all or nothing, unless the group is paused.
-// KEYS[1] the pause flag, KEYS[2..] the limits' theoretical arrival times (ms).
-// ARGV per limit: interval ms, count (burst), cost.
-// Returns {0} taken, {1, wait ms, index} refused by a limit, {2, wait ms} paused.
+// Reserves every limit in a group, all or nothing, unless the group is paused. Each limit
+// is a sliding window: a list of "<ms>:<cost>:<token>" entries, oldest first, and their
+// running sum.
+// KEYS[1] the pause flag; then per limit its list and its sum.
+// ARGV[1] the request's token; then per limit: period ms, count, cost.
+// Returns {0, now} taken, {1, wait ms, index} refused by a limit, {2, wait ms} paused.
 var reserveScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local paused = redis.call('PTTL', KEYS[1])
 if paused > 0 then return {2, paused} end
-local next = {}
-for i = 2, #KEYS do
-  local j = (i - 2) * 3
-  local interval, count, cost = tonumber(ARGV[j+1]), tonumber(ARGV[j+2]), tonumber(ARGV[j+3])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-  if tat < now then tat = now end
-  local n = tat + interval * cost
-  local over = n - now - interval * count
-  if over > 0 then return {1, over, i - 1} end
-  next[i] = n
+local n = (#KEYS - 1) / 2
+local sums = {}
+for i = 1, n do
+  local log, sumkey = KEYS[2*i], KEYS[2*i+1]
+  local j = 2 + (i-1) * 3
+  local period, count, cost = tonumber(ARGV[j]), tonumber(ARGV[j+1]), tonumber(ARGV[j+2])
+  local sum = tonumber(redis.call('GET', sumkey) or '0')
+  while true do
+    local head = redis.call('LINDEX', log, 0)
+    if not head then sum = 0 break end
+    local at, c = string.match(head, '^(%d+):(%d+):')
+    if tonumber(at) + period > now then break end
+    redis.call('LPOP', log)
+    sum = sum - tonumber(c)
+  end
+  if sum + cost > count then
+    local need, wait = sum + cost - count, period
+    for _, e in ipairs(redis.call('LRANGE', log, 0, -1)) do
+      local at, c = string.match(e, '^(%d+):(%d+):')
+      need = need - tonumber(c)
+      if need <= 0 then wait = tonumber(at) + period - now break end
+    end
+    return {1, wait, i}
+  end
+  sums[i] = sum
 end
-for i = 2, #KEYS do
-  redis.call('SET', KEYS[i], string.format('%.0f', next[i]), 'PX', string.format('%.0f', next[i] - now + 1))
+for i = 1, n do
+  local j = 2 + (i-1) * 3
+  local period, cost = tonumber(ARGV[j]), tonumber(ARGV[j+2])
+  redis.call('RPUSH', KEYS[2*i], string.format('%.0f:%d:%s', now, cost, ARGV[1]))
+  redis.call('PEXPIRE', KEYS[2*i], period)
+  redis.call('SET', KEYS[2*i+1], sums[i] + cost, 'PX', period)
 end
-return {0}
+return {0, now}
 `)
 
-// Gives back what reserveScript took. KEYS the limits' keys; ARGV the ms to give back.
+// Takes back what reserveScript took for one request. KEYS per limit its list and sum;
+// ARGV[1] the entry suffix ":<token>"; ARGV[1+i] the i-th limit's entry.
 var refundScript = redis.NewScript(`
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-for i = 1, #KEYS do
-  local tat = tonumber(redis.call('GET', KEYS[i]))
-  if tat then
-    local n = tat - tonumber(ARGV[i])
-    if n <= now then
-      redis.call('DEL', KEYS[i])
-    else
-      redis.call('SET', KEYS[i], string.format('%.0f', n), 'PX', string.format('%.0f', n - now + 1))
-    end
+for i = 1, #KEYS / 2 do
+  local entry = ARGV[1 + i]
+  if redis.call('LREM', KEYS[2*i-1], 1, entry) == 1 then
+    local cost = tonumber(string.match(entry, '^%d+:(%d+):'))
+    local sum = redis.call('DECRBY', KEYS[2*i], cost)
+    if sum <= 0 then redis.call('DEL', KEYS[2*i]) end
   end
 end
 return 0
@@ -119,15 +136,13 @@ if left < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) 
 return 0
 `)
 
-func (r *Redis) groupKeys(g Group) (keys []string, args []any) {
+func (r *Redis) groupKeys(g Group, token string) (keys []string, args []any) {
 	tag := r.prefix + "{" + g.Key + "}:"
 	keys = append(keys, tag+"pause")
-	for _, l := range g.Limits {
-		if l.Count <= 0 {
-			continue
-		}
-		keys = append(keys, tag+l.ID)
-		args = append(args, l.interval().Milliseconds(), l.Count, l.Cost)
+	args = append(args, token)
+	for _, l := range activeLimits(g) {
+		keys = append(keys, tag+l.ID, tag+l.ID+":sum")
+		args = append(args, l.Period.Milliseconds(), l.Count, l.Cost)
 	}
 	return keys, args
 }
@@ -143,10 +158,7 @@ func (r *Redis) recordKey(key string) string { return r.prefix + key }
 // group's reservation travel in one pipeline. When one of them says no, what the others
 // took is given back in a second round trip.
 func (r *Redis) Admit(ctx context.Context, a *Admission) (*Ticket, error) {
-	t := &Ticket{claim: a.Claim}
-	if a.Claim != nil {
-		t.token = newToken()
-	}
+	t := &Ticket{claim: a.Claim, token: newToken()}
 	pipe := r.c.Pipeline()
 	var claim *redis.Cmd
 	if c := a.Claim; c != nil {
@@ -154,7 +166,7 @@ func (r *Redis) Admit(ctx context.Context, a *Admission) (*Ticket, error) {
 	}
 	reserves := make([]*redis.Cmd, len(a.Groups))
 	for i, g := range a.Groups {
-		keys, args := r.groupKeys(g)
+		keys, args := r.groupKeys(g, t.token)
 		reserves[i] = reserveScript.Eval(ctx, pipe, keys, args...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -165,11 +177,13 @@ func (r *Redis) Admit(ctx context.Context, a *Admission) (*Ticket, error) {
 	}
 
 	var taken []Group
+	var takenAt []time.Time
 	for i, cmd := range reserves {
 		res, _ := cmd.Slice()
 		switch code(res, 0) {
 		case 0:
 			taken = append(taken, a.Groups[i])
+			takenAt = append(takenAt, time.UnixMilli(code(res, 1)))
 		case 1:
 			if t.Decision != Throttled {
 				t.Decision, t.RetryAfter = Throttled, time.Duration(code(res, 1))*time.Millisecond
@@ -199,12 +213,12 @@ func (r *Redis) Admit(ctx context.Context, a *Admission) (*Ticket, error) {
 		}
 	}
 	if t.Decision == 0 {
-		t.Decision, t.groups = Proceed, taken
+		t.Decision, t.groups, t.at = Proceed, taken, takenAt
 		return t, nil
 	}
 	// Refused: nothing may stay taken.
 	pipe = r.c.Pipeline()
-	r.refund(ctx, pipe, taken)
+	r.refund(ctx, pipe, taken, takenAt, t.token)
 	if claimed {
 		completeScript.Eval(ctx, pipe, []string{r.claimKey(a.Claim)}, t.token, "", 0)
 	}
@@ -221,7 +235,7 @@ func (r *Redis) undo(ctx context.Context, t *Ticket, groups []Group, reserves []
 	pipe := r.c.Pipeline()
 	for i, cmd := range reserves {
 		if res, err := cmd.Slice(); err == nil && code(res, 0) == 0 {
-			r.refund(ctx, pipe, groups[i:i+1])
+			r.refund(ctx, pipe, groups[i:i+1], []time.Time{time.UnixMilli(code(res, 1))}, t.token)
 		}
 	}
 	if claim != nil {
@@ -230,14 +244,15 @@ func (r *Redis) undo(ctx context.Context, t *Ticket, groups []Group, reserves []
 	pipe.Exec(ctx)
 }
 
-func (r *Redis) refund(ctx context.Context, pipe redis.Pipeliner, groups []Group) {
-	for _, g := range groups {
-		var keys []string
-		var args []any
+// refund takes back the entries a request made in the groups' windows at the given times.
+func (r *Redis) refund(ctx context.Context, pipe redis.Pipeliner, groups []Group, at []time.Time, token string) {
+	for i, g := range groups {
 		tag := r.prefix + "{" + g.Key + "}:"
+		var keys []string
+		args := []any{":" + token}
 		for _, l := range activeLimits(g) {
-			keys = append(keys, tag+l.ID)
-			args = append(args, (time.Duration(l.Cost) * l.interval()).Milliseconds())
+			keys = append(keys, tag+l.ID, tag+l.ID+":sum")
+			args = append(args, fmt.Sprintf("%d:%d:%s", at[i].UnixMilli(), l.Cost, token))
 		}
 		if len(keys) > 0 {
 			refundScript.Eval(ctx, pipe, keys, args...)
@@ -252,7 +267,7 @@ func (r *Redis) Complete(ctx context.Context, t *Ticket, c Completion) error {
 		completeScript.Eval(ctx, pipe, []string{r.claimKey(cl)}, t.token, c.Outcome, c.Retention.Milliseconds())
 	}
 	if c.Refund {
-		r.refund(ctx, pipe, t.groups)
+		r.refund(ctx, pipe, t.groups, t.at, t.token)
 	}
 	if rec := c.Record; rec != nil {
 		pipe.Set(ctx, r.recordKey(rec.Key), rec.Value, rec.TTL)

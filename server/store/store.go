@@ -80,9 +80,10 @@ type Group struct {
 	Limits []Limit
 }
 
-// Limit is a rate: at most Count units per Period, with bursts of up to Count. It is
-// enforced with GCRA (generic cell rate algorithm), which spreads the budget evenly:
-// after a burst of Count, one more unit becomes available every Period/Count.
+// Limit is a sliding window: at most Count units in any span of Period, bursts allowed.
+// It is exact, as Exchange Online's rolling limits are: a mailbox that sent 30 messages
+// in one second sends the 31st a minute after the first, not two seconds later (a token
+// bucket would allow nearly twice the count in the first period).
 type Limit struct {
 	// ID names the limit within its group ("msgs", "rcpts") and in errors.
 	ID     string
@@ -91,9 +92,6 @@ type Limit struct {
 	// Cost is what this request takes: 1 per message, or 1 per recipient.
 	Cost int
 }
-
-// interval is the time one unit of budget takes to come back.
-func (l Limit) interval() time.Duration { return l.Period / time.Duration(l.Count) }
 
 // Decision is what Admit decided.
 type Decision int
@@ -127,8 +125,9 @@ type Ticket struct {
 	Refused string
 
 	claim  *Claim
-	token  string
+	token  string // fences the claim and marks this request's window entries
 	groups []Group
+	at     []time.Time // when each group's entries were made, for a refund
 }
 
 // Completion is how a Proceed request ended.

@@ -126,8 +126,28 @@ func Run(t *testing.T, s store.Store) {
 		}
 		tk := admit(t, &store.Admission{Groups: []store.Group{g}})
 		want(t, tk, store.Throttled)
-		if tk.Refused != g.Key+"/msgs" || tk.RetryAfter < 19*time.Minute || tk.RetryAfter > 20*time.Minute {
-			t.Errorf("refused %q retry after %v; want %s/msgs and about 20m (an hour / 3)", tk.Refused, tk.RetryAfter, g.Key)
+		if tk.Refused != g.Key+"/msgs" || tk.RetryAfter < 59*time.Minute || tk.RetryAfter > time.Hour {
+			t.Errorf("refused %q retry after %v; want %s/msgs and about 1h (when the first of the 3 leaves the window)", tk.Refused, tk.RetryAfter, g.Key)
+		}
+	})
+
+	// At most Count in any span of Period: a burst of 3 is followed by nothing until the
+	// first of them is a whole period old (a token bucket would refill one every 100 ms).
+	t.Run("sliding window", func(t *testing.T) {
+		t.Parallel()
+		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{{ID: "msgs", Count: 3, Period: 400 * time.Millisecond, Cost: 1}}}
+		start := time.Now()
+		for range 3 {
+			want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
+		}
+		time.Sleep(200 * time.Millisecond)
+		tk := admit(t, &store.Admission{Groups: []store.Group{g}})
+		if time.Since(start) < 350*time.Millisecond { // not too late to tell
+			want(t, tk, store.Throttled)
+		}
+		time.Sleep(time.Until(start.Add(450 * time.Millisecond)))
+		for range 3 {
+			want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
 		}
 	})
 
