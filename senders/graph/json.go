@@ -14,19 +14,22 @@ import (
 func (s *Sender) sendJSON(ctx context.Context, mailbox string, msg *senders.Message) error {
 	body := users.NewItemSendMailPostRequestBody()
 	body.SetMessage(s.message(msg, msg.Content, true))
-	if save := s.saveToSentItems(msg); save != nil {
-		body.SetSaveToSentItems(save)
-	}
+	// Always explicit: the SDK's constructor presets false, which is not Graph's default.
+	body.SetSaveToSentItems(ptr(s.saveToSentItems(msg)))
 	return s.call(ctx, "sendMail", mailbox, true, func(ctx context.Context) error {
 		return s.users.ByUserId(mailbox).SendMail().Post(ctx, body, nil)
 	})
 }
 
-func (s *Sender) saveToSentItems(msg *senders.Message) *bool {
-	if msg.SaveToSentItems != nil {
-		return msg.SaveToSentItems
+// saveToSentItems is the message's choice, else the backend's, else Graph's default (true).
+func (s *Sender) saveToSentItems(msg *senders.Message) bool {
+	switch {
+	case msg.SaveToSentItems != nil:
+		return *msg.SaveToSentItems
+	case s.saveDefault != nil:
+		return *s.saveDefault
 	}
-	return s.saveDefault
+	return true
 }
 
 // message is the Graph form of c. Graph takes one body: with both text and html, html
