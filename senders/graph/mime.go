@@ -9,11 +9,11 @@ import (
 	"net/mail"
 	"strings"
 
-	abstractions "github.com/microsoft/kiota-abstractions-go"
-	"github.com/microsoftgraph/msgraph-sdk-go/models/odataerrors"
 	gomessage "github.com/emersion/go-message"
 	_ "github.com/emersion/go-message/charset" // decode legacy charsets of old devices
 	gomail "github.com/emersion/go-message/mail"
+	abstractions "github.com/microsoft/kiota-abstractions-go"
+	"github.com/microsoftgraph/msgraph-sdk-go/models/odataerrors"
 
 	"github.com/mailgate/mailgate/mailerr"
 	"github.com/mailgate/mailgate/senders"
