@@ -226,15 +226,31 @@ func serve(t testing.TB) *proc {
 // one) and extra top-level YAML appended to the configuration.
 func serveWith(t testing.TB, dir, outbox, extra string) *proc {
 	t.Helper()
+	p := serveConfigFunc(t, dir, func(httpAddr, grpcAddr string) string {
+		return configYAML(httpAddr, grpcAddr, outbox) + extra
+	})
+	p.outbox = outbox
+	return p
+}
+
+// serveConfig runs a configuration of the caller's; its first two %s are the HTTP and
+// gRPC listen addresses.
+func serveConfig(t testing.TB, dir, cfg string) *proc {
+	t.Helper()
+	return serveConfigFunc(t, dir, func(httpAddr, grpcAddr string) string { return fmt.Sprintf(cfg, httpAddr, grpcAddr) })
+}
+
+func serveConfigFunc(t testing.TB, dir string, cfgFor func(httpAddr, grpcAddr string) string) *proc {
+	t.Helper()
 	cfgPath := filepath.Join(dir, "mailgate.yaml")
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		httpAddr, grpcAddr := freeAddr(t), freeAddr(t)
-		if err := os.WriteFile(cfgPath, []byte(configYAML(httpAddr, grpcAddr, outbox)+extra), 0o600); err != nil {
+		if err := os.WriteFile(cfgPath, []byte(cfgFor(httpAddr, grpcAddr)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		p := start(t, dir, nil, "serve", "--config", cfgPath)
-		p.httpAddr, p.grpcAddr, p.outbox = httpAddr, grpcAddr, outbox
+		p.httpAddr, p.grpcAddr = httpAddr, grpcAddr
 		p.baseURL = "http://" + httpAddr
 		lastErr = p.waitReady()
 		if lastErr == nil {
