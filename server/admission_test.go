@@ -193,6 +193,8 @@ func TestIdempotencyRecordsOnlyFinalOutcomes(t *testing.T) {
 			return nil, mailerr.New(mailerr.Unavailable, "connection refused")
 		case strings.HasPrefix(msg.Recipients[0], "reject"):
 			return nil, mailerr.New(mailerr.Rejected, "550 5.1.10 recipient not found")
+		case strings.HasPrefix(msg.Recipients[0], "unknown"):
+			return nil, mailerr.New(mailerr.OutcomeUnknown, "Graph answered 504 after receiving the message")
 		}
 		return &senders.Result{Status: senders.Sent, Accepted: msg.Recipients}, nil
 	}}
@@ -216,6 +218,23 @@ func TestIdempotencyRecordsOnlyFinalOutcomes(t *testing.T) {
 	}
 	if backend.n.Load() != before {
 		t.Error("the replayed permanent failure reached the backend again")
+	}
+
+	// An unknown outcome is kept too: the message may have gone out, so a retry with the
+	// same key must not send it again.
+	unknown := validRequest()
+	unknown.To[0].Address = "unknown@example.com"
+	ctx = withIdemKey(withAPIKey(appKey), "k-unknown")
+	_, err1 = srv.mail.SendMail(ctx, unknown)
+	before = backend.n.Load()
+	_, err2 = srv.mail.SendMail(ctx, unknown)
+	for _, err := range []error{err1, err2} {
+		if code, info, _ := errorInfo(t, err); code != codes.Unavailable || info.GetReason() != "OUTCOME_UNKNOWN" {
+			t.Errorf("unknown outcome: %v %s", code, info.GetReason())
+		}
+	}
+	if backend.n.Load() != before {
+		t.Error("a message whose outcome was unknown was sent again")
 	}
 }
 
