@@ -341,8 +341,9 @@ func (c *Config) validateRedis(v *validator) {
 		v.add("redis", "give url (one server) or addrs (Sentinel or Cluster), not both")
 	case r.URL != "":
 		if _, err := goredis.ParseURL(r.URL); err != nil {
-			// The error quotes the URL, and a URL may hold the password.
-			v.add("redis.url", "%s", strings.ReplaceAll(err.Error(), r.URL, redactURL(r.URL)))
+			// The parser's error quotes the URL (or parts of it), and a URL may hold the
+			// password: say what is wanted instead.
+			v.add("redis.url", "%s is not a Redis URL: want redis://[user:password@]host:port/db, rediss://... for TLS, or unix:///path/to/socket", redactURL(r.URL))
 		}
 		if r.MasterName != "" || r.Username != "" || !r.Password.IsZero() || r.DB != 0 || r.TLS {
 			v.add("redis", "with url, put credentials, database and TLS in the URL (master_name needs addrs)")

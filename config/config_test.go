@@ -145,8 +145,8 @@ func TestErrorsNameTheField(t *testing.T) {
 			return strings.Replace(s, "  shutdown_timeout: 45s", "  tls: {cert_file: /x.pem}", 1)
 		}, "listen.tls", "go together"},
 		{"redis url and addrs", func(s string) string { return s + "redis: {url: redis://x:6379, addrs: [\"a:1\"]}\n" }, "redis", "not both"},
-		{"redis bad url", func(s string) string { return s + "redis: {url: \"http://x\"}\n" }, "redis.url", "invalid URL scheme"},
-		{"redis url hides the password", func(s string) string { return s + "redis: {url: \"redis://:s3cret@[::1:6379\"}\n" }, "redis.url", "[credentials]@"},
+		{"redis bad url", func(s string) string { return s + "redis: {url: \"http://x\"}\n" }, "redis.url", "is not a Redis URL"},
+		{"redis url hides the password", func(s string) string { return s + "redis: {url: \"redis://:s3c%zzret@[::1:6379\"}\n" }, "redis.url", "redis://[credentials]@[::1:6379 is not"},
 		{"redis sentinel without addrs", func(s string) string { return s + "redis: {master_name: m}\n" }, "redis.addrs", "Sentinel"},
 		{"redis cluster db", func(s string) string { return s + "redis: {addrs: [\"a:1\", \"b:2\"], db: 3}\n" }, "redis.db", "Cluster"},
 		{"redis bad addr", func(s string) string { return s + "redis: {addrs: [\"nohost\"]}\n" }, "redis.addrs[0]", "host:port"},

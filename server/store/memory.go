@@ -133,13 +133,17 @@ func (w *window) wait(now time.Time, l Limit) time.Duration {
 	return l.Period // more than the whole budget: config validation prevents it
 }
 
-// take reserves every group's budget, all or nothing, or names the first refusal.
+// take reserves every group's budget, all or nothing, or names the refusal that lasts
+// longest (retrying before it ends would only be refused again).
 func (m *Memory) take(now time.Time, groups []Group, token string) (refused string, wait time.Duration) {
 	var fits []*window
 	var costs []int
 	for _, g := range groups {
 		if end, ok := m.pauses[g.Key]; ok && now.Before(end) {
-			return g.Key + "/pause", end.Sub(now)
+			if d := end.Sub(now); d > wait {
+				refused, wait = g.Key+"/pause", d
+			}
+			continue
 		}
 		for _, l := range g.Limits {
 			if l.Count <= 0 {
@@ -154,10 +158,16 @@ func (m *Memory) take(now time.Time, groups []Group, token string) (refused stri
 			w.period = l.Period
 			w.prune(now, l.Period)
 			if w.sum+l.Cost > l.Count {
-				return k, w.wait(now, l)
+				if d := w.wait(now, l); d > wait {
+					refused, wait = k, d
+				}
+				continue
 			}
 			fits, costs = append(fits, w), append(costs, l.Cost)
 		}
+	}
+	if refused != "" {
+		return refused, wait
 	}
 	for i, w := range fits {
 		w.entries = append(w.entries, windowEntry{at: now, cost: costs[i], token: token})

@@ -42,7 +42,8 @@ func (r *Redis) Client() redis.UniversalClient { return r.c }
 // running sum.
 // KEYS[1] the pause flag; then per limit its list and its sum.
 // ARGV[1] the request's token; then per limit: period ms, count, cost.
-// Returns {0, now} taken, {1, wait ms, index} refused by a limit, {2, wait ms} paused.
+// Returns {0, now} taken, {1, wait ms, index} refused (the limit that frees up last: the
+// wait covers every refusing limit), {2, wait ms} paused.
 var reserveScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -50,11 +51,13 @@ local paused = redis.call('PTTL', KEYS[1])
 if paused > 0 then return {2, paused} end
 local n = (#KEYS - 1) / 2
 local sums = {}
+local wait, refused = 0, 0
 for i = 1, n do
   local log, sumkey = KEYS[2*i], KEYS[2*i+1]
   local j = 2 + (i-1) * 3
   local period, count, cost = tonumber(ARGV[j]), tonumber(ARGV[j+1]), tonumber(ARGV[j+2])
   local sum = tonumber(redis.call('GET', sumkey) or '0')
+  local pruned = false
   while true do
     local head = redis.call('LINDEX', log, 0)
     if not head then sum = 0 break end
@@ -62,18 +65,30 @@ for i = 1, n do
     if tonumber(at) + period > now then break end
     redis.call('LPOP', log)
     sum = sum - tonumber(c)
+    pruned = true
+  end
+  -- What was pruned stays pruned, whatever this request's fate.
+  if pruned then
+    if sum > 0 then redis.call('SET', sumkey, sum, 'KEEPTTL') else redis.call('DEL', sumkey) end
   end
   if sum + cost > count then
-    local need, wait = sum + cost - count, period
-    for _, e in ipairs(redis.call('LRANGE', log, 0, -1)) do
-      local at, c = string.match(e, '^(%d+):(%d+):')
-      need = need - tonumber(c)
-      if need <= 0 then wait = tonumber(at) + period - now break end
+    -- Walk the oldest entries, a page at a time, until enough would have left.
+    local need, w, from = sum + cost - count, period, 0
+    while need > 0 do
+      local page = redis.call('LRANGE', log, from, from + 99)
+      if #page == 0 then break end
+      for _, e in ipairs(page) do
+        local at, c = string.match(e, '^(%d+):(%d+):')
+        need = need - tonumber(c)
+        if need <= 0 then w = tonumber(at) + period - now break end
+      end
+      from = from + 100
     end
-    return {1, wait, i}
+    if w > wait then wait, refused = w, i end
   end
   sums[i] = sum
 end
+if refused > 0 then return {1, wait, refused} end
 for i = 1, n do
   local j = 2 + (i-1) * 3
   local period, cost = tonumber(ARGV[j]), tonumber(ARGV[j+2])
@@ -184,15 +199,15 @@ func (r *Redis) Admit(ctx context.Context, a *Admission) (*Ticket, error) {
 		case 0:
 			taken = append(taken, a.Groups[i])
 			takenAt = append(takenAt, time.UnixMilli(code(res, 1)))
-		case 1:
-			if t.Decision != Throttled {
-				t.Decision, t.RetryAfter = Throttled, time.Duration(code(res, 1))*time.Millisecond
-				t.Refused = a.Groups[i].Key + "/" + activeLimits(a.Groups[i])[code(res, 2)-1].ID
-			}
-		case 2:
-			if t.Decision != Throttled {
-				t.Decision, t.RetryAfter = Throttled, time.Duration(code(res, 1))*time.Millisecond
+		case 1, 2:
+			// Of several refusals, report the one that lasts longest: retrying sooner
+			// would only be refused again.
+			if wait := time.Duration(code(res, 1)) * time.Millisecond; t.Decision != Throttled || wait > t.RetryAfter {
+				t.Decision, t.RetryAfter = Throttled, wait
 				t.Refused = a.Groups[i].Key + "/pause"
+				if code(res, 0) == 1 {
+					t.Refused = a.Groups[i].Key + "/" + activeLimits(a.Groups[i])[code(res, 2)-1].ID
+				}
 			}
 		}
 	}

@@ -151,6 +151,40 @@ func Run(t *testing.T, s store.Store) {
 		}
 	})
 
+	// A refusal still forgets what has left the window: the next request that fits goes.
+	t.Run("refusal keeps pruning", func(t *testing.T) {
+		t.Parallel()
+		l := store.Limit{ID: "rcpts", Count: 3, Period: 300 * time.Millisecond}
+		g := func(cost int) store.Group {
+			l := l
+			l.Cost = cost
+			return store.Group{Key: "mb:prune-" + t.Name(), Limits: []store.Limit{l}}
+		}
+		start := time.Now()
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g(2)}}), store.Proceed)
+		time.Sleep(150 * time.Millisecond)
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g(1)}}), store.Proceed)
+		time.Sleep(time.Until(start.Add(350 * time.Millisecond))) // the 2 have left, the 1 not
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g(3)}}), store.Throttled)
+		if time.Since(start) < 440*time.Millisecond { // the 1 is still in the window
+			want(t, admit(t, &store.Admission{Groups: []store.Group{g(2)}}), store.Proceed)
+		}
+	})
+
+	// Refused by two limits at once: the wait is the longer one.
+	t.Run("wait covers every refusing limit", func(t *testing.T) {
+		t.Parallel()
+		mb := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{
+			{ID: "msgs", Count: 1, Period: time.Minute, Cost: 1},
+			{ID: "rcpts", Count: 1, Period: time.Hour, Cost: 1},
+		}}
+		want(t, admit(t, &store.Admission{Groups: []store.Group{mb}}), store.Proceed)
+		tk := admit(t, &store.Admission{Groups: []store.Group{mb}})
+		if tk.Decision != store.Throttled || tk.RetryAfter < 59*time.Minute || tk.Refused != mb.Key+"/rcpts" {
+			t.Errorf("refused %q after %v, want %s/rcpts after about an hour", tk.Refused, tk.RetryAfter, mb.Key)
+		}
+	})
+
 	t.Run("cost per recipient", func(t *testing.T) {
 		t.Parallel()
 		g := store.Group{Key: uniq("mb:a@example.com"), Limits: []store.Limit{hourly("rcpts", 10, 4)}}
