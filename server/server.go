@@ -25,11 +25,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
@@ -55,10 +53,7 @@ type Options struct {
 // Server serves one mailgate process's listeners.
 type Server struct {
 	svc      *Service
-	grpc     *grpc.Server // the public gRPC listener
-	inner    *grpc.Server // the REST gateway's in-process hop, same interceptors
-	innerLn  *bufconn.Listener
-	gwConn   *grpc.ClientConn
+	grpc     *grpc.Server
 	http     *http.Server
 	health   *health.Server
 	tls      *tls.Config
@@ -98,37 +93,23 @@ func New(opts Options) (*Server, error) {
 	// gRPC refuses bigger messages itself, before validation can say MESSAGE_TOO_LARGE;
 	// leave room for attachments' base64 growth, which validation measures.
 	maxMsg := int(2*opts.Service.Limits.MaxMessageBytes + 1<<20)
-	newGRPC := func(extra ...grpc.ServerOption) *grpc.Server {
-		g := grpc.NewServer(append([]grpc.ServerOption{
-			grpc.MaxRecvMsgSize(maxMsg),
-			grpc.ChainUnaryInterceptor(
-				recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(s.recovered)),
-				grpcMetrics.UnaryServerInterceptor(),
-				authenticate(opts.Keys),
-			),
-		}, extra...)...)
-		mailgatev1.RegisterMailServiceServer(g, svc)
-		healthpb.RegisterHealthServer(g, s.health)
-		reflection.Register(g)
-		grpcMetrics.InitializeMetrics(g)
-		return g
+	// One chain for both APIs: gRPC runs it as interceptors, the REST gateway calls the
+	// service through it directly (no second gRPC hop, no extra copy of the message).
+	interceptors := []grpc.UnaryServerInterceptor{
+		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(s.recovered)),
+		grpcMetrics.UnaryServerInterceptor(),
+		authenticate(opts.Keys),
 	}
+	serverOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsg), grpc.ChainUnaryInterceptor(interceptors...)}
 	if s.tls != nil {
-		s.grpc = newGRPC(grpc.Creds(credentials.NewTLS(s.tls)))
-	} else {
-		s.grpc = newGRPC()
+		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(s.tls)))
 	}
-	s.inner = newGRPC()
-	s.innerLn = bufconn.Listen(1 << 20)
+	s.grpc = grpc.NewServer(serverOpts...)
+	mailgatev1.RegisterMailServiceServer(s.grpc, svc)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	grpcMetrics.InitializeMetrics(s.grpc)
 
-	s.gwConn, err = grpc.NewClient("passthrough:///mailgate-inproc",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.innerLn.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(maxMsg), grpc.MaxCallRecvMsgSize(maxMsg)),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("gateway connection: %w", err)
-	}
 	gw := runtime.NewServeMux(
 		runtime.WithIncomingHeaderMatcher(headerMatcher),
 		runtime.WithErrorHandler(gatewayErrorHandler),
@@ -137,7 +118,7 @@ func New(opts Options) (*Server, error) {
 			MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
 		}),
 	)
-	if err := mailgatev1.RegisterMailServiceHandler(context.Background(), gw, s.gwConn); err != nil {
+	if err := mailgatev1.RegisterMailServiceHandlerServer(context.Background(), gw, &gatewayService{svc: svc, chain: chainUnary(interceptors)}); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	// JSON carries attachments as base64: 4/3 of the message, plus the JSON around it.
@@ -260,7 +241,6 @@ func (s *Server) Service() *Service { return s.svc }
 // not served. It returns nil after a clean drain.
 func (s *Server) Serve(ctx context.Context, httpLn, grpcLn net.Listener) error {
 	errc := make(chan error, 3)
-	go func() { errc <- s.inner.Serve(s.innerLn) }()
 	if grpcLn != nil {
 		go func() { errc <- s.grpc.Serve(grpcLn) }()
 	}
@@ -299,14 +279,9 @@ func (s *Server) drain() error {
 
 	var wg sync.WaitGroup
 	var httpErr error
-	wg.Go(func() {
-		httpErr = s.http.Shutdown(ctx)
-		// REST requests ride the inner server; stop it only once they are done.
-		gracefulStop(ctx, s.inner)
-	})
+	wg.Go(func() { httpErr = s.http.Shutdown(ctx) })
 	wg.Go(func() { gracefulStop(ctx, s.grpc) })
 	wg.Wait()
-	s.gwConn.Close()
 
 	var errs []error
 	if httpErr != nil {
