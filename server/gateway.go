@@ -20,7 +20,9 @@ type gatewayService struct {
 
 func (g *gatewayService) SendMail(ctx context.Context, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error) {
 	resp, err := g.chain(ctx, req, &grpc.UnaryServerInfo{Server: g.svc, FullMethod: mailgatev1.MailService_SendMail_FullMethodName},
-		func(ctx context.Context, req any) (any, error) { return g.svc.SendMail(ctx, req.(*mailgatev1.SendMailRequest)) })
+		func(ctx context.Context, req any) (any, error) {
+			return g.svc.SendMail(ctx, req.(*mailgatev1.SendMailRequest))
+		})
 	if err != nil {
 		return nil, err
 	}
@@ -29,7 +31,9 @@ func (g *gatewayService) SendMail(ctx context.Context, req *mailgatev1.SendMailR
 
 func (g *gatewayService) GetMessage(ctx context.Context, req *mailgatev1.GetMessageRequest) (*mailgatev1.GetMessageResponse, error) {
 	resp, err := g.chain(ctx, req, &grpc.UnaryServerInfo{Server: g.svc, FullMethod: mailgatev1.MailService_GetMessage_FullMethodName},
-		func(ctx context.Context, req any) (any, error) { return g.svc.GetMessage(ctx, req.(*mailgatev1.GetMessageRequest)) })
+		func(ctx context.Context, req any) (any, error) {
+			return g.svc.GetMessage(ctx, req.(*mailgatev1.GetMessageRequest))
+		})
 	if err != nil {
 		return nil, err
 	}
