@@ -67,6 +67,10 @@ cleanup() {
 		kill -KILL "$server_pid" 2>/dev/null || true
 		wait "$server_pid" 2>/dev/null || true
 	fi
+	# The benchmark's keys (message records live a day) would weigh on a shared Redis.
+	if [[ -n ${redis_prefix:-} ]] && command -v redis-cli >/dev/null; then
+		redis-cli -u "$REDIS_URL" --scan --pattern "$redis_prefix*" | xargs -r -n 1000 redis-cli -u "$REDIS_URL" unlink >/dev/null || true
+	fi
 	if [[ $KEEP == 1 ]]; then
 		log "kept $tmp"
 	else
@@ -130,7 +134,10 @@ pick_port GRPC_PORT
 # The store: the in-process one (the embedded default), or Redis shared by replicas.
 case $STORE in
 memory) redis_section="" ;;
-redis) redis_section="redis: {url: \"$REDIS_URL\", key_prefix: \"mgbench:$$:$(date +%s):\"}" ;;
+redis)
+	redis_prefix="mgbench:$$:$(date +%s):"
+	redis_section="redis: {url: \"$REDIS_URL\", key_prefix: \"$redis_prefix\"}"
+	;;
 *) die "BENCH_STORE must be memory or redis, not $STORE" ;;
 esac
 

@@ -8,7 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/mailgate/mailgate/server/store/storetest"
 )
 
 // twoReplicas runs two `mailgate serve` processes on one Redis (the one `make test`
@@ -16,7 +17,8 @@ import (
 func twoReplicas(t *testing.T) (a, b *proc, outbox string) {
 	t.Helper()
 	outbox = filepath.Join(t.TempDir(), "outbox")
-	extra := fmt.Sprintf("redis:\n  url: redis://127.0.0.1:6379/0\n  key_prefix: \"mge2e:%d:\"\n", time.Now().UnixNano())
+	prefix := storetest.Prefix(t, storetest.SharedRedis(t), "e2e")
+	extra := fmt.Sprintf("redis:\n  url: redis://127.0.0.1:6379/0\n  key_prefix: %q\n", prefix)
 	a = serveWith(t, t.TempDir(), outbox, extra)
 	b = serveWith(t, t.TempDir(), outbox, extra)
 	return a, b, outbox

@@ -352,7 +352,7 @@ func TestRedisRoundTripsPerMessage(t *testing.T) {
 	client := storetest.SharedRedis(t)
 	counter := &roundTrips{}
 	client.AddHook(counter)
-	prefix := "mgtest:" + newID(time.Now()) + ":"
+	prefix := storetest.Prefix(t, client, "roundtrips")
 	srv := startWithBackend(t, &countingSender{}, func(o *Options) {
 		o.Service.Store = store.NewRedis(client, prefix)
 		o.Service.Mailbox = MailboxLimits{MessagesPerMinute: 1000, RecipientsPerDay: 10000}
@@ -421,8 +421,9 @@ func TestIdempotencyConcurrent(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		return &senders.Result{Status: senders.Sent, Accepted: msg.Recipients}, nil
 	}}
-	prefix := "mgtest:" + newID(time.Now()) + ":"
-	srv := startWithBackend(t, backend, func(o *Options) { o.Service.Store = store.NewRedis(storetest.SharedRedis(t), prefix) })
+	client := storetest.SharedRedis(t)
+	prefix := storetest.Prefix(t, client, "concurrent")
+	srv := startWithBackend(t, backend, func(o *Options) { o.Service.Store = store.NewRedis(client, prefix) })
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	ids := map[string]int{}

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/metadata"
 
@@ -130,7 +129,8 @@ func BenchmarkSendMailStore(b *testing.B) {
 	}{
 		{"memory", func(*testing.B) store.Store { return store.NewMemory() }},
 		{"redis", func(b *testing.B) store.Store {
-			return store.NewRedis(storetest.SharedRedis(b), "mgbench:"+newID(time.Now())+":")
+			c := storetest.SharedRedis(b)
+			return store.NewRedis(c, storetest.Prefix(b, c, "bench"))
 		}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {

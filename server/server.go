@@ -61,6 +61,7 @@ type Server struct {
 	ready    atomic.Bool
 	log      *slog.Logger
 	timeout  time.Duration
+	closers  []io.Closer // what NewFromConfig opened, closed after the drain
 }
 
 // New builds a server; Serve starts it.
@@ -163,12 +164,14 @@ func NewFromConfig(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		backends[name] = snd
 	}
 	st := store.Store(store.NewMemory())
+	var closers []io.Closer
 	if cfg.Redis.Enabled() {
 		client, err := redisClient(cfg.Redis)
 		if err != nil {
 			return nil, fmt.Errorf("redis: %w", err)
 		}
 		st = store.NewRedis(client, cfg.Redis.KeyPrefix)
+		closers = append(closers, client)
 	}
 	opts := Options{
 		Service: ServiceOptions{
@@ -198,7 +201,12 @@ func NewFromConfig(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		}
 		opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	}
-	return New(opts)
+	srv, err := New(opts)
+	if err != nil {
+		return nil, err
+	}
+	srv.closers = closers
+	return srv, nil
 }
 
 // redisClient connects to a standalone server (url), a Sentinel group (addrs with
@@ -287,9 +295,9 @@ func (s *Server) drain() error {
 	if httpErr != nil {
 		errs = append(errs, fmt.Errorf("http drain: %w", httpErr))
 	}
-	if c, ok := s.svc.store.(io.Closer); ok {
+	for _, c := range s.closers {
 		if err := c.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("store: %w", err))
+			errs = append(errs, err)
 		}
 	}
 	for name, b := range s.svc.backends {

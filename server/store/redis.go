@@ -308,9 +308,6 @@ func (r *Redis) Pause(ctx context.Context, group string, d time.Duration) error 
 	return nil
 }
 
-// Close closes the client.
-func (r *Redis) Close() error { return r.c.Close() }
-
 // Ping implements Store.
 func (r *Redis) Ping(ctx context.Context) error { return r.c.Ping(ctx).Err() }
 

@@ -2,8 +2,6 @@ package store_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"testing"
 	"time"
 
@@ -18,9 +16,8 @@ func TestMemoryContract(t *testing.T) {
 
 func TestRedisContract(t *testing.T) {
 	t.Parallel()
-	var b [6]byte
-	rand.Read(b[:])
-	storetest.Run(t, store.NewRedis(storetest.SharedRedis(t), "mgtest:"+hex.EncodeToString(b[:])+":"))
+	c := storetest.SharedRedis(t)
+	storetest.Run(t, store.NewRedis(c, storetest.Prefix(t, c, "contract")))
 }
 
 // An outage fails calls (so nothing is sent), and the same store works again once Redis

@@ -2,6 +2,8 @@ package storetest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -102,4 +104,41 @@ func (s *RedisServer) Stop(t testing.TB) {
 	s.cmd.Wait()
 	s.cmd = nil
 	os.Remove(s.Socket)
+}
+
+// Prefix returns a key prefix of the test's own for a shared Redis, and deletes every key
+// under it when the test ends, so runs leave nothing behind (leftover keys slow a Redis
+// that others share, CI's included).
+func Prefix(t testing.TB, c redis.UniversalClient, name string) string {
+	var b [6]byte
+	rand.Read(b[:])
+	prefix := "mgtest:" + name + ":" + hex.EncodeToString(b[:]) + ":"
+	t.Cleanup(func() { DeletePrefix(c, prefix) })
+	return prefix
+}
+
+// DeletePrefix deletes every key that starts with prefix.
+func DeletePrefix(c redis.UniversalClient, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	del := func(ctx context.Context, c redis.UniversalClient) error {
+		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		var batch []string
+		for iter.Next(ctx) {
+			batch = append(batch, iter.Val())
+			if len(batch) == 1000 {
+				c.Unlink(ctx, batch...)
+				batch = batch[:0]
+			}
+		}
+		if len(batch) > 0 {
+			c.Unlink(ctx, batch...)
+		}
+		return iter.Err()
+	}
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return del(ctx, n) })
+		return
+	}
+	del(ctx, c)
 }
