@@ -435,7 +435,7 @@ func (c *Config) validateBackends(v *validator) {
 		if b == nil || b.Settings == nil {
 			continue // reported while parsing
 		}
-		if err := b.Settings.Validate(); err != nil {
+		for _, err := range unjoin(b.Settings.Validate()) {
 			field, msg, ok := strings.Cut(err.Error(), ": ")
 			if ok && !strings.ContainsAny(field, " ") {
 				v.add(p+"."+field, "%s", msg)

@@ -254,7 +254,7 @@ func TestEnvAndSecretFiles(t *testing.T) {
 	}
 
 	both := strings.Replace(validYAML(), "hash: "+testHash, "hash: "+testHash+"\n    hash_file: "+hashFile, 1)
-	if _, err := Parse([]byte(both), "test"); err == nil || !strings.Contains(err.Error(), "not both") {
+	if _, err := ParseAndValidate([]byte(both), "test"); err == nil || !strings.Contains(err.Error(), "not both") || strings.Contains(err.Error(), "no backend named") {
 		t.Errorf("hash and hash_file together: %v", err)
 	}
 	missing := strings.Replace(validYAML(), "hash: "+testHash, "hash_file: "+filepath.Join(dir, "nope"), 1)
@@ -284,6 +284,7 @@ func TestReportsParseAndValidationErrorsTogether(t *testing.T) {
 	y := strings.Replace(validYAML(), "dir: /tmp/outbox", "dir: /tmp/outbox\n    colour: blue", 1)
 	y = strings.Replace(y, "backend: sink,", "backend: nowhere,", 1)
 	y = strings.Replace(y, "hash: "+testHash, "hash_file: /nonexistent/hash", 1)
+	y = strings.Replace(y, "delay: 10ms", "delay: 5", 1) // a bad field must not hide its backend
 	_, err := ParseAndValidate([]byte(y), "test")
 	var paths []string
 	for _, e := range unjoin(err) {
@@ -292,7 +293,7 @@ func TestReportsParseAndValidationErrorsTogether(t *testing.T) {
 			paths = append(paths, fe.Path)
 		}
 	}
-	want := []string{"keys[0].hash_file", "backends.outbox.colour", "routes[1].backend"} // file order, then validation
+	want := []string{"keys[0].hash_file", "backends.outbox.colour", "backends.sink.delay", "routes[1].backend"} // file order, then validation
 	if strings.Join(paths, " ") != strings.Join(want, " ") {
 		t.Errorf("errors at %v, want exactly %v:\n%v", paths, want, err)
 	}

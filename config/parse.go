@@ -80,9 +80,9 @@ func (b *Backend) UnmarshalYAML(n *yaml.Node) error {
 		return nil
 	}
 	s := newSettings()
-	if err := n.Decode(s); err != nil {
-		return err
-	}
+	// A bad field was reported by the walker, with its path; decode the rest, so that
+	// one bad field does not make the whole backend, and every route to it, look missing.
+	n.Decode(s)
 	b.Type, b.Settings = t.Type, s
 	return nil
 }
@@ -186,6 +186,12 @@ func (w *walker) walkStruct(n *yaml.Node, t reflect.Type, path string) {
 		k, v := n.Content[i], n.Content[i+1]
 		name := k.Value
 		if base, ok := strings.CutSuffix(name, "_file"); ok && fields[base].Type == secretType {
+			if hasKey(n, base) {
+				// Leave both keys as they are: renaming would make a duplicate key that
+				// YAML refuses, losing the whole document for further checks.
+				w.fail(k, join(path, name), "given with %s too (a secret takes %s or %s_file, not both)", base, base, base)
+				continue
+			}
 			if !w.readSecretFile(k, v, base, join(path, name)) {
 				continue
 			}
@@ -203,6 +209,15 @@ func (w *walker) walkStruct(n *yaml.Node, t reflect.Type, path string) {
 		}
 		w.walk(v, f.Type, join(path, name))
 	}
+}
+
+func hasKey(n *yaml.Node, key string) bool {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return true
+		}
+	}
+	return false
 }
 
 // readSecretFile turns `foo_file: PATH` into `foo: <contents of PATH>` in place.

@@ -125,6 +125,8 @@ var reasons = map[string]Kind{
 	// never the caller's UNAUTHENTICATED.
 	"BACKEND_AUTH_FAILED":     Unavailable,
 	"GRAPH_REQUEST_TOO_LARGE": TooLarge,
+	// The sending mailbox is missing, unlicensed or full: the operator's to fix.
+	"BACKEND_MAILBOX_UNAVAILABLE": Unavailable,
 }
 
 func init() {

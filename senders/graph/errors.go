@@ -20,6 +20,10 @@ import (
 // and the draft path can carry the message.
 const reasonRequestTooLarge = "GRAPH_REQUEST_TOO_LARGE"
 
+// reasonAuth marks a token mailgate could not get or Graph would not take: the
+// operator's to fix; retrying the same credentials at once cannot help.
+const reasonAuth = "BACKEND_AUTH_FAILED"
+
 // graphError is what a failed Graph request said.
 type graphError struct {
 	status  int
@@ -38,11 +42,12 @@ func (s *Sender) classify(op, mailbox string, err error, delivered bool) *mailer
 	}
 	var authErr *azidentity.AuthenticationFailedError
 	if errors.As(err, &authErr) {
+		// Entra's answer (AADSTS code, description, trace id) holds no secret.
 		s.log.Error("Graph backend cannot get a token; fix the app registration or the backend's credentials",
-			"op", op, "fix", tokenFix(authErr.Error()), "error", firstLine(authErr.Error()))
+			"op", op, "fix", tokenFix(authErr.Error()), "error", strings.Join(strings.Fields(authErr.Error()), " "))
 		return mailerr.Wrap(mailerr.Unavailable, err,
 			"mailgate could not authenticate to Microsoft 365 (an operator must fix the Graph backend's credentials); nothing was sent").
-			WithReason("BACKEND_AUTH_FAILED")
+			WithReason(reasonAuth)
 	}
 	ge, ok := asGraphError(err)
 	if !ok {
@@ -93,14 +98,21 @@ func (ge *graphError) classify(op, mailbox string, delivered bool) *mailerr.Erro
 		return mailerr.New(mailerr.Invalid, "Microsoft 365 refused a custom header: %s", ge.message)
 	case ge.code == "ErrorMessageSizeExceeded":
 		return mailerr.New(mailerr.TooLarge, "Microsoft 365 refused the message as too large for mailbox %s", mailbox)
-	case ge.code == "ErrorQuotaExceeded", ge.code == "ErrorSubmissionQuotaExceeded":
-		e := mailerr.New(mailerr.Throttled, "mailbox %s reached a Microsoft 365 sending quota (%s)", mailbox, ge.code)
+	case ge.code == "ErrorSubmissionQuotaExceeded":
+		e := mailerr.New(mailerr.Throttled, "mailbox %s reached its Microsoft 365 daily sending quota", mailbox)
 		e.RetryAfter = time.Hour
 		return e
+	case ge.code == "ErrorQuotaExceeded", ge.code == "MailboxNotEnabledForRESTAPI", ge.code == "ErrorInvalidUser",
+		ge.code == "ResourceNotFound", ge.status == http.StatusNotFound:
+		// The mailbox is full, missing or not in Exchange Online: an operator fixes it,
+		// so it is not a verdict on the message to replay for a day.
+		return mailerr.New(mailerr.Unavailable,
+			"mailbox %s cannot send through Graph (%s); an operator must fix the mailbox; nothing was sent", mailbox, ge.code).
+			WithReason("BACKEND_MAILBOX_UNAVAILABLE")
 	case ge.status == http.StatusUnauthorized:
 		return mailerr.New(mailerr.Unavailable,
 			"Microsoft 365 did not accept mailgate's token (an operator must fix the Graph backend); nothing was sent").
-			WithReason("BACKEND_AUTH_FAILED")
+			WithReason(reasonAuth)
 	case ge.status >= 500 && delivered:
 		return mailerr.New(mailerr.OutcomeUnknown,
 			"Graph answered %d after receiving the message (%s); it may have been sent: retry only with the same idempotency key", ge.status, op)
@@ -121,6 +133,8 @@ func operatorFix(ge *graphError) string {
 		return "an application access policy or RBAC for Applications scope excludes this mailbox: add it to the scope (Test-ServicePrincipalAuthorization shows InScope)"
 	case ge.code == "ErrorAccessDenied", ge.code == "ErrorAccessDeniedForApp":
 		return "the app may not use this mailbox: check Mail.Send consent and the RBAC for Applications scope"
+	case ge.code == "ErrorQuotaExceeded":
+		return "the mailbox's storage is full (often Sent Items): free space, raise its quota, or set save_to_sent_items: false"
 	case ge.code == "MailboxNotEnabledForRESTAPI", ge.code == "ErrorInvalidUser", ge.code == "ResourceNotFound", ge.status == http.StatusNotFound:
 		return "the route's mailbox does not exist in Exchange Online, is unlicensed, inactive or on-premises: use a licensed cloud mailbox (or a shared mailbox)"
 	case ge.code == "ErrorSendAsDenied":
@@ -203,11 +217,6 @@ func retryAfter(v string) time.Duration {
 		return time.Second
 	}
 	return 10 * time.Second
-}
-
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	return s
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }

@@ -35,9 +35,10 @@ const (
 	// requestLimit is Graph's limit on one request body (4 MB), less headroom for the
 	// JSON around the content.
 	requestLimit = 4<<20 - 64<<10
-	// directAttachmentLimit: an attachment under 3 MB goes into a draft with one POST;
-	// a larger one needs an upload session (3 to 150 MB).
-	directAttachmentLimit = 3 << 20
+	// directAttachmentLimit: an attachment under 3,000,000 bytes goes into a draft with
+	// one POST (its base64 and JSON stay under 4 MiB); a larger one needs an upload
+	// session (3 to 150 MB). Just under 3 MiB would overflow the 4 MiB request.
+	directAttachmentLimit = 3_000_000
 	// uploadSlice is the size of one upload-session PUT: under 4 MB, a multiple of
 	// 320 KiB as Microsoft's upload sessions prefer.
 	uploadSlice = 12 * 320 << 10
@@ -175,7 +176,7 @@ func (s *Sender) call(ctx context.Context, op, mailbox string, canDeliver bool, 
 			return nil
 		}
 		e := s.classify(op, mailbox, err, wrote.Load() && canDeliver)
-		retry := attempt < 3 && (!wrote.Load() && e.Kind == mailerr.Unavailable && ctx.Err() == nil ||
+		retry := attempt < 3 && (!wrote.Load() && e.Kind == mailerr.Unavailable && e.Reason != reasonAuth && ctx.Err() == nil ||
 			e.Kind == mailerr.Throttled && e.RetryAfter <= maxQuickRetry && attempt == 1)
 		if !retry {
 			return e

@@ -336,10 +336,36 @@ func TestBadCredentials(t *testing.T) {
 	if e.Kind != mailerr.Unavailable || e.Reason != "BACKEND_AUTH_FAILED" {
 		t.Errorf("wrong secret: %v %q (%v)", e.Kind, e.Reason, e)
 	}
+	tokenRequests := 0
 	for _, r := range f.Requests() {
 		if strings.Contains(r.Path, "/users/") {
 			t.Errorf("Graph was called without a token: %s %s", r.Method, r.Path)
 		}
+		if strings.HasSuffix(r.Path, "/oauth2/v2.0/token") {
+			tokenRequests++
+		}
+	}
+	if tokenRequests != 1 {
+		t.Errorf("%d token requests for one message, want 1 (wrong credentials stay wrong)", tokenRequests)
+	}
+}
+
+// Just under 3 MiB: too big for one 4 MiB POST once base64-encoded, so it takes an
+// upload session.
+func TestAttachmentAtTheBoundary(t *testing.T) {
+	t.Parallel()
+	f := graphtest.New(t)
+	s := newSender(t, config(t, f))
+	content := randomBytes(3<<20 - 100)
+	msg := structured("01jx0000000000000000000012",
+		senders.Attachment{Filename: "edge.bin", ContentType: "application/octet-stream", Content: content},
+		senders.Attachment{Filename: "pad.bin", ContentType: "application/octet-stream", Content: randomBytes(2 << 20)})
+	if _, err := s.Send(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+	at := f.Sent()[0].Message.Attachments
+	if len(at) != 2 || !bytes.Equal(at[0].Content, content) || !at[0].ViaUploadSession {
+		t.Errorf("edge attachment: %d attachments, via session %v", len(at), len(at) > 0 && at[0].ViaUploadSession)
 	}
 }
 

@@ -57,12 +57,13 @@ func TestClassifyGraphErrors(t *testing.T) {
 		{"bad recipients", graphError{status: 400, code: "ErrorInvalidRecipients", header: h()}, true, mailerr.Invalid, ""},
 		{"header", graphError{status: 400, code: "InvalidInternetMessageHeader", header: h()}, true, mailerr.Invalid, ""},
 		{"size", graphError{status: 400, code: "ErrorMessageSizeExceeded", header: h()}, true, mailerr.TooLarge, ""},
-		{"quota", graphError{status: 400, code: "ErrorSubmissionQuotaExceeded", header: h()}, true, mailerr.Throttled, ""},
+		{"submission quota", graphError{status: 400, code: "ErrorSubmissionQuotaExceeded", header: h()}, true, mailerr.Throttled, ""},
+		{"mailbox full", graphError{status: 400, code: "ErrorQuotaExceeded", header: h()}, true, mailerr.Unavailable, "BACKEND_MAILBOX_UNAVAILABLE"},
 		{"token refused", graphError{status: 401, code: "InvalidAuthenticationToken", header: h()}, true, mailerr.Unavailable, "BACKEND_AUTH_FAILED"},
 		{"503 after sending", graphError{status: 503, header: h()}, true, mailerr.OutcomeUnknown, ""},
 		{"504 after sending", graphError{status: 504, header: h()}, true, mailerr.OutcomeUnknown, ""},
 		{"503 on a draft step", graphError{status: 503, header: h()}, false, mailerr.Unavailable, ""},
-		{"no mailbox", graphError{status: 404, code: "MailboxNotEnabledForRESTAPI", header: h()}, true, mailerr.Rejected, ""},
+		{"no mailbox", graphError{status: 404, code: "MailboxNotEnabledForRESTAPI", header: h()}, true, mailerr.Unavailable, "BACKEND_MAILBOX_UNAVAILABLE"},
 	}
 	s := &Sender{log: discardLogger()}
 	for _, tt := range tests {
