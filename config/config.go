@@ -195,9 +195,6 @@ func Default() *Config {
 	return c
 }
 
-// DefaultYAML returns the embedded default configuration's text.
-func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }
-
 // Load reads, parses and validates a configuration file.
 func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)

@@ -80,9 +80,6 @@ func (m *Message) SendingMailbox() string {
 	return m.From.Address
 }
 
-// Raw reports whether the message came as RFC 5322 bytes rather than structured fields.
-func (m *Message) Raw() bool { return m.Content == nil }
-
 // NewMessage composes a structured message. id becomes the local part of the generated
 // Message-ID; the envelope recipients are To, Cc and Bcc, deduplicated.
 func NewMessage(id string, c *Content, now time.Time) *Message {

@@ -177,7 +177,7 @@ func TestRawMessage(t *testing.T) {
 		if b.String() != tt.wantPrefix+tt.raw {
 			t.Errorf("%s: wrote %q, want the original bytes after %q", tt.name, b.String(), tt.wantPrefix)
 		}
-		if !m.Raw() || m.From.Address != "a@b.com" || len(m.Recipients) != 1 {
+		if m.Content != nil || m.From.Address != "a@b.com" || len(m.Recipients) != 1 {
 			t.Errorf("%s: from %v recipients %v", tt.name, m.From, m.Recipients)
 		}
 	}

@@ -241,9 +241,6 @@ func redisClient(c config.Redis) (redis.UniversalClient, error) {
 	return redis.NewUniversalClient(opts), nil
 }
 
-// Service returns the MailService implementation, for in-process callers (the SMTP shim).
-func (s *Server) Service() *Service { return s.svc }
-
 // Serve runs until ctx is done, then drains: listeners close at once, in-flight requests
 // get up to the shutdown timeout to finish, and backends are closed. A nil listener is
 // not served. It returns nil after a clean drain.

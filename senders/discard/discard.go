@@ -5,7 +5,6 @@ package discard
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/mailgate/mailgate/senders"
@@ -29,10 +28,9 @@ func (c *Config) Validate() error {
 // Open implements senders.Config.
 func (c *Config) Open(senders.Env) (senders.Sender, error) { return &Sender{delay: c.Delay}, nil }
 
-// Sender accepts and drops messages, counting them.
+// Sender accepts and drops messages.
 type Sender struct {
 	delay time.Duration
-	n     atomic.Int64
 }
 
 // New returns a Sender that takes delay per message.
@@ -52,9 +50,5 @@ func (s *Sender) Send(ctx context.Context, msg *senders.Message) (*senders.Resul
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s.n.Add(1)
 	return &senders.Result{Status: senders.Sent, Accepted: msg.Recipients}, nil
 }
-
-// Count is the number of messages accepted so far.
-func (s *Sender) Count() int64 { return s.n.Load() }

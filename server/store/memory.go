@@ -245,14 +245,6 @@ func (m *Memory) Pause(_ context.Context, group string, d time.Duration) error {
 // Ping implements Store.
 func (m *Memory) Ping(context.Context) error { return nil }
 
-// PutRecord implements Records.
-func (m *Memory) PutRecord(_ context.Context, key string, value []byte, ttl time.Duration) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.putRecord(m.now(), key, value, ttl)
-	return nil
-}
-
 func (m *Memory) putRecord(now time.Time, key string, value []byte, ttl time.Duration) {
 	m.sweepRecords(now)
 	if _, exists := m.records[key]; !exists {
@@ -265,7 +257,7 @@ func (m *Memory) putRecord(now time.Time, key string, value []byte, ttl time.Dur
 	}
 }
 
-// GetRecord implements Records.
+// GetRecord implements Store.
 func (m *Memory) GetRecord(_ context.Context, key string) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -16,7 +16,7 @@ func TestMemoryRecordsEvictOldest(t *testing.T) {
 	m.now = func() time.Time { return now }
 	m.max = 3
 	for i := range 5 {
-		m.PutRecord(ctx, fmt.Sprint(i), []byte("x"), time.Hour)
+		m.putRecord(now, fmt.Sprint(i), []byte("x"), time.Hour)
 	}
 	if len(m.records) != 3 || len(m.order) != 3 {
 		t.Errorf("%d records, %d in order; want the cap of 3", len(m.records), len(m.order))

@@ -34,9 +34,6 @@ func NewRedis(c redis.UniversalClient, prefix string) *Redis {
 	return &Redis{c: c, prefix: prefix}
 }
 
-// Client returns the underlying client.
-func (r *Redis) Client() redis.UniversalClient { return r.c }
-
 // Reserves every limit in a group, all or nothing, unless the group is paused. Each limit
 // is a sliding window: a list of "<ms>:<cost>:<token>" entries, oldest first, and their
 // running sum.
@@ -311,12 +308,7 @@ func (r *Redis) Pause(ctx context.Context, group string, d time.Duration) error 
 // Ping implements Store.
 func (r *Redis) Ping(ctx context.Context) error { return r.c.Ping(ctx).Err() }
 
-// PutRecord implements Records.
-func (r *Redis) PutRecord(ctx context.Context, key string, value []byte, ttl time.Duration) error {
-	return r.c.Set(ctx, r.recordKey(key), value, ttl).Err()
-}
-
-// GetRecord implements Records.
+// GetRecord implements Store.
 func (r *Redis) GetRecord(ctx context.Context, key string) ([]byte, error) {
 	b, err := r.c.Get(ctx, r.recordKey(key)).Bytes()
 	if errors.Is(err, redis.Nil) {

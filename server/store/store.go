@@ -22,7 +22,9 @@ var ErrNotFound = errors.New("store: not found")
 // caller must then assume nothing about the state (in particular, a failed Admit
 // reserved and claimed nothing that the caller may rely on, and nothing may be sent).
 type Store interface {
-	Records
+	// GetRecord returns a value stored with a Completion's Record, or ErrNotFound once it
+	// has expired.
+	GetRecord(ctx context.Context, key string) ([]byte, error)
 	// Admit decides whether a request may go ahead, atomically as far as the backend
 	// allows: it claims the idempotency key (when there is one) and takes each group's
 	// budget. Budgets and the claim are held only when the decision is Proceed; the
@@ -39,15 +41,6 @@ type Store interface {
 	Pause(ctx context.Context, group string, d time.Duration) error
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
-}
-
-// Records keeps small values for a time.
-//
-// PutRecord stores value under key until ttl passes; a later PutRecord replaces it.
-// GetRecord returns the value, or ErrNotFound once it has expired.
-type Records interface {
-	PutRecord(ctx context.Context, key string, value []byte, ttl time.Duration) error
-	GetRecord(ctx context.Context, key string) ([]byte, error)
 }
 
 // Admission is what a request asks of the store before it is sent.
