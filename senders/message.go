@@ -83,19 +83,13 @@ func (m *Message) SendingMailbox() string {
 // NewMessage composes a structured message. id becomes the local part of the generated
 // Message-ID; the envelope recipients are To, Cc and Bcc, deduplicated.
 func NewMessage(id string, c *Content, now time.Time) *Message {
-	var rcpts recipients
-	for _, list := range [][]mail.Address{c.To, c.Cc, c.Bcc} {
-		for _, a := range list {
-			rcpts.add(a.Address)
-		}
-	}
 	return &Message{
 		ID:           id,
 		MessageID:    newMessageID(id, c.From.Address),
 		Date:         now,
 		From:         c.From,
 		EnvelopeFrom: c.From.Address,
-		Recipients:   rcpts.list,
+		Recipients:   Envelope(c.To, c.Cc, c.Bcc),
 		Content:      c,
 	}
 }
@@ -386,6 +380,18 @@ func newMessageID(id, from string) string {
 		domain = from[i+1:]
 	}
 	return "<" + id + "@" + domain + ">"
+}
+
+// Envelope lists the addresses of lists once each, in order: the envelope recipients of
+// To, Cc and Bcc.
+func Envelope(lists ...[]mail.Address) []string {
+	var r recipients
+	for _, list := range lists {
+		for _, a := range list {
+			r.add(a.Address)
+		}
+	}
+	return r.list
 }
 
 // recipients collects envelope recipients once each, comparing case-insensitively (a

@@ -122,8 +122,7 @@ func (s *Service) SendMail(ctx context.Context, req *mailgatev1.SendMailRequest)
 			e := mailerr.As(err, mailerr.Unavailable)
 			st, detail = toStatus(e), e.Error()
 		}
-		kind, _ := statusKind(st)
-		reason := statusReason(st)
+		kind, reason, _ := statusKind(st)
 		s.metrics.observe(route.Name, route.Backend, reason, elapsed)
 		attrs := []any{"route", route.Name, "backend", route.Backend, "outcome", reason,
 			"replayed", replayed, "duration_ms", elapsed.Milliseconds(), "error", detail}

@@ -48,11 +48,10 @@ func toStatus(e *mailerr.Error) *status.Status {
 	return withDetails
 }
 
-// statusKind recovers the class and retry delay of a status returned by the service (or
-// raised by the gateway or gRPC itself).
-func statusKind(st *status.Status) (mailerr.Kind, time.Duration) {
-	var reason string
-	var retry time.Duration
+// statusKind recovers the class, the ErrorInfo reason (the kind's own when mailgate set
+// none) and the retry delay of a status returned by the service (or raised by the gateway
+// or gRPC itself).
+func statusKind(st *status.Status) (kind mailerr.Kind, reason string, retry time.Duration) {
 	for _, d := range st.Details() {
 		switch d := d.(type) {
 		case *errdetails.ErrorInfo:
@@ -63,18 +62,11 @@ func statusKind(st *status.Status) (mailerr.Kind, time.Duration) {
 			retry = d.GetRetryDelay().AsDuration()
 		}
 	}
-	return mailerr.KindOf(st.Code(), reason), retry
-}
-
-// statusReason is the ErrorInfo reason of a status mailgate made, else its kind's.
-func statusReason(st *status.Status) string {
-	for _, d := range st.Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == mailerr.Domain {
-			return ei.GetReason()
-		}
+	kind = mailerr.KindOf(st.Code(), reason)
+	if reason == "" {
+		reason = kind.Reason()
 	}
-	kind, _ := statusKind(st)
-	return kind.Reason()
+	return kind, reason, retry
 }
 
 // retryAfterSeconds renders a delay as an HTTP Retry-After value: whole seconds, rounded
@@ -100,7 +92,7 @@ func gatewayErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.M
 		return
 	}
 	st := status.Convert(err)
-	kind, retry := statusKind(st)
+	kind, _, retry := statusKind(st)
 	if st.Code() == codes.InvalidArgument && len(st.Details()) == 0 {
 		// The gateway's own decoding errors: give them the reason callers can match on.
 		st = toStatus(&mailerr.Error{Kind: mailerr.Invalid, Msg: "request body: " + st.Message()})

@@ -129,10 +129,7 @@ func normalizeRaw(req *mailgatev1.SendMailRequest, id string, now time.Time, lim
 	if req.GetFrom() != nil {
 		envFrom, _ = address(v, "from", req.GetFrom())
 	}
-	rcpts := slices.Concat(
-		addressList(v, "to", req.GetTo()),
-		addressList(v, "cc", req.GetCc()),
-		addressList(v, "bcc", req.GetBcc()))
+	to, cc, bcc := addressList(v, "to", req.GetTo()), addressList(v, "cc", req.GetCc()), addressList(v, "bcc", req.GetBcc())
 	checkCommon(v, req)
 	if len(*v) > 0 {
 		return nil, mailerr.Violations(*v)
@@ -142,16 +139,9 @@ func normalizeRaw(req *mailgatev1.SendMailRequest, id string, now time.Time, lim
 	if envFrom.Address != "" {
 		msg.EnvelopeFrom = envFrom.Address
 	}
-	if len(rcpts) > 0 || len(req.GetTo())+len(req.GetCc())+len(req.GetBcc()) > 0 {
+	if len(req.GetTo())+len(req.GetCc())+len(req.GetBcc()) > 0 {
 		// The envelope, when given, overrides the header, as an SMTP envelope does.
-		msg.Recipients = msg.Recipients[:0:0]
-		seen := map[string]bool{}
-		for _, a := range rcpts {
-			if k := strings.ToLower(a.Address); !seen[k] {
-				seen[k] = true
-				msg.Recipients = append(msg.Recipients, a.Address)
-			}
-		}
+		msg.Recipients = senders.Envelope(to, cc, bcc)
 	}
 	if len(msg.Recipients) == 0 {
 		return nil, mailerr.Violations([]mailerr.FieldViolation{{

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -65,7 +66,7 @@ func (s *Sender) sendDraft(ctx context.Context, mailbox string, msg *senders.Mes
 	err = s.call(ctx, "send draft", mailbox, true, func(ctx context.Context) error {
 		return item.Send().Post(ctx, nil)
 	})
-	if e := (*mailerr.Error)(nil); err == nil || errorsAs(err, &e) && e.Kind == mailerr.OutcomeUnknown {
+	if e := (*mailerr.Error)(nil); err == nil || errors.As(err, &e) && e.Kind == mailerr.OutcomeUnknown {
 		sent = true // delivered, or maybe: the draft is no longer ours to delete
 	}
 	return err

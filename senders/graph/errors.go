@@ -218,5 +218,3 @@ func retryAfter(v string) time.Duration {
 	}
 	return 10 * time.Second
 }
-
-func errorsAs(err error, target any) bool { return errors.As(err, target) }
