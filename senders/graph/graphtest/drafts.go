@@ -301,17 +301,9 @@ func (f *Fake) serveUpload(ex *exchange, w http.ResponseWriter, r *http.Request)
 		ex.writeError(w, r, gerr(404, "ErrorItemNotFound", "The upload session was not found (completed, cancelled, or its draft was deleted or sent)."))
 		return
 	}
-	ex.setMailbox(s.mailbox)
-	n, leave := f.enter(s.mailbox)
+	leave, ok := f.admit(ex, w, r, s.mailbox)
 	defer leave()
-	if !f.wait(r) {
-		return
-	}
-	f.mu.Lock()
-	limit := f.concurrencyLimit
-	f.mu.Unlock()
-	if limit > 0 && n > limit {
-		ex.writeResponse(w, r, Concurrency(), nil)
+	if !ok {
 		return
 	}
 	if r.Header.Get("Authorization") != "" {

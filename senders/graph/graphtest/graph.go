@@ -116,17 +116,9 @@ func (f *Fake) serveGraph(w http.ResponseWriter, r *http.Request) {
 
 	rt := parseRoute(r.URL.Path)
 	if rt.mailbox != "" {
-		ex.setMailbox(rt.mailbox)
-		n, leave := f.enter(rt.mailbox)
+		leave, ok := f.admit(ex, w, r, rt.mailbox)
 		defer leave()
-		if !f.wait(r) {
-			return
-		}
-		f.mu.Lock()
-		limit := f.concurrencyLimit
-		f.mu.Unlock()
-		if limit > 0 && n > limit {
-			ex.writeResponse(w, r, Concurrency(), nil)
+		if !ok {
 			return
 		}
 	} else if !f.wait(r) {
@@ -181,6 +173,25 @@ func (f *Fake) serveGraph(w http.ResponseWriter, r *http.Request) {
 }
 
 // enter counts a request in flight for mailbox and returns the count including it.
+// admit counts a request to mailbox as in flight (until leave), applies the latency, and
+// answers 429 ApplicationThrottled over the concurrency limit. ok is false when the
+// request has been answered already.
+func (f *Fake) admit(ex *exchange, w http.ResponseWriter, r *http.Request, mailbox string) (leave func(), ok bool) {
+	ex.setMailbox(mailbox)
+	n, leave := f.enter(mailbox)
+	if !f.wait(r) {
+		return leave, false
+	}
+	f.mu.Lock()
+	limit := f.concurrencyLimit
+	f.mu.Unlock()
+	if limit > 0 && n > limit {
+		ex.writeResponse(w, r, Concurrency(), nil)
+		return leave, false
+	}
+	return leave, true
+}
+
 func (f *Fake) enter(mailbox string) (int, func()) {
 	k := key(mailbox)
 	f.mu.Lock()
