@@ -1,6 +1,6 @@
 // Package config loads mailgate's YAML configuration, once, and validates all of it
 // before anything starts: every error names the offending field by its path
-// (`backends.outbox.dir`) and line.
+// (`backends.outbox.dir`), and problems found while reading the YAML also by line.
 //
 // Beyond plain YAML: `${VAR}` (and `${VAR:-default}`) in any value is replaced from the
 // environment, `$$` stands for a literal `$`; every secret field `foo` may instead be
