@@ -21,6 +21,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/mailgate/mailgate/config/secret"
+	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/senders/discard"
 	"github.com/mailgate/mailgate/senders/file"
@@ -410,7 +411,7 @@ func (c *Config) validateKeys(v *validator) {
 			v.add(p+".senders", "list the From addresses this key may use (address, *@domain or *)")
 		}
 		for j, s := range k.Senders {
-			if _, err := policy.ParsePattern(s); err != nil {
+			if _, err := mailaddr.ParsePattern(s); err != nil {
 				v.add(fmt.Sprintf("%s.senders[%d]", p, j), "%v", err)
 			}
 		}
@@ -452,7 +453,7 @@ func (c *Config) validateRoutes(v *validator) {
 		p := fmt.Sprintf("routes[%d]", i)
 		if r.Match == "" {
 			v.add(p+".match", "required: an address, *@domain or *")
-		} else if _, err := policy.ParsePattern(r.Match); err != nil {
+		} else if _, err := mailaddr.ParsePattern(r.Match); err != nil {
 			v.add(p+".match", "%v", err)
 		}
 		if r.Backend == "" {
@@ -461,7 +462,7 @@ func (c *Config) validateRoutes(v *validator) {
 			v.add(p+".backend", "no backend named %q (have: %s)", r.Backend, strings.Join(sortedKeys(c.Backends), ", "))
 		}
 		if r.Mailbox != "" {
-			if _, err := policy.ParsePattern(r.Mailbox); err != nil || strings.Contains(r.Mailbox, "*") {
+			if _, err := mailaddr.ParsePattern(r.Mailbox); err != nil || strings.Contains(r.Mailbox, "*") {
 				v.add(p+".mailbox", "want a mailbox address such as noreply@contoso.com, not %q", r.Mailbox)
 			}
 		}
@@ -487,7 +488,7 @@ func (c *Config) Keyring() (*apikey.Keyring, error) {
 	for _, k := range c.Keys {
 		key := &apikey.Key{Name: k.Name, MessagesPerMinute: k.Limits.MessagesPerMinute}
 		for _, s := range k.Senders {
-			p, err := policy.ParsePattern(s)
+			p, err := mailaddr.ParsePattern(s)
 			if err != nil {
 				return nil, fmt.Errorf("key %s: %w", k.Name, err)
 			}
@@ -504,7 +505,7 @@ func (c *Config) Keyring() (*apikey.Keyring, error) {
 func (c *Config) Router() (*policy.Router, error) {
 	routes := make([]policy.Route, 0, len(c.Routes))
 	for _, r := range c.Routes {
-		p, err := policy.ParsePattern(r.Match)
+		p, err := mailaddr.ParsePattern(r.Match)
 		if err != nil {
 			return nil, err
 		}

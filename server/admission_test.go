@@ -16,10 +16,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/mailerr"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server/apikey"
-	"github.com/mailgate/mailgate/server/policy"
 	"github.com/mailgate/mailgate/server/store"
 	"github.com/mailgate/mailgate/server/store/storetest"
 )
@@ -289,7 +289,7 @@ func TestKeyLimit(t *testing.T) {
 	t.Parallel()
 	srv := startWithBackend(t, &countingSender{}, func(o *Options) {
 		limited := apikey.NewKeyring()
-		limited.Add(&apikey.Key{Name: "app", Senders: []policy.Pattern{policy.MustParse("*@example.com")}, MessagesPerMinute: 2}, apikey.Hash(appKey))
+		limited.Add(&apikey.Key{Name: "app", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("*@example.com")}, MessagesPerMinute: 2}, apikey.Hash(appKey))
 		o.Keys = limited
 	})
 	for range 2 {
@@ -357,7 +357,7 @@ func TestRedisRoundTripsPerMessage(t *testing.T) {
 		o.Service.Store = store.NewRedis(client, prefix)
 		o.Service.Mailbox = MailboxLimits{MessagesPerMinute: 1000, RecipientsPerDay: 10000}
 		limited := apikey.NewKeyring()
-		limited.Add(&apikey.Key{Name: "app", Senders: []policy.Pattern{policy.MustParse("*@example.com")}, MessagesPerMinute: 1000}, apikey.Hash(appKey))
+		limited.Add(&apikey.Key{Name: "app", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("*@example.com")}, MessagesPerMinute: 1000}, apikey.Hash(appKey))
 		o.Keys = limited
 	})
 	// The first message also pays for connection setup (HELLO, CLIENT SETINFO), once per

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/senders/discard"
 	"github.com/mailgate/mailgate/server/apikey"
@@ -22,7 +23,7 @@ import (
 
 func benchService(b *testing.B) (*Service, context.Context) {
 	svc, err := NewService(ServiceOptions{
-		Router:   policy.NewRouter([]policy.Route{{Name: "r", Match: policy.MustParse("*"), Backend: "sink"}}),
+		Router:   policy.NewRouter([]policy.Route{{Name: "r", Match: mailaddr.MustParsePattern("*"), Backend: "sink"}}),
 		Backends: map[string]senders.Sender{"sink": discard.New(0)},
 		Limits:   Limits{MaxMessageBytes: 35 << 20, MaxRecipients: 500},
 		Mailbox:  MailboxLimits{}, // no rate limits: this measures the path, not the budget
@@ -30,7 +31,7 @@ func benchService(b *testing.B) (*Service, context.Context) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	key := &apikey.Key{Name: "bench", Senders: []policy.Pattern{policy.MustParse("*")}}
+	key := &apikey.Key{Name: "bench", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("*")}}
 	return svc, withKey(context.Background(), key)
 }
 
@@ -135,7 +136,7 @@ func BenchmarkSendMailStore(b *testing.B) {
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			svc, err := NewService(ServiceOptions{
-				Router:   policy.NewRouter([]policy.Route{{Name: "r", Match: policy.MustParse("*"), Backend: "sink"}}),
+				Router:   policy.NewRouter([]policy.Route{{Name: "r", Match: mailaddr.MustParsePattern("*"), Backend: "sink"}}),
 				Backends: map[string]senders.Sender{"sink": discard.New(0)},
 				Store:    tc.store(b),
 				Limits:   Limits{MaxMessageBytes: 35 << 20, MaxRecipients: 500},
@@ -144,7 +145,7 @@ func BenchmarkSendMailStore(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			key := &apikey.Key{Name: "bench", Senders: []policy.Pattern{policy.MustParse("*")}}
+			key := &apikey.Key{Name: "bench", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("*")}}
 			base := withKey(context.Background(), key)
 			var n atomic.Int64
 			b.ReportAllocs()

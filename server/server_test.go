@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/mailerr"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server/apikey"
@@ -65,11 +66,11 @@ func startServer(t testing.TB, failWith error) *testServer {
 func startServerWith(t testing.TB, failWith error, adjust func(*Options)) *testServer {
 	t.Helper()
 	keys := apikey.NewKeyring()
-	keys.Add(&apikey.Key{Name: "app", Senders: []policy.Pattern{policy.MustParse("*@example.com")}}, apikey.Hash(appKey))
-	keys.Add(&apikey.Key{Name: "other", Senders: []policy.Pattern{policy.MustParse("*")}}, apikey.Hash(otherKey))
+	keys.Add(&apikey.Key{Name: "app", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("*@example.com")}}, apikey.Hash(appKey))
+	keys.Add(&apikey.Key{Name: "other", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("*")}}, apikey.Hash(otherKey))
 	router := policy.NewRouter([]policy.Route{
-		{Name: "failing", Match: policy.MustParse("fail@example.com"), Backend: "fail"},
-		{Name: "main", Match: policy.MustParse("*@example.com"), Backend: "ok"},
+		{Name: "failing", Match: mailaddr.MustParsePattern("fail@example.com"), Backend: "fail"},
+		{Name: "main", Match: mailaddr.MustParsePattern("*@example.com"), Backend: "ok"},
 	})
 	opts := Options{
 		Service: ServiceOptions{
@@ -369,10 +370,10 @@ func TestServeDrainsInFlight(t *testing.T) {
 		return &senders.Result{Status: senders.Sent, Accepted: msg.Recipients}, nil
 	})
 	keys := apikey.NewKeyring()
-	keys.Add(&apikey.Key{Name: "app", Senders: []policy.Pattern{policy.MustParse("*")}}, apikey.Hash(appKey))
+	keys.Add(&apikey.Key{Name: "app", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("*")}}, apikey.Hash(appKey))
 	srv, err := New(Options{
 		Service: ServiceOptions{
-			Router:   policy.NewRouter([]policy.Route{{Name: "r", Match: policy.MustParse("*"), Backend: "b"}}),
+			Router:   policy.NewRouter([]policy.Route{{Name: "r", Match: mailaddr.MustParsePattern("*"), Backend: "b"}}),
 			Backends: map[string]senders.Sender{"b": blocking},
 			Limits:   Limits{MaxMessageBytes: 1 << 20, MaxRecipients: 10},
 		},

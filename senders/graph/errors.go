@@ -9,11 +9,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	abstractions "github.com/microsoft/kiota-abstractions-go"
 	"github.com/microsoftgraph/msgraph-sdk-go/models/odataerrors"
 
 	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/senders/entra"
 )
 
 // reasonRequestTooLarge marks Graph's refusal of a request over 4 MB: nothing was sent,
@@ -40,11 +40,10 @@ func (s *Sender) classify(op, mailbox string, err error, delivered bool) *mailer
 	if errors.As(err, &e) {
 		return e
 	}
-	var authErr *azidentity.AuthenticationFailedError
-	if errors.As(err, &authErr) {
+	if entra.IsTokenError(err) {
 		// Entra's answer (AADSTS code, description, trace id) holds no secret.
 		s.log.Error("Graph backend cannot get a token; fix the app registration or the backend's credentials",
-			"op", op, "fix", tokenFix(authErr.Error()), "error", strings.Join(strings.Fields(authErr.Error()), " "))
+			"op", op, "fix", entra.Fix(err), "error", strings.Join(strings.Fields(err.Error()), " "))
 		return mailerr.Wrap(mailerr.Unavailable, err,
 			"mailgate could not authenticate to Microsoft 365 (an operator must fix the Graph backend's credentials); nothing was sent").
 			WithReason(reasonAuth)
@@ -141,25 +140,6 @@ func operatorFix(ge *graphError) string {
 		return "grant the route's mailbox Send As on the From address (Add-RecipientPermission) or route that From to its own mailbox"
 	}
 	return ""
-}
-
-// tokenFix is the advice for a failed token request, from Entra's AADSTS code.
-func tokenFix(msg string) string {
-	switch {
-	case strings.Contains(msg, "AADSTS7000215"):
-		return "the client secret is wrong: copy the secret's Value (not its ID) from the app registration"
-	case strings.Contains(msg, "AADSTS7000222"):
-		return "the client secret has expired: create a new one (or switch to a certificate)"
-	case strings.Contains(msg, "AADSTS700016"):
-		return "no app with this client_id in the tenant: check client_id and tenant_id"
-	case strings.Contains(msg, "AADSTS90002"):
-		return "the tenant does not exist: check tenant_id"
-	case strings.Contains(msg, "AADSTS70011"):
-		return "the scope is invalid: leave scope unset, or set https://graph.microsoft.com/.default"
-	case strings.Contains(msg, "AADSTS700027"), strings.Contains(msg, "AADSTS700024"):
-		return "the certificate assertion was refused: upload this certificate to the app registration and check the machine clock"
-	}
-	return "check tenant_id, client_id and the secret or certificate, and that authority_url is reachable"
 }
 
 // asGraphError reads status, code and headers from what the SDK returned.

@@ -66,7 +66,7 @@ func New(c *Config, env senders.Env) (*Sender, error) {
 	if err != nil {
 		return nil, err
 	}
-	cred, err := c.credential(client)
+	cred, err := c.TokenCredential(client)
 	if err != nil {
 		return nil, fmt.Errorf("credential: %w", err)
 	}

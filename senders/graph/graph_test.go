@@ -21,6 +21,7 @@ import (
 	"github.com/mailgate/mailgate/config/secret"
 	"github.com/mailgate/mailgate/mailerr"
 	"github.com/mailgate/mailgate/senders"
+	"github.com/mailgate/mailgate/senders/entra"
 	"github.com/mailgate/mailgate/senders/graph"
 	"github.com/mailgate/mailgate/senders/graph/graphtest"
 )
@@ -29,12 +30,14 @@ const mailbox = "noreply@contoso.com"
 
 func config(t *testing.T, f *graphtest.Fake) *graph.Config {
 	return &graph.Config{
-		TenantID:     graphtest.TenantID,
-		ClientID:     graphtest.ClientID,
-		ClientSecret: secret.New(graphtest.ClientSecret),
-		GraphURL:     f.GraphURL(),
-		AuthorityURL: f.AuthorityURL(),
-		CAFile:       f.CAFile(t),
+		Credentials: entra.Credentials{
+			TenantID:     graphtest.TenantID,
+			ClientID:     graphtest.ClientID,
+			ClientSecret: secret.New(graphtest.ClientSecret),
+			AuthorityURL: f.AuthorityURL(),
+		},
+		GraphURL: f.GraphURL(),
+		CAFile:   f.CAFile(t),
 	}
 }
 
@@ -466,17 +469,14 @@ func TestCertificateCredential(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	t.Parallel()
+	ok := entra.Credentials{TenantID: "t", ClientID: "c", ClientSecret: secret.New("s")}
 	tests := []struct {
 		c    graph.Config
 		want string
 	}{
-		{graph.Config{ClientID: "c", ClientSecret: secret.New("s")}, "tenant_id: required"},
-		{graph.Config{TenantID: "t", ClientSecret: secret.New("s")}, "client_id: required"},
-		{graph.Config{TenantID: "t", ClientID: "c"}, "client_secret:"},
-		{graph.Config{TenantID: "t", ClientID: "c", ClientSecret: secret.New("s"), CertificateFile: "x.pem"}, "not both"},
-		{graph.Config{TenantID: "t", ClientID: "c", CertificateFile: "/nonexistent.pem"}, "certificate_file:"},
-		{graph.Config{TenantID: "t", ClientID: "c", ClientSecret: secret.New("s"), GraphURL: "http://graph"}, "graph_url: want an https:// URL"},
-		{graph.Config{TenantID: "t", ClientID: "c", ClientSecret: secret.New("s"), CAFile: "/nonexistent"}, "ca_file:"},
+		{graph.Config{Credentials: entra.Credentials{ClientID: "c", ClientSecret: secret.New("s")}}, "tenant_id: required"},
+		{graph.Config{Credentials: ok, GraphURL: "http://graph"}, "graph_url: want an https:// URL"},
+		{graph.Config{Credentials: ok, CAFile: "/nonexistent"}, "ca_file:"},
 	}
 	for _, tt := range tests {
 		if err := tt.c.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {

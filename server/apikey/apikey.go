@@ -14,7 +14,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/mailgate/mailgate/server/policy"
+	"github.com/mailgate/mailgate/mailaddr"
 )
 
 // Prefix starts every key mailgate makes.
@@ -56,13 +56,13 @@ type Key struct {
 	// Name identifies the key in logs, metrics and the SMTP shim's AUTH user name.
 	Name string
 	// Senders are the From addresses the key may use.
-	Senders []policy.Pattern
+	Senders []mailaddr.Pattern
 	// MessagesPerMinute is the key's own rate limit; 0 means none.
 	MessagesPerMinute int
 }
 
 // MaySend reports whether the key may send as from.
-func (k *Key) MaySend(from string) bool { return policy.AnyMatch(k.Senders, from) }
+func (k *Key) MaySend(from string) bool { return mailaddr.AnyMatch(k.Senders, from) }
 
 type entry struct {
 	digest [sha256.Size]byte

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mailgate/mailgate/server/policy"
+	"github.com/mailgate/mailgate/mailaddr"
 )
 
 func TestGenerate(t *testing.T) {
@@ -35,7 +35,7 @@ func TestKeyring(t *testing.T) {
 	t.Parallel()
 	r := NewKeyring()
 	key, hash := Generate()
-	billing := &Key{Name: "billing", Senders: []policy.Pattern{policy.MustParse("billing@contoso.com")}}
+	billing := &Key{Name: "billing", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("billing@contoso.com")}}
 	if err := r.Add(billing, hash); err != nil {
 		t.Fatal(err)
 	}
