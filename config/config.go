@@ -26,6 +26,7 @@ import (
 	"github.com/mailgate/mailgate/senders/discard"
 	"github.com/mailgate/mailgate/senders/file"
 	"github.com/mailgate/mailgate/senders/graph"
+	"github.com/mailgate/mailgate/senders/smtp"
 	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/server/policy"
 )
@@ -158,9 +159,12 @@ type Log struct {
 
 // backendTypes is every backend type mailgate knows, by its `type:` name.
 var backendTypes = map[string]func() senders.Config{
-	"file":    func() senders.Config { return new(file.Config) },
-	"discard": func() senders.Config { return new(discard.Config) },
-	"graph":   func() senders.Config { return new(graph.Config) },
+	"file":        func() senders.Config { return new(file.Config) },
+	"discard":     func() senders.Config { return new(discard.Config) },
+	"graph":       func() senders.Config { return new(graph.Config) },
+	"smtp_auth":   func() senders.Config { return new(smtp.AuthConfig) },
+	"relay":       func() senders.Config { return new(smtp.RelayConfig) },
+	"direct_send": func() senders.Config { return new(smtp.DirectSendConfig) },
 }
 
 // BackendTypes lists the known backend types.

@@ -120,7 +120,10 @@ var reasons = map[string]Kind{
 	"SENDER_NOT_ALLOWED": PermissionDenied,
 	"NO_ROUTE":           PermissionDenied,
 	"SEND_AS_DENIED":     PermissionDenied,
-	"STORE_UNAVAILABLE":  Unavailable,
+	// A relay or Direct Send backend's accepted domains exclude the From or a recipient.
+	"SENDER_DOMAIN_NOT_ACCEPTED":    PermissionDenied,
+	"RECIPIENT_DOMAIN_NOT_ACCEPTED": PermissionDenied,
+	"STORE_UNAVAILABLE":             Unavailable,
 	// A backend that cannot authenticate to Microsoft 365: the operator's problem,
 	// never the caller's UNAUTHENTICATED.
 	"BACKEND_AUTH_FAILED":     Unavailable,

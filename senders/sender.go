@@ -88,3 +88,21 @@ type Env struct {
 	Name   string
 	Logger *slog.Logger
 }
+
+// Scope says what Microsoft 365 counts a backend's messages against.
+type Scope int
+
+const (
+	// ScopeMailbox: the backend sends as a mailbox (Graph, SMTP AUTH). Exchange Online's
+	// per-mailbox limits apply, and a throttle from Microsoft pauses that mailbox.
+	ScopeMailbox Scope = iota
+	// ScopeBackend: the backend is a server relaying into the tenant (relay, Direct
+	// Send). No mailbox is involved; Microsoft throttles the sending address, so a
+	// throttle pauses the whole backend.
+	ScopeBackend
+)
+
+// Scoped is implemented by backends whose Scope is not ScopeMailbox, the default.
+type Scoped interface {
+	Scope() Scope
+}

@@ -30,6 +30,7 @@ type Service struct {
 
 	router      *policy.Router
 	backends    map[string]senders.Sender
+	scopes      map[string]senders.Scope // by backend name
 	store       store.Store
 	limits      Limits
 	mailbox     MailboxLimits
@@ -83,6 +84,12 @@ func NewService(opts ServiceOptions) (*Service, error) {
 		log:         opts.Logger,
 		now:         opts.Now,
 		metrics:     newMetrics(),
+		scopes:      make(map[string]senders.Scope),
+	}
+	for name, b := range opts.Backends {
+		if sc, ok := b.(senders.Scoped); ok {
+			s.scopes[name] = sc.Scope()
+		}
 	}
 	if s.store == nil {
 		s.store = store.NewMemory()
@@ -172,7 +179,7 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	}
 	msg.Mailbox = route.Mailbox
 
-	adm := &store.Admission{Groups: s.budgets(key, msg)}
+	adm := &store.Admission{Groups: s.budgets(key, msg, route.Backend)}
 	if idemKey != "" {
 		adm.Claim = &store.Claim{
 			Scope: key.Name, Key: idemKey, Fingerprint: fingerprint(req),
@@ -211,9 +218,11 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	if sendErr != nil {
 		e := mailerr.As(sendErr, mailerr.Unavailable)
 		if e.Kind == mailerr.Throttled && e.RetryAfter > 0 {
-			// Microsoft throttled this mailbox: pause it for every replica.
-			if err := s.store.Pause(sendCtx, mailboxGroup(msg), e.RetryAfter); err != nil {
-				s.log.Warn("could not pause the mailbox", "mailbox", msg.SendingMailbox(), "error", err)
+			// Microsoft throttled this mailbox (or this relaying backend): pause it for
+			// every replica.
+			group := adm.Groups[0].Key
+			if err := s.store.Pause(sendCtx, group, e.RetryAfter); err != nil {
+				s.log.Warn("could not pause sending", "group", group, "error", err)
 			}
 		}
 		c := store.Completion{Refund: e.Kind != mailerr.OutcomeUnknown, Retention: s.retention}
@@ -230,6 +239,9 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 		Backend:            route.Backend,
 		Status:             statusOf(res.Status),
 		AcceptedRecipients: res.Accepted,
+	}
+	for _, r := range res.Rejected {
+		resp.RejectedRecipients = append(resp.RejectedRecipients, &mailgatev1.RejectedRecipient{Address: r.Recipient, Reply: r.Reply})
 	}
 	s.complete(sendCtx, ticket, store.Completion{
 		Outcome:   encodeResponse(resp),
@@ -250,8 +262,10 @@ func (s *Service) complete(ctx context.Context, t *store.Ticket, c store.Complet
 }
 
 // budgets are the rate limits a message draws on: its sending mailbox's (shared by every
-// key that sends as it) and its API key's own.
-func (s *Service) budgets(key *apikey.Key, msg *senders.Message) []store.Group {
+// key that sends as it) and its API key's own. A backend that relays into the tenant
+// rather than sending as a mailbox has no mailbox limits; its group is there to be
+// paused when Microsoft throttles it. The first group is the one a throttle pauses.
+func (s *Service) budgets(key *apikey.Key, msg *senders.Message, backend string) []store.Group {
 	groups := []store.Group{{
 		Key: mailboxGroup(msg),
 		Limits: []store.Limit{
@@ -259,6 +273,9 @@ func (s *Service) budgets(key *apikey.Key, msg *senders.Message) []store.Group {
 			{ID: "rcpts", Count: s.mailbox.RecipientsPerDay, Period: 24 * time.Hour, Cost: len(msg.Recipients)},
 		},
 	}}
+	if s.scopes[backend] == senders.ScopeBackend {
+		groups[0] = store.Group{Key: "be:" + backend}
+	}
 	if key.MessagesPerMinute > 0 {
 		groups = append(groups, store.Group{
 			Key:    "key:" + key.Name,
@@ -276,6 +293,8 @@ func mailboxGroup(msg *senders.Message) string {
 func describeRefusal(refused string, mb MailboxLimits, key *apikey.Key) string {
 	group, limit, _ := strings.Cut(refused, "/")
 	switch kind, name, _ := strings.Cut(group, ":"); {
+	case limit == "pause" && kind == "be":
+		return fmt.Sprintf("Microsoft 365 throttled backend %s; mailgate holds its messages back for every replica", name)
 	case limit == "pause":
 		return fmt.Sprintf("Microsoft 365 throttled mailbox %s; mailgate holds its messages back for every replica", name)
 	case kind == "mb" && limit == "msgs":
@@ -340,6 +359,7 @@ func (s *Service) record(key *apikey.Key, msg *senders.Message, req *mailgatev1.
 		Backend:            resp.GetBackend(),
 		Status:             resp.GetStatus(),
 		AcceptedRecipients: resp.GetAcceptedRecipients(),
+		RejectedRecipients: resp.GetRejectedRecipients(),
 		From:               msg.From.Address,
 		Tags:               req.GetTags(),
 		AcceptTime:         timestamppb.New(now),

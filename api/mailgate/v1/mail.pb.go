@@ -387,6 +387,9 @@ type SendMailResponse struct {
 	Replayed bool `protobuf:"varint,6,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	// The envelope recipients the backend accepted.
 	AcceptedRecipients []string `protobuf:"bytes,7,rep,name=accepted_recipients,json=acceptedRecipients,proto3" json:"accepted_recipients,omitempty"`
+	// The recipients the backend refused while it accepted the others (an SMTP server's
+	// 5xx reply to RCPT TO). When it refuses every recipient, SendMail fails instead.
+	RejectedRecipients []*RejectedRecipient `protobuf:"bytes,8,rep,name=rejected_recipients,json=rejectedRecipients,proto3" json:"rejected_recipients,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -470,6 +473,67 @@ func (x *SendMailResponse) GetAcceptedRecipients() []string {
 	return nil
 }
 
+func (x *SendMailResponse) GetRejectedRecipients() []*RejectedRecipient {
+	if x != nil {
+		return x.RejectedRecipients
+	}
+	return nil
+}
+
+// A recipient refused by the backend, and why.
+type RejectedRecipient struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Address string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// The server's reply, such as "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found".
+	Reply         string `protobuf:"bytes,2,opt,name=reply,proto3" json:"reply,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectedRecipient) Reset() {
+	*x = RejectedRecipient{}
+	mi := &file_mailgate_v1_mail_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectedRecipient) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectedRecipient) ProtoMessage() {}
+
+func (x *RejectedRecipient) ProtoReflect() protoreflect.Message {
+	mi := &file_mailgate_v1_mail_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectedRecipient.ProtoReflect.Descriptor instead.
+func (*RejectedRecipient) Descriptor() ([]byte, []int) {
+	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RejectedRecipient) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *RejectedRecipient) GetReply() string {
+	if x != nil {
+		return x.Reply
+	}
+	return ""
+}
+
 type GetMessageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The id SendMail returned.
@@ -480,7 +544,7 @@ type GetMessageRequest struct {
 
 func (x *GetMessageRequest) Reset() {
 	*x = GetMessageRequest{}
-	mi := &file_mailgate_v1_mail_proto_msgTypes[4]
+	mi := &file_mailgate_v1_mail_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +556,7 @@ func (x *GetMessageRequest) String() string {
 func (*GetMessageRequest) ProtoMessage() {}
 
 func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mailgate_v1_mail_proto_msgTypes[4]
+	mi := &file_mailgate_v1_mail_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +569,7 @@ func (x *GetMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageRequest.ProtoReflect.Descriptor instead.
 func (*GetMessageRequest) Descriptor() ([]byte, []int) {
-	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{4}
+	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetMessageRequest) GetId() string {
@@ -529,14 +593,15 @@ type GetMessageResponse struct {
 	// The tags given with the request.
 	Tags map[string]string `protobuf:"bytes,8,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// When mailgate accepted the message.
-	AcceptTime    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=accept_time,json=acceptTime,proto3" json:"accept_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AcceptTime         *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=accept_time,json=acceptTime,proto3" json:"accept_time,omitempty"`
+	RejectedRecipients []*RejectedRecipient   `protobuf:"bytes,10,rep,name=rejected_recipients,json=rejectedRecipients,proto3" json:"rejected_recipients,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *GetMessageResponse) Reset() {
 	*x = GetMessageResponse{}
-	mi := &file_mailgate_v1_mail_proto_msgTypes[5]
+	mi := &file_mailgate_v1_mail_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +613,7 @@ func (x *GetMessageResponse) String() string {
 func (*GetMessageResponse) ProtoMessage() {}
 
 func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mailgate_v1_mail_proto_msgTypes[5]
+	mi := &file_mailgate_v1_mail_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +626,7 @@ func (x *GetMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMessageResponse.ProtoReflect.Descriptor instead.
 func (*GetMessageResponse) Descriptor() ([]byte, []int) {
-	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{5}
+	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetMessageResponse) GetId() string {
@@ -627,6 +692,13 @@ func (x *GetMessageResponse) GetAcceptTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *GetMessageResponse) GetRejectedRecipients() []*RejectedRecipient {
+	if x != nil {
+		return x.RejectedRecipients
+	}
+	return nil
+}
+
 var File_mailgate_v1_mail_proto protoreflect.FileDescriptor
 
 const file_mailgate_v1_mail_proto_rawDesc = "" +
@@ -664,7 +736,7 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x15\n" +
-	"\x13_save_to_sent_items\"\xeb\x01\n" +
+	"\x13_save_to_sent_items\"\xbc\x02\n" +
 	"\x10SendMailResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -673,9 +745,13 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\abackend\x18\x04 \x01(\tR\abackend\x12+\n" +
 	"\x06status\x18\x05 \x01(\x0e2\x13.mailgate.v1.StatusR\x06status\x12\x1a\n" +
 	"\breplayed\x18\x06 \x01(\bR\breplayed\x12/\n" +
-	"\x13accepted_recipients\x18\a \x03(\tR\x12acceptedRecipients\"(\n" +
+	"\x13accepted_recipients\x18\a \x03(\tR\x12acceptedRecipients\x12O\n" +
+	"\x13rejected_recipients\x18\b \x03(\v2\x1e.mailgate.v1.RejectedRecipientR\x12rejectedRecipients\"C\n" +
+	"\x11RejectedRecipient\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05reply\x18\x02 \x01(\tR\x05reply\"(\n" +
 	"\x11GetMessageRequest\x12\x13\n" +
-	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x02R\x02id\"\x9a\x03\n" +
+	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x02R\x02id\"\xeb\x03\n" +
 	"\x12GetMessageResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -687,7 +763,9 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\x04from\x18\a \x01(\tR\x04from\x12=\n" +
 	"\x04tags\x18\b \x03(\v2).mailgate.v1.GetMessageResponse.TagsEntryR\x04tags\x12;\n" +
 	"\vaccept_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"acceptTime\x1a7\n" +
+	"acceptTime\x12O\n" +
+	"\x13rejected_recipients\x18\n" +
+	" \x03(\v2\x1e.mailgate.v1.RejectedRecipientR\x12rejectedRecipients\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*6\n" +
@@ -723,19 +801,20 @@ func file_mailgate_v1_mail_proto_rawDescGZIP() []byte {
 }
 
 var file_mailgate_v1_mail_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_mailgate_v1_mail_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_mailgate_v1_mail_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_mailgate_v1_mail_proto_goTypes = []any{
 	(Status)(0),                   // 0: mailgate.v1.Status
 	(*Address)(nil),               // 1: mailgate.v1.Address
 	(*Attachment)(nil),            // 2: mailgate.v1.Attachment
 	(*SendMailRequest)(nil),       // 3: mailgate.v1.SendMailRequest
 	(*SendMailResponse)(nil),      // 4: mailgate.v1.SendMailResponse
-	(*GetMessageRequest)(nil),     // 5: mailgate.v1.GetMessageRequest
-	(*GetMessageResponse)(nil),    // 6: mailgate.v1.GetMessageResponse
-	nil,                           // 7: mailgate.v1.SendMailRequest.HeadersEntry
-	nil,                           // 8: mailgate.v1.SendMailRequest.TagsEntry
-	nil,                           // 9: mailgate.v1.GetMessageResponse.TagsEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*RejectedRecipient)(nil),     // 5: mailgate.v1.RejectedRecipient
+	(*GetMessageRequest)(nil),     // 6: mailgate.v1.GetMessageRequest
+	(*GetMessageResponse)(nil),    // 7: mailgate.v1.GetMessageResponse
+	nil,                           // 8: mailgate.v1.SendMailRequest.HeadersEntry
+	nil,                           // 9: mailgate.v1.SendMailRequest.TagsEntry
+	nil,                           // 10: mailgate.v1.GetMessageResponse.TagsEntry
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_mailgate_v1_mail_proto_depIdxs = []int32{
 	1,  // 0: mailgate.v1.SendMailRequest.from:type_name -> mailgate.v1.Address
@@ -744,21 +823,23 @@ var file_mailgate_v1_mail_proto_depIdxs = []int32{
 	1,  // 3: mailgate.v1.SendMailRequest.bcc:type_name -> mailgate.v1.Address
 	1,  // 4: mailgate.v1.SendMailRequest.reply_to:type_name -> mailgate.v1.Address
 	2,  // 5: mailgate.v1.SendMailRequest.attachments:type_name -> mailgate.v1.Attachment
-	7,  // 6: mailgate.v1.SendMailRequest.headers:type_name -> mailgate.v1.SendMailRequest.HeadersEntry
-	8,  // 7: mailgate.v1.SendMailRequest.tags:type_name -> mailgate.v1.SendMailRequest.TagsEntry
+	8,  // 6: mailgate.v1.SendMailRequest.headers:type_name -> mailgate.v1.SendMailRequest.HeadersEntry
+	9,  // 7: mailgate.v1.SendMailRequest.tags:type_name -> mailgate.v1.SendMailRequest.TagsEntry
 	0,  // 8: mailgate.v1.SendMailResponse.status:type_name -> mailgate.v1.Status
-	0,  // 9: mailgate.v1.GetMessageResponse.status:type_name -> mailgate.v1.Status
-	9,  // 10: mailgate.v1.GetMessageResponse.tags:type_name -> mailgate.v1.GetMessageResponse.TagsEntry
-	10, // 11: mailgate.v1.GetMessageResponse.accept_time:type_name -> google.protobuf.Timestamp
-	3,  // 12: mailgate.v1.MailService.SendMail:input_type -> mailgate.v1.SendMailRequest
-	5,  // 13: mailgate.v1.MailService.GetMessage:input_type -> mailgate.v1.GetMessageRequest
-	4,  // 14: mailgate.v1.MailService.SendMail:output_type -> mailgate.v1.SendMailResponse
-	6,  // 15: mailgate.v1.MailService.GetMessage:output_type -> mailgate.v1.GetMessageResponse
-	14, // [14:16] is the sub-list for method output_type
-	12, // [12:14] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	5,  // 9: mailgate.v1.SendMailResponse.rejected_recipients:type_name -> mailgate.v1.RejectedRecipient
+	0,  // 10: mailgate.v1.GetMessageResponse.status:type_name -> mailgate.v1.Status
+	10, // 11: mailgate.v1.GetMessageResponse.tags:type_name -> mailgate.v1.GetMessageResponse.TagsEntry
+	11, // 12: mailgate.v1.GetMessageResponse.accept_time:type_name -> google.protobuf.Timestamp
+	5,  // 13: mailgate.v1.GetMessageResponse.rejected_recipients:type_name -> mailgate.v1.RejectedRecipient
+	3,  // 14: mailgate.v1.MailService.SendMail:input_type -> mailgate.v1.SendMailRequest
+	6,  // 15: mailgate.v1.MailService.GetMessage:input_type -> mailgate.v1.GetMessageRequest
+	4,  // 16: mailgate.v1.MailService.SendMail:output_type -> mailgate.v1.SendMailResponse
+	7,  // 17: mailgate.v1.MailService.GetMessage:output_type -> mailgate.v1.GetMessageResponse
+	16, // [16:18] is the sub-list for method output_type
+	14, // [14:16] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_mailgate_v1_mail_proto_init() }
@@ -773,7 +854,7 @@ func file_mailgate_v1_mail_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mailgate_v1_mail_proto_rawDesc), len(file_mailgate_v1_mail_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,277 @@
+package smtp
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mailgate/mailgate/config/secret"
+	"github.com/mailgate/mailgate/mailaddr"
+	"github.com/mailgate/mailgate/senders"
+	"github.com/mailgate/mailgate/senders/entra"
+)
+
+// Defaults, from Microsoft 365's documented behaviour (M365.md §3.6, §4).
+const (
+	// SubmissionAddress is Microsoft 365's client submission endpoint. Port 465 (implicit
+	// TLS) is not offered by Microsoft.
+	SubmissionAddress = "smtp.office365.com:587"
+	// OutlookScope is the token audience for SMTP AUTH with XOAUTH2.
+	OutlookScope = "https://outlook.office365.com/.default"
+	// MaxSubmissionConnections is Microsoft's limit of concurrent SMTP AUTH connections per
+	// mailbox; a 4th is refused with 432 4.3.2.
+	MaxSubmissionConnections = 3
+	defaultRelayConnections  = 10
+	defaultIdleTimeout       = 30 * time.Second
+	defaultTimeout           = 2 * time.Minute
+)
+
+// Connection is how a backend reaches its SMTP server; its fields are read inline, as
+// the backend section's own.
+type Connection struct {
+	// Address is host:port. For relay and Direct Send it may instead be a bare domain,
+	// whose MX hosts are then used on port 25.
+	Address string `yaml:"address"`
+	// CAFile adds a PEM certificate authority to trust (a private relay, a test server).
+	CAFile string `yaml:"ca_file"`
+	// Helo is the name given in EHLO; default: the machine's host name.
+	Helo string `yaml:"helo"`
+	// MaxConnections bounds the connections open at once: per mailbox for SMTP AUTH
+	// (Microsoft allows 3), per backend otherwise.
+	MaxConnections int `yaml:"max_connections"`
+	// IdleTimeout closes a connection unused for this long.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// Timeout bounds each SMTP command, including the answer to the end of the message.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+func (c *Connection) validate(bareDomainOK bool, maxConns int) []error {
+	var errs []error
+	switch host, port, err := net.SplitHostPort(c.Address); {
+	case c.Address == "":
+		errs = append(errs, errors.New("address: required"))
+	case err == nil:
+		if p, perr := strconv.Atoi(port); host == "" || perr != nil || p <= 0 || p > 65535 {
+			errs = append(errs, fmt.Errorf("address: want host:port, not %q", c.Address))
+		} else if p == 465 {
+			errs = append(errs, errors.New("address: port 465 (implicit TLS) is not offered by Microsoft 365; use 587, where mailgate starts TLS with STARTTLS"))
+		}
+	case !bareDomainOK:
+		errs = append(errs, fmt.Errorf("address: want host:port (such as %s), not %q", SubmissionAddress, c.Address))
+	case !mailaddr.ValidDomain(strings.ToLower(c.Address)):
+		errs = append(errs, fmt.Errorf("address: want host:port, or a domain whose MX to use, not %q", c.Address))
+	}
+	if c.CAFile != "" {
+		if _, err := senders.RootCAs(c.CAFile); err != nil {
+			errs = append(errs, fmt.Errorf("ca_file: %w", err))
+		}
+	}
+	if c.MaxConnections < 0 || c.MaxConnections > maxConns {
+		errs = append(errs, fmt.Errorf("max_connections: want 1 to %d, not %d", maxConns, c.MaxConnections))
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, errors.New("idle_timeout: must not be negative"))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, errors.New("timeout: must not be negative"))
+	}
+	return errs
+}
+
+// AuthConfig is the `type: smtp_auth` section: client submission to smtp.office365.com
+// as a licensed mailbox (the route's mailbox), authenticated with OAuth (XOAUTH2, an
+// app-only token) or, while Microsoft still allows it, a password.
+type AuthConfig struct {
+	Connection `yaml:",inline"`
+	// Auth is xoauth2 (the default) or login (basic authentication: Microsoft disables it
+	// by default for existing tenants from the end of December 2026).
+	Auth string `yaml:"auth"`
+	// The app registration, for xoauth2. It needs the Office 365 Exchange Online
+	// application permission SMTP.SendAsApp, and its service principal rights on each
+	// mailbox (docs/microsoft365-smtp.md).
+	entra.Credentials `yaml:",inline"`
+	// Scope is the token audience; default https://outlook.office365.com/.default.
+	Scope string `yaml:"scope"`
+	// Username and Password, for login. The username is then the mailbox.
+	Username string        `yaml:"username"`
+	Password secret.String `yaml:"password"`
+	// SendAs lists the From addresses (address, *@domain or *) that the sending mailbox
+	// has Send As rights for in Exchange. Without a match, only the mailbox itself may be
+	// the From; anything else would be refused by Microsoft with 5.7.60.
+	SendAs []string `yaml:"send_as"`
+}
+
+// Validate implements senders.Config.
+func (c *AuthConfig) Validate() error {
+	if c.Address == "" {
+		c.Address = SubmissionAddress
+	}
+	errs := c.Connection.validate(false, MaxSubmissionConnections)
+	switch c.Auth {
+	case "", "xoauth2":
+		errs = append(errs, c.Credentials.Validate()...)
+		if c.Username != "" || !c.Password.IsZero() {
+			errs = append(errs, errors.New("username: only for auth: login (with xoauth2 the route's mailbox is the user)"))
+		}
+	case "login":
+		if c.Username == "" {
+			errs = append(errs, errors.New("username: required for auth: login (the mailbox's address)"))
+		}
+		if c.Password.IsZero() {
+			errs = append(errs, errors.New("password: required for auth: login (or password_file)"))
+		}
+		if c.TenantID != "" || c.ClientID != "" || !c.ClientSecret.IsZero() || c.CertificateFile != "" {
+			errs = append(errs, errors.New("auth: login takes username and password; tenant_id, client_id and the client secret or certificate are for xoauth2"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("auth: want xoauth2 or login, not %q", c.Auth))
+	}
+	for i, p := range c.SendAs {
+		if _, err := mailaddr.ParsePattern(p); err != nil {
+			errs = append(errs, fmt.Errorf("send_as[%d]: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Open implements senders.Config.
+func (c *AuthConfig) Open(env senders.Env) (senders.Sender, error) { return newSubmission(c, env) }
+
+// TLSMode is how a relay or Direct Send backend uses STARTTLS.
+type TLSMode string
+
+const (
+	// TLSRequired refuses to send unless STARTTLS succeeds with a verified certificate.
+	TLSRequired TLSMode = "required"
+	// TLSOpportunistic uses STARTTLS (verified) when the server offers it, else sends in
+	// the clear. Microsoft's MX always offers it; this is for LAN relays.
+	TLSOpportunistic TLSMode = "opportunistic"
+)
+
+// ConnectorConfig is what relay and Direct Send share: the tenant's MX endpoint on port
+// 25, no AUTH, and the tenant's accepted domains.
+type ConnectorConfig struct {
+	Connection `yaml:",inline"`
+	// TLS is required (the default) or opportunistic.
+	TLS TLSMode `yaml:"tls"`
+	// AcceptedDomains are the tenant's accepted domains. Relay: every From must be in
+	// one. Direct Send: every From and every recipient must be.
+	AcceptedDomains []string `yaml:"accepted_domains"`
+	// Resolver is the DNS server (host:port) for MX lookups; default: the system's.
+	Resolver string `yaml:"resolver"`
+}
+
+func (c *ConnectorConfig) validate() []error {
+	errs := c.Connection.validate(true, 100)
+	switch c.TLS {
+	case "", TLSRequired, TLSOpportunistic:
+	default:
+		errs = append(errs, fmt.Errorf("tls: want required or opportunistic, not %q", c.TLS))
+	}
+	if len(c.AcceptedDomains) == 0 {
+		errs = append(errs, errors.New("accepted_domains: list the tenant's accepted domains (Microsoft 365 admin center, Settings, Domains)"))
+	}
+	for i, d := range c.AcceptedDomains {
+		if !mailaddr.ValidDomain(strings.ToLower(d)) {
+			errs = append(errs, fmt.Errorf("accepted_domains[%d]: %q is not a domain name", i, d))
+		}
+	}
+	if c.Resolver != "" {
+		if _, _, err := net.SplitHostPort(c.Resolver); err != nil {
+			errs = append(errs, fmt.Errorf("resolver: want host:port of a DNS server, not %q", c.Resolver))
+		}
+	}
+	return errs
+}
+
+// RelayConfig is the `type: relay` section: SMTP relay through an inbound connector,
+// authenticated by a client certificate (certificate-based connector) or by the
+// sending IP address (IP-based connector, when no certificate is given).
+type RelayConfig struct {
+	ConnectorConfig `yaml:",inline"`
+	// ClientCertFile and ClientKeyFile are the PEM certificate (chain) and key presented
+	// in STARTTLS. The certificate's subject or a SAN must be an accepted domain (or a
+	// host in one): that is how Microsoft attributes the connection to the tenant.
+	ClientCertFile string `yaml:"client_cert_file"`
+	ClientKeyFile  string `yaml:"client_key_file"`
+}
+
+// Validate implements senders.Config.
+func (c *RelayConfig) Validate() error {
+	errs := c.ConnectorConfig.validate()
+	switch {
+	case c.ClientCertFile == "" && c.ClientKeyFile == "":
+	case c.ClientCertFile == "" || c.ClientKeyFile == "":
+		errs = append(errs, errors.New("client_cert_file: give both client_cert_file and client_key_file, or neither (IP-based connector)"))
+	default:
+		if _, err := c.clientCertificate(); err != nil {
+			errs = append(errs, fmt.Errorf("client_cert_file: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Open implements senders.Config.
+func (c *RelayConfig) Open(env senders.Env) (senders.Sender, error) { return newConnector(kindRelay, c, env) }
+
+// clientCertificate loads the key pair and checks what Microsoft will check of it.
+func (c *RelayConfig) clientCertificate() (*tls.Certificate, error) {
+	if c.ClientCertFile == "" {
+		return nil, nil
+	}
+	if _, err := os.Stat(c.ClientKeyFile); err != nil {
+		return nil, fmt.Errorf("client_key_file: %w", err)
+	}
+	pair, err := tls.LoadX509KeyPair(c.ClientCertFile, c.ClientKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	if time.Now().After(leaf.NotAfter) {
+		return nil, fmt.Errorf("the certificate expired on %s", leaf.NotAfter.Format(time.DateOnly))
+	}
+	names := append([]string{leaf.Subject.CommonName}, leaf.DNSNames...)
+	if !slices.ContainsFunc(names, func(n string) bool { return inDomains(n, c.AcceptedDomains, true) }) {
+		return nil, fmt.Errorf("the certificate names %s, none of them in accepted_domains (%s): Microsoft 365 attributes a connection to the tenant by the certificate's subject or SAN",
+			strings.Join(names, ", "), strings.Join(c.AcceptedDomains, ", "))
+	}
+	pair.Leaf = leaf
+	return &pair, nil
+}
+
+// DirectSendConfig is the `type: direct_send` section: anonymous SMTP to the tenant's
+// MX endpoint, which delivers only to the tenant's own mailboxes.
+type DirectSendConfig struct {
+	ConnectorConfig `yaml:",inline"`
+}
+
+// Validate implements senders.Config.
+func (c *DirectSendConfig) Validate() error { return errors.Join(c.ConnectorConfig.validate()...) }
+
+// Open implements senders.Config.
+func (c *DirectSendConfig) Open(env senders.Env) (senders.Sender, error) {
+	return newConnector(kindDirectSend, &RelayConfig{ConnectorConfig: c.ConnectorConfig}, env)
+}
+
+// inDomains reports whether name (a domain, or an address's domain) is one of domains,
+// or with subdomains a host below one of them.
+func inDomains(name string, domains []string, subdomains bool) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	for _, d := range domains {
+		d = strings.ToLower(d)
+		if name == d || subdomains && strings.HasSuffix(name, "."+d) {
+			return true
+		}
+	}
+	return false
+}

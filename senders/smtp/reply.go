@@ -1,0 +1,186 @@
+package smtp
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/textproto"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mailgate/mailgate/mailerr"
+)
+
+// Pauses after Microsoft's throttling replies. SMTP has no Retry-After; these follow
+// what M365.md §6 says of each condition.
+const (
+	// concurrencyPause: 432 4.3.2, more than 3 connections for the mailbox; one ends soon.
+	concurrencyPause = 15 * time.Second
+	// serverBusyPause: 421, the server is closing the session (overload, shutdown).
+	serverBusyPause = time.Minute
+	// ipThrottlePause: 451 4.7.500-699, Microsoft throttles a new or changed sending IP;
+	// it eases over hours, so mailgate asks again every few minutes rather than hammering.
+	ipThrottlePause = 5 * time.Minute
+	// quotaPause: 554 5.2.0 SubmissionQuotaExceeded, the mailbox's 10,000 recipients a
+	// day are used up; the rolling window frees some within the hour.
+	quotaPause = time.Hour
+)
+
+// reply is an SMTP reply from the server.
+type reply struct {
+	Code     int
+	Enhanced string // RFC 3463 class.subject.detail, "" when the server gave none
+	Text     string // the rest, lines joined by spaces
+}
+
+func (r reply) String() string {
+	s := strconv.Itoa(r.Code)
+	if r.Enhanced != "" {
+		s += " " + r.Enhanced
+	}
+	if r.Text != "" {
+		s += " " + r.Text
+	}
+	return s
+}
+
+var enhancedRE = regexp.MustCompile(`^([245])\.(\d{1,3})\.(\d{1,3})\b`)
+
+// replyOf reads the server's reply out of what net/smtp returned.
+func replyOf(err error) (reply, bool) {
+	var te *textproto.Error
+	if !errors.As(err, &te) {
+		return reply{}, false
+	}
+	text := strings.Join(strings.Fields(te.Msg), " ")
+	r := reply{Code: te.Code, Text: text}
+	if m := enhancedRE.FindString(text); m != "" {
+		r.Enhanced, r.Text = m, strings.TrimSpace(text[len(m):])
+	}
+	return r, true
+}
+
+// detail is the numeric detail of an enhanced code with the given class and subject
+// ("4.7" and 4.7.512 give 512), or -1.
+func (r reply) detail(classSubject string) int {
+	rest, ok := strings.CutPrefix(r.Enhanced, classSubject+".")
+	if !ok {
+		return -1
+	}
+	n, err := strconv.Atoi(rest)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// replyError keeps a server's reply as the cause of a classified error, so that callers
+// can tell a server's answer from a network failure.
+type replyError struct {
+	command string
+	reply   reply
+}
+
+func (e *replyError) Error() string { return e.command + ": " + e.reply.String() }
+
+// classify turns a server's refusal into mailgate's classes (M365.md §6, RFC 3463): what
+// the caller sees, and, for conditions only an operator can fix, the fix to log.
+func classify(server, command string, r reply) (e *mailerr.Error, fix string) {
+	refused := fmt.Sprintf("%s refused %s: %s", server, command, r)
+	switch {
+	case r.Code == 432 || r.Enhanced == "4.3.2" && r.Code/100 == 4:
+		e = mailerr.New(mailerr.Throttled, "%s (Microsoft 365 allows 3 connections per mailbox)", refused)
+		e.RetryAfter = concurrencyPause
+	case r.Code == 421:
+		e = mailerr.New(mailerr.Throttled, "%s; nothing was sent", refused)
+		e.RetryAfter = serverBusyPause
+	case r.Code/100 == 4 && r.detail("4.7") >= 500 && r.detail("4.7") <= 699:
+		e = mailerr.New(mailerr.Throttled, "%s (Microsoft 365 is throttling this sending IP address)", refused)
+		e.RetryAfter = ipThrottlePause
+		fix = "Microsoft throttles mail from an IP address it has not seen send this volume before; it eases over hours or days, or at once with an inbound connector for this IP or certificate"
+	case strings.Contains(r.Text, "SubmissionQuotaExceeded"):
+		e = mailerr.New(mailerr.Throttled, "%s (the mailbox's daily recipient quota is used up)", refused)
+		e.RetryAfter = quotaPause
+	case r.Code/100 == 4:
+		e = mailerr.New(mailerr.Unavailable, "%s; nothing was sent, a retry may succeed", refused)
+	case r.Code == 535 || r.Enhanced == "5.7.57" || r.Enhanced == "5.7.30" || r.Enhanced == "5.7.139":
+		e = mailerr.New(mailerr.Unavailable,
+			"%s refused mailgate's authentication (an operator must fix the backend's credentials or the mailbox's SMTP AUTH setting); nothing was sent", server).
+			WithReason("BACKEND_AUTH_FAILED")
+		fix = authFix(r)
+	case r.Enhanced == "5.7.60" || strings.Contains(r.Text, "SendAsDenied") || r.Enhanced == "5.2.252":
+		e = mailerr.New(mailerr.PermissionDenied, "%s (the mailbox has no Send As right for this From address)", refused).
+			WithReason("SEND_AS_DENIED")
+		fix = "grant the sending mailbox Send As on the From address (Add-RecipientPermission <from> -AccessRights SendAs -Trustee <mailbox>), or route that From to its own mailbox"
+	case r.Code == 552 || r.Enhanced == "5.3.4" || r.Enhanced == "5.2.3":
+		e = mailerr.New(mailerr.TooLarge, "%s (the message is over the server's size limit)", refused)
+	case r.Enhanced == "5.2.2":
+		e = mailerr.New(mailerr.Unavailable, "%s; an operator must free space in the sending mailbox; nothing was sent", refused).
+			WithReason("BACKEND_MAILBOX_UNAVAILABLE")
+		fix = "the sending mailbox is full (SMTP AUTH saves a copy in Sent Items): free space or raise its quota"
+	default:
+		e = mailerr.New(mailerr.Rejected, "%s", refused)
+		switch r.Enhanced {
+		case "5.7.64":
+			fix = "Microsoft 365 no longer attributes this connection to the tenant: the inbound connector must match the client certificate's subject (TlsSenderCertificateName) or this host's public IP, and the certificate's name must be an accepted domain"
+		case "5.7.68":
+			fix = "the tenant rejects Direct Send (Set-OrganizationConfig -RejectDirectSend $true): send through a relay backend with an inbound connector, or through smtp_auth or graph"
+		case "5.7.54":
+			fix = "the server relays only to the tenant's accepted domains: check accepted_domains, or use a relay backend with a connector for external recipients"
+		}
+	}
+	e.Metadata = map[string]string{"smtpReply": r.String(), "smtpCommand": command}
+	e.Err = &replyError{command: command, reply: r}
+	return e, fix
+}
+
+func authFix(r reply) string {
+	switch {
+	case r.Enhanced == "5.7.139":
+		return "SMTP AUTH is disabled for the tenant or the mailbox, or security defaults or Conditional Access block it: Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false"
+	case r.Enhanced == "5.7.30":
+		return "Microsoft no longer accepts basic authentication for this tenant: set auth: xoauth2 with an app registration"
+	case r.Enhanced == "5.7.57":
+		return "the server wants authentication before MAIL FROM: check the backend's auth settings"
+	}
+	return "the token or password was refused: give the app the Office 365 Exchange Online application permission SMTP.SendAsApp with admin consent, register its service principal in Exchange (New-ServicePrincipal) and give it FullAccess on the mailbox (Add-MailboxPermission); the scope must be https://outlook.office365.com/.default"
+}
+
+// sessionError classifies a failure while talking to the server outside a reply: the
+// connection broke, timed out, or TLS failed. Nothing was sent by then.
+func sessionError(c *conn, command string, err error) error {
+	if r, ok := replyOf(err); ok {
+		e, _ := classify(c.host, command, r)
+		return e
+	}
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	if errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &hn) {
+		return mailerr.Wrap(mailerr.Unavailable, err,
+			"the certificate of %s did not verify (%v); nothing was sent (set ca_file for a private CA)", c.host, err)
+	}
+	return mailerr.Wrap(mailerr.Unavailable, err, "the connection to %s failed at %s; nothing was sent", c.host, command)
+}
+
+func unreachable(hostport string, err error) error {
+	return mailerr.Wrap(mailerr.Unavailable, err, "cannot connect to %s; nothing was sent", hostport)
+}
+
+func noTLS(hostport string) error {
+	return mailerr.New(mailerr.Unavailable,
+		"%s does not offer STARTTLS and this backend requires TLS; nothing was sent", hostport)
+}
+
+// tryNextHost reports whether a failure at one MX host is worth trying the next for:
+// the host was unreachable or answered with a temporary failure.
+func tryNextHost(err error) bool {
+	var r *replyError
+	if errors.As(err, &r) {
+		return r.reply.Code/100 == 4
+	}
+	return true
+}
