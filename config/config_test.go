@@ -10,6 +10,7 @@ import (
 
 	"github.com/mailgate/mailgate/senders/discard"
 	"github.com/mailgate/mailgate/senders/file"
+	"github.com/mailgate/mailgate/senders/smtp"
 	"github.com/mailgate/mailgate/server/apikey"
 )
 
@@ -296,5 +297,49 @@ func TestReportsParseAndValidationErrorsTogether(t *testing.T) {
 	want := []string{"keys[0].hash_file", "backends.outbox.colour", "backends.sink.delay", "routes[1].backend"} // file order, then validation
 	if strings.Join(paths, " ") != strings.Join(want, " ") {
 		t.Errorf("errors at %v, want exactly %v:\n%v", paths, want, err)
+	}
+}
+
+// The SMTP and Graph backends read shared sections (Entra credentials, connection
+// settings) inline: their fields, secrets from files included, read as the backend's own.
+func TestInlineBackendSections(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "secret")
+	os.WriteFile(secretFile, []byte("s3cret\n"), 0o600)
+	y := strings.Replace(validYAML(), "backends:\n", `backends:
+  submission:
+    type: smtp_auth
+    tenant_id: t
+    client_id: c
+    client_secret_file: `+secretFile+`
+    max_connections: 2
+    send_as: ["*@contoso.com"]
+  relay:
+    type: relay
+    address: contoso.com
+    tls: opportunistic
+    accepted_domains: [contoso.com]
+    idle_timeout: 1m
+  direct:
+    type: direct_send
+    address: contoso-com.mail.protection.outlook.com:25
+    accepted_domains: [contoso.com]
+    bogus: 1
+`, 1)
+	_, err := ParseAndValidate([]byte(y), "test")
+	if err == nil || !strings.Contains(err.Error(), "backends.direct.bogus (line 31): unknown field") {
+		t.Fatalf("unknown field in an inline section: %v", err)
+	}
+	c, err := ParseAndValidate([]byte(strings.Replace(y, "    bogus: 1\n", "", 1)), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := c.Backends["submission"].Settings.(*smtp.AuthConfig)
+	if sub.ClientSecret.Value() != "s3cret" || sub.MaxConnections != 2 || sub.TenantID != "t" || len(sub.SendAs) != 1 {
+		t.Errorf("smtp_auth settings: %+v", sub)
+	}
+	relay := c.Backends["relay"].Settings.(*smtp.RelayConfig)
+	if relay.Address != "contoso.com" || relay.TLS != smtp.TLSOpportunistic || relay.IdleTimeout != time.Minute {
+		t.Errorf("relay settings: %+v", relay)
 	}
 }

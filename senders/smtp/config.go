@@ -211,7 +211,9 @@ func (c *RelayConfig) Validate() error {
 	case c.ClientCertFile == "" || c.ClientKeyFile == "":
 		errs = append(errs, errors.New("client_cert_file: give both client_cert_file and client_key_file, or neither (IP-based connector)"))
 	default:
-		if _, err := c.clientCertificate(); err != nil {
+		if _, err := os.Stat(c.ClientKeyFile); err != nil {
+			errs = append(errs, fmt.Errorf("client_key_file: %w", err))
+		} else if _, err := c.clientCertificate(); err != nil {
 			errs = append(errs, fmt.Errorf("client_cert_file: %w", err))
 		}
 	}
@@ -219,15 +221,14 @@ func (c *RelayConfig) Validate() error {
 }
 
 // Open implements senders.Config.
-func (c *RelayConfig) Open(env senders.Env) (senders.Sender, error) { return newConnector(kindRelay, c, env) }
+func (c *RelayConfig) Open(env senders.Env) (senders.Sender, error) {
+	return newConnector(kindRelay, c, env)
+}
 
 // clientCertificate loads the key pair and checks what Microsoft will check of it.
 func (c *RelayConfig) clientCertificate() (*tls.Certificate, error) {
 	if c.ClientCertFile == "" {
 		return nil, nil
-	}
-	if _, err := os.Stat(c.ClientKeyFile); err != nil {
-		return nil, fmt.Errorf("client_key_file: %w", err)
 	}
 	pair, err := tls.LoadX509KeyPair(c.ClientCertFile, c.ClientKeyFile)
 	if err != nil {

@@ -243,6 +243,19 @@ func (f *Fake) ExpireTokens() {
 	}
 }
 
+// TokenScope reports the scope a token from the fake Entra was issued for, and whether
+// it is one Entra issued and has not expired: what another fake resource server (an
+// SMTP endpoint checking XOAUTH2) needs to know.
+func (f *Fake) TokenScope(tok string) (scope string, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	tk, found := f.tokens[tok]
+	if !found {
+		return "", false
+	}
+	return tk.scope, !tk.expired
+}
+
 // Sent returns the messages accepted so far, in order.
 func (f *Fake) Sent() []Sent {
 	f.mu.Lock()
