@@ -444,3 +444,72 @@ func TestIdempotencyConcurrent(t *testing.T) {
 		t.Errorf("deliveries %d, ids %v, codes %v: want one delivery, one id, only OK and ABORTED", backend.n.Load(), ids, codesSeen)
 	}
 }
+
+// relayingSender is a backend that relays into the tenant rather than sending as a
+// mailbox (relay, Direct Send).
+type relayingSender struct{ countingSender }
+
+func (*relayingSender) Scope() senders.Scope { return senders.ScopeBackend }
+
+// A relaying backend has no per-mailbox limits, and Microsoft's throttle pauses the
+// whole backend, whatever the From.
+func TestRelayingBackendScope(t *testing.T) {
+	t.Parallel()
+	backend := &relayingSender{countingSender{answer: func(n int64, msg *senders.Message) (*senders.Result, error) {
+		if n == 5 {
+			e := mailerr.New(mailerr.Throttled, "451 4.7.500 Server busy")
+			e.RetryAfter = time.Minute
+			return nil, e
+		}
+		return &senders.Result{Status: senders.Sent, Accepted: msg.Recipients}, nil
+	}}}
+	srv := startWithBackend(t, backend, func(o *Options) {
+		o.Service.Mailbox = MailboxLimits{MessagesPerMinute: 2, RecipientsPerDay: 100}
+	})
+	for i := range 4 { // twice the mailbox limit: it does not apply
+		if _, err := srv.mail.SendMail(withAPIKey(appKey), validRequest()); err != nil {
+			t.Fatalf("message %d: %v", i+1, err)
+		}
+	}
+	if _, err := srv.mail.SendMail(withAPIKey(appKey), validRequest()); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("throttled by Microsoft: %v", err)
+	}
+	other := validRequest()
+	other.From = addr("other-sender@example.com")
+	_, err := srv.mail.SendMail(withAPIKey(appKey), other)
+	if _, _, st := errorInfo(t, err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "Microsoft 365 throttled backend ok") {
+		t.Errorf("another From through the paused backend: %v", err)
+	}
+	if n := backend.n.Load(); n != 5 {
+		t.Errorf("%d backend calls, want 5", n)
+	}
+}
+
+// Recipients a backend refuses while it takes the others are in the response, its
+// replay and the message record.
+func TestRejectedRecipientsReported(t *testing.T) {
+	t.Parallel()
+	backend := &countingSender{answer: func(n int64, msg *senders.Message) (*senders.Result, error) {
+		return &senders.Result{Status: senders.Sent, Accepted: msg.Recipients[1:],
+			Rejected: []senders.RecipientError{{Recipient: msg.Recipients[0], Reply: "550 5.1.10 RESOLVER.ADR.RecipientNotFound"}}}, nil
+	}}
+	srv := startWithBackend(t, backend, nil)
+	req := validRequest()
+	req.To = append(req.To, addr("carol@example.com"))
+	ctx := withIdemKey(withAPIKey(appKey), `"partial-1"`)
+	for i := range 2 {
+		resp, err := srv.mail.SendMail(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rr := resp.GetRejectedRecipients()
+		if len(rr) != 1 || rr[0].GetAddress() != req.To[0].GetAddress() || !strings.HasPrefix(rr[0].GetReply(), "550 5.1.10") ||
+			len(resp.GetAcceptedRecipients()) != 1 || resp.GetReplayed() != (i == 1) {
+			t.Errorf("response %d: %v", i+1, resp)
+		}
+		rec, err := srv.mail.GetMessage(withAPIKey(appKey), &mailgatev1.GetMessageRequest{Id: resp.GetId()})
+		if err != nil || len(rec.GetRejectedRecipients()) != 1 {
+			t.Errorf("record: %v, %v", rec, err)
+		}
+	}
+}
