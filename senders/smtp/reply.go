@@ -91,12 +91,12 @@ func (e *replyError) Error() string { return e.command + ": " + e.reply.String()
 func classify(server, command string, r reply) (e *mailerr.Error, fix string) {
 	refused := fmt.Sprintf("%s refused %s: %s", server, command, r)
 	switch {
-	case r.Code == 432 || r.Enhanced == "4.3.2" && r.Code/100 == 4:
-		e = mailerr.New(mailerr.Throttled, "%s (Microsoft 365 allows 3 connections per mailbox)", refused)
-		e.RetryAfter = concurrencyPause
 	case r.Code == 421:
 		e = mailerr.New(mailerr.Throttled, "%s; nothing was sent", refused)
 		e.RetryAfter = serverBusyPause
+	case r.Code == 432 || r.Enhanced == "4.3.2" && r.Code/100 == 4:
+		e = mailerr.New(mailerr.Throttled, "%s (Microsoft 365 allows 3 connections per mailbox)", refused)
+		e.RetryAfter = concurrencyPause
 	case r.Code/100 == 4 && r.detail("4.7") >= 500 && r.detail("4.7") <= 699:
 		e = mailerr.New(mailerr.Throttled, "%s (Microsoft 365 is throttling this sending IP address)", refused)
 		e.RetryAfter = ipThrottlePause
