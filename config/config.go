@@ -462,8 +462,15 @@ func (c *Config) validateRoutes(v *validator) {
 		}
 		if r.Backend == "" {
 			v.add(p+".backend", "required")
-		} else if _, ok := c.Backends[r.Backend]; !ok {
+		} else if b, ok := c.Backends[r.Backend]; !ok {
 			v.add(p+".backend", "no backend named %q (have: %s)", r.Backend, strings.Join(sortedKeys(c.Backends), ", "))
+		} else if b != nil {
+			if rc, ok := b.Settings.(senders.RouteChecker); ok {
+				for _, err := range rc.CheckRoute(r.Match, r.Mailbox) {
+					field, msg, _ := strings.Cut(err.Error(), ": ")
+					v.add(p+"."+field, "%s (backend %s)", msg, r.Backend)
+				}
+			}
 		}
 		if r.Mailbox != "" {
 			if _, err := mailaddr.ParsePattern(r.Mailbox); err != nil || strings.Contains(r.Mailbox, "*") {

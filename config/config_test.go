@@ -343,3 +343,48 @@ func TestInlineBackendSections(t *testing.T) {
 		t.Errorf("relay settings: %+v", relay)
 	}
 }
+
+// Backends refuse routes they cannot serve: a relay outside its accepted domains or with
+// a mailbox, an auth: login backend on a route that names another mailbox.
+func TestRoutesCheckedByBackend(t *testing.T) {
+	t.Parallel()
+	y := `
+keys:
+  - {name: app, hash: ` + testHash + `, senders: ["*"]}
+routes:
+  - {match: "*@fabrikam.com", backend: relay}
+  - {match: "*@contoso.com", backend: relay, mailbox: noreply@contoso.com}
+  - {match: "*", backend: relay}
+  - {match: "scanner@contoso.com", backend: basic}
+  - {name: basic, match: "*@contoso.com", backend: basic, mailbox: Scanner@Contoso.com}
+backends:
+  relay:
+    type: relay
+    address: contoso.com
+    accepted_domains: [contoso.com]
+  basic:
+    type: smtp_auth
+    auth: login
+    username: scanner@contoso.com
+    password: p
+`
+	_, err := ParseAndValidate([]byte(y), "test")
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"routes[0].match: fabrikam.com is not in the backend's accepted_domains (contoso.com)",
+		"routes[1].mailbox: relay and Direct Send send as no mailbox",
+		"routes[3].mailbox: the backend signs in as scanner@contoso.com (auth: login), so set mailbox: scanner@contoso.com",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
+	}
+	for _, ok := range []string{"routes[2]", "routes[4]"} {
+		if strings.Contains(msg, ok) {
+			t.Errorf("%s is fine, but:\n%s", ok, msg)
+		}
+	}
+}

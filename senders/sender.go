@@ -82,6 +82,14 @@ type Config interface {
 	Open(env Env) (Sender, error)
 }
 
+// RouteChecker is implemented by a backend's Config when some routes cannot work with
+// it. CheckRoute is given a route's From pattern (an address, *@domain or *) and its
+// mailbox ("" when it has none); each error names the route field it is about, by its
+// YAML name ("mailbox: ..."), so that the configuration is refused before it is used.
+type RouteChecker interface {
+	CheckRoute(match, mailbox string) []error
+}
+
 // Env is what mailgate gives a backend when it opens it.
 type Env struct {
 	// Name is the backend's name in the configuration.

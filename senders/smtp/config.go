@@ -61,7 +61,7 @@ func (c *Connection) validate(bareDomainOK bool, maxConns int) []error {
 		if p, perr := strconv.Atoi(port); host == "" || perr != nil || p <= 0 || p > 65535 {
 			errs = append(errs, fmt.Errorf("address: want host:port, not %q", c.Address))
 		} else if p == 465 {
-			errs = append(errs, errors.New("address: port 465 (implicit TLS) is not offered by Microsoft 365; use 587, where mailgate starts TLS with STARTTLS"))
+			errs = append(errs, errors.New("address: Microsoft 365 offers no port 465 (implicit TLS): use 587 for smtp_auth and 25 for relay and direct_send, where mailgate starts TLS with STARTTLS"))
 		}
 	case !bareDomainOK:
 		errs = append(errs, fmt.Errorf("address: want host:port (such as %s), not %q", SubmissionAddress, c.Address))
@@ -127,8 +127,8 @@ func (c *AuthConfig) Validate() error {
 		if c.Password.IsZero() {
 			errs = append(errs, errors.New("password: required for auth: login (or password_file)"))
 		}
-		if c.TenantID != "" || c.ClientID != "" || !c.ClientSecret.IsZero() || c.CertificateFile != "" {
-			errs = append(errs, errors.New("auth: login takes username and password; tenant_id, client_id and the client secret or certificate are for xoauth2"))
+		if c.Credentials != (entra.Credentials{ClientSecret: c.ClientSecret}) || !c.ClientSecret.IsZero() || c.Scope != "" {
+			errs = append(errs, errors.New("auth: login takes username and password; tenant_id, client_id, client_secret, certificate_file, key_file, authority_url and scope are for xoauth2"))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("auth: want xoauth2 or login, not %q", c.Auth))
@@ -141,6 +141,15 @@ func (c *AuthConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
+// CheckRoute implements senders.RouteChecker. With auth: login the session is always the
+// username's mailbox, so a route must name it: limits and pauses count per mailbox.
+func (c *AuthConfig) CheckRoute(match, mailbox string) []error {
+	if c.Auth == "login" && !strings.EqualFold(mailbox, c.Username) {
+		return []error{fmt.Errorf("mailbox: the backend signs in as %s (auth: login), so set mailbox: %s; other From addresses then need Send As", c.Username, c.Username)}
+	}
+	return nil
+}
+
 // Open implements senders.Config.
 func (c *AuthConfig) Open(env senders.Env) (senders.Sender, error) { return newSubmission(c, env) }
 
@@ -151,7 +160,7 @@ const (
 	// TLSRequired refuses to send unless STARTTLS succeeds with a verified certificate.
 	TLSRequired TLSMode = "required"
 	// TLSOpportunistic uses STARTTLS (verified) when the server offers it, else sends in
-	// the clear. Microsoft's MX always offers it; this is for LAN relays.
+	// the clear: for relays on a LAN. Against Microsoft's MX, keep required.
 	TLSOpportunistic TLSMode = "opportunistic"
 )
 
@@ -166,6 +175,20 @@ type ConnectorConfig struct {
 	AcceptedDomains []string `yaml:"accepted_domains"`
 	// Resolver is the DNS server (host:port) for MX lookups; default: the system's.
 	Resolver string `yaml:"resolver"`
+}
+
+// CheckRoute implements senders.RouteChecker: a connector sends as no mailbox, and only
+// from accepted domains.
+func (c *ConnectorConfig) CheckRoute(match, mailbox string) []error {
+	var errs []error
+	if mailbox != "" {
+		errs = append(errs, errors.New("mailbox: relay and Direct Send send as no mailbox; remove it"))
+	}
+	if d := mailaddr.Domain(match); d != "" && !inDomains(d, c.AcceptedDomains, false) {
+		errs = append(errs, fmt.Errorf("match: %s is not in the backend's accepted_domains (%s), so every message on this route would be refused",
+			d, strings.Join(c.AcceptedDomains, ", ")))
+	}
+	return errs
 }
 
 func (c *ConnectorConfig) validate() []error {

@@ -25,9 +25,14 @@ const (
 	// it eases over hours, so mailgate asks again every few minutes rather than hammering.
 	ipThrottlePause = 5 * time.Minute
 	// quotaPause: 554 5.2.0 SubmissionQuotaExceeded, the mailbox's 10,000 recipients a
-	// day are used up; the rolling window frees some within the hour.
+	// day are used up. Microsoft's window is rolling (up to 24 h): mailgate asks again
+	// hourly rather than holding the mailbox back for a whole day on a guess.
 	quotaPause = time.Hour
 )
+
+// sendAsFix is the advice for a Send As refusal. With xoauth2 mailgate signs in as the
+// app's service principal, with login as the mailbox: that identity needs the right.
+const sendAsFix = "grant Send As on the From address to the identity mailgate signs in as (the app's service principal for xoauth2, the mailbox for login): Add-RecipientPermission <from> -AccessRights SendAs -Trustee <identity>; then list the address in the backend's send_as"
 
 // reply is an SMTP reply from the server.
 type reply struct {
@@ -91,6 +96,9 @@ func (e *replyError) Error() string { return e.command + ": " + e.reply.String()
 func classify(server, command string, r reply) (e *mailerr.Error, fix string) {
 	refused := fmt.Sprintf("%s refused %s: %s", server, command, r)
 	switch {
+	case r.Code == 421 && r.Enhanced == "4.7.66":
+		e = mailerr.New(mailerr.Unavailable, "%s; nothing was sent", refused)
+		fix = "the server wants TLS 1.2 or later; mailgate always uses it, so something between mailgate and Microsoft 365 (a TLS-inspecting proxy) is downgrading the connection"
 	case r.Code == 421:
 		e = mailerr.New(mailerr.Throttled, "%s; nothing was sent", refused)
 		e.RetryAfter = serverBusyPause
@@ -100,8 +108,8 @@ func classify(server, command string, r reply) (e *mailerr.Error, fix string) {
 	case r.Code/100 == 4 && r.detail("4.7") >= 500 && r.detail("4.7") <= 699:
 		e = mailerr.New(mailerr.Throttled, "%s (Microsoft 365 is throttling this sending IP address)", refused)
 		e.RetryAfter = ipThrottlePause
-		fix = "Microsoft throttles mail from an IP address it has not seen send this volume before; it eases over hours or days, or at once with an inbound connector for this IP or certificate"
-	case strings.Contains(r.Text, "SubmissionQuotaExceeded"):
+		fix = "Microsoft throttles mail from an IP address it has not seen send this volume before; it eases over hours or days, and an inbound connector for this IP or certificate helps"
+	case strings.Contains(r.Text, "SubmissionQuotaExceeded"), strings.Contains(strings.ToLower(r.Text), "submission quota exceeded"):
 		e = mailerr.New(mailerr.Throttled, "%s (the mailbox's daily recipient quota is used up)", refused)
 		e.RetryAfter = quotaPause
 	case r.Code/100 == 4:
@@ -112,15 +120,16 @@ func classify(server, command string, r reply) (e *mailerr.Error, fix string) {
 			WithReason("BACKEND_AUTH_FAILED")
 		fix = authFix(r)
 	case r.Enhanced == "5.7.60" || strings.Contains(r.Text, "SendAsDenied") || r.Enhanced == "5.2.252":
-		e = mailerr.New(mailerr.PermissionDenied, "%s (the mailbox has no Send As right for this From address)", refused).
+		e = mailerr.New(mailerr.PermissionDenied, "%s (the sending identity has no Send As right for this From address)", refused).
 			WithReason("SEND_AS_DENIED")
-		fix = "grant the sending mailbox Send As on the From address (Add-RecipientPermission <from> -AccessRights SendAs -Trustee <mailbox>), or route that From to its own mailbox"
-	case r.Code == 552 || r.Enhanced == "5.3.4" || r.Enhanced == "5.2.3":
-		e = mailerr.New(mailerr.TooLarge, "%s (the message is over the server's size limit)", refused)
+		fix = sendAsFix
 	case r.Enhanced == "5.2.2":
+		// Checked before 552: a 552 5.2.2 is a full mailbox, not a large message.
 		e = mailerr.New(mailerr.Unavailable, "%s; an operator must free space in the sending mailbox; nothing was sent", refused).
 			WithReason("BACKEND_MAILBOX_UNAVAILABLE")
 		fix = "the sending mailbox is full (SMTP AUTH saves a copy in Sent Items): free space or raise its quota"
+	case r.Code == 552 || r.Enhanced == "5.3.4" || r.Enhanced == "5.2.3":
+		e = mailerr.New(mailerr.TooLarge, "%s (the message is over the server's size limit)", refused)
 	default:
 		e = mailerr.New(mailerr.Rejected, "%s", refused)
 		switch r.Enhanced {

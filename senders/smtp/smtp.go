@@ -245,7 +245,7 @@ func (s *Sender) check(msg *senders.Message, mailbox string) error {
 		for _, from := range froms {
 			if !strings.EqualFold(from, mailbox) && !mailaddr.AnyMatch(s.sendAs, from) {
 				return mailerr.New(mailerr.PermissionDenied,
-					"mailbox %s may not send as %s: the %s backend %q lists no send_as for it (grant Send As in Exchange, then add it to send_as)",
+					"mailbox %s may not send as %s: the %s backend %q's send_as does not list it (grant Send As in Exchange, then add it to send_as)",
 					mailbox, from, s.kind, s.name).WithReason("SEND_AS_DENIED")
 			}
 		}
@@ -321,7 +321,7 @@ func (s *Sender) authenticate(ctx context.Context, mailbox string, renew bool) f
 			if err != nil {
 				if entra.IsTokenError(err) {
 					s.log.Error("SMTP AUTH backend cannot get a token; fix the app registration or the backend's credentials",
-						"backend", s.name, "fix", entra.Fix(err), "error", strings.Join(strings.Fields(err.Error()), " "))
+						"fix", entra.Fix(err), "error", strings.Join(strings.Fields(err.Error()), " "))
 				}
 				return mailerr.Wrap(mailerr.Unavailable, err,
 					"mailgate could not get a token for Microsoft 365 (an operator must fix the backend's credentials); nothing was sent").
@@ -343,8 +343,11 @@ func (s *Sender) logFix(err error, mailbox string) {
 		return
 	}
 	if _, fix := classify("", r.command, r.reply); fix != "" {
-		s.log.Error("Microsoft 365 refused the backend; an operator must act", "backend", s.name,
-			"mailbox", mailbox, "command", r.command, "reply", r.reply.String(), "fix", fix)
+		attrs := []any{"command", r.command, "reply", r.reply.String(), "fix", fix}
+		if mailbox != "" {
+			attrs = append(attrs, "mailbox", mailbox)
+		}
+		s.log.Error("the server refused the backend; an operator must act", attrs...)
 	}
 }
 

@@ -484,7 +484,10 @@ func (x *SendMailResponse) GetRejectedRecipients() []*RejectedRecipient {
 type RejectedRecipient struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Address string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
-	// The server's reply, such as "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found".
+	// The server's reply, such as "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not
+	// found". When a server took the recipients in several transactions and a later one
+	// failed, the others already had the message: then it says why mailgate could not
+	// finish, and whether the recipient may have received the message after all.
 	Reply         string `protobuf:"bytes,2,opt,name=reply,proto3" json:"reply,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
