@@ -52,7 +52,10 @@ func checkConfig(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(tw, "ROUTE\tMATCH\tBACKEND\tTYPE\tSENDS AS")
 	for i, r := range cfg.Routes {
 		mailbox := r.Mailbox
-		if mailbox == "" {
+		switch t := cfg.Backends[r.Backend].Type; {
+		case t == "relay" || t == "direct_send":
+			mailbox = "(no mailbox: relays)"
+		case mailbox == "":
 			mailbox = "(the From address)"
 		}
 		fmt.Fprintf(tw, "%d. %s\t%s\t%s\t%s\t%s\n", i+1, r.RouteName(), r.Match, r.Backend, cfg.Backends[r.Backend].Type, mailbox)
