@@ -40,6 +40,7 @@ type Config struct {
 	Backends    map[string]*Backend `yaml:"backends"`
 	Limits      Limits              `yaml:"limits"`
 	Idempotency Idempotency         `yaml:"idempotency"`
+	Shim        Shim                `yaml:"shim"`
 	Log         Log                 `yaml:"log"`
 }
 
@@ -182,6 +183,7 @@ func defaults() *Config {
 			SendTimeout:     2 * time.Minute,
 		},
 		Idempotency: Idempotency{TTL: 24 * time.Hour},
+		Shim:        Shim{MinTLS: "1.2", MaxConnections: 100, ReadTimeout: 5 * time.Minute, WriteTimeout: time.Minute},
 		Log:         Log{Level: "info"},
 	}
 }
@@ -275,6 +277,12 @@ func (c *Config) Validate() error {
 	if c.Idempotency.TTL < time.Minute {
 		v.add("idempotency.ttl", "must be at least 1m (the published default is 24h)")
 	}
+	c.validateShim(&v, true)
+	c.validateLog(&v)
+	return v.err()
+}
+
+func (c *Config) validateLog(v *validator) {
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -285,7 +293,6 @@ func (c *Config) Validate() error {
 	default:
 		v.add("log.format", "must be json or text, not %q", c.Log.Format)
 	}
-	return v.err()
 }
 
 func (c *Config) validateListen(v *validator) {

@@ -62,7 +62,20 @@ type Server struct {
 	log      *slog.Logger
 	timeout  time.Duration
 	closers  []io.Closer // what NewFromConfig opened, closed after the drain
+	local    *Local
+	adapters []Adapter
 }
+
+// Adapter is another front end served beside the APIs, such as the SMTP shim. Serve
+// runs until Shutdown; Shutdown drains it, as the APIs are drained, before the backends
+// close.
+type Adapter interface {
+	Serve() error
+	Shutdown(ctx context.Context) error
+}
+
+// Attach serves a with the server. Call it before Serve.
+func (s *Server) Attach(a Adapter) { s.adapters = append(s.adapters, a) }
 
 // New builds a server; Serve starts it.
 func New(opts Options) (*Server, error) {
@@ -119,6 +132,9 @@ func New(opts Options) (*Server, error) {
 			MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
 		}),
 	)
+	// In-process adapters authenticate their clients themselves: every interceptor but
+	// the API key's.
+	s.local = &Local{svc: svc, keys: opts.Keys, chain: chainUnary(interceptors[:len(interceptors)-1])}
 	if err := mailgatev1.RegisterMailServiceHandlerServer(context.Background(), gw, &gatewayService{svc: svc, chain: chainUnary(interceptors)}); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
@@ -245,7 +261,10 @@ func redisClient(c config.Redis) (redis.UniversalClient, error) {
 // get up to the shutdown timeout to finish, and backends are closed. A nil listener is
 // not served. It returns nil after a clean drain.
 func (s *Server) Serve(ctx context.Context, httpLn, grpcLn net.Listener) error {
-	errc := make(chan error, 3)
+	errc := make(chan error, 2+len(s.adapters))
+	for _, a := range s.adapters {
+		go func() { errc <- a.Serve() }()
+	}
 	if grpcLn != nil {
 		go func() { errc <- s.grpc.Serve(grpcLn) }()
 	}
@@ -286,9 +305,13 @@ func (s *Server) drain() error {
 	var httpErr error
 	wg.Go(func() { httpErr = s.http.Shutdown(ctx) })
 	wg.Go(func() { gracefulStop(ctx, s.grpc) })
+	adapterErrs := make([]error, len(s.adapters))
+	for i, a := range s.adapters {
+		wg.Go(func() { adapterErrs[i] = a.Shutdown(ctx) })
+	}
 	wg.Wait()
 
-	var errs []error
+	errs := adapterErrs
 	if httpErr != nil {
 		errs = append(errs, fmt.Errorf("http drain: %w", httpErr))
 	}

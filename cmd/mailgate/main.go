@@ -17,6 +17,7 @@ const usage = `mailgate: one API to send mail through Microsoft 365.
 
 Usage:
   mailgate serve [--config FILE]     run the service (no FILE: embedded defaults, for trying it out)
+  mailgate shim --config FILE        run only the SMTP shim, sending to a remote mailgate over gRPC
   mailgate keys new NAME             make an API key; prints it once, with its config entry
   mailgate check-config FILE         validate FILE and print its routing table
   mailgate version                   print the version
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		return serve(ctx, rest, stderr)
+	case "shim":
+		return shimCommand(ctx, rest, stderr)
 	case "keys":
 		return keys(rest, stdout, stderr)
 	case "check-config":

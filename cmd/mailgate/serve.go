@@ -13,6 +13,7 @@ import (
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/config/secret"
 	"github.com/mailgate/mailgate/server"
+	"github.com/mailgate/mailgate/shim"
 	"github.com/mailgate/mailgate/server/apikey"
 )
 
@@ -64,6 +65,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	attrs := []any{"version", version}
+	if cfg.Shim.Enabled() {
+		a, err := newShim(cfg, shim.InProcess(srv.Local()), localDevices(cfg), log)
+		if err != nil {
+			return err
+		}
+		srv.Attach(a)
+		attrs = append(attrs, a.addrs()...)
+	}
 	if httpLn != nil {
 		attrs = append(attrs, "http", httpLn.Addr().String())
 	}

@@ -1,0 +1,223 @@
+package shim
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/mail"
+	"strings"
+	"sync"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"google.golang.org/grpc/status"
+
+	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+	"github.com/mailgate/mailgate/mailaddr"
+	"github.com/mailgate/mailgate/mailerr"
+)
+
+type backend struct{ s *Server }
+
+func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	ss := &session{s: b.s, remote: c.Conn().RemoteAddr()}
+	ss.log = b.s.log.With("remote", ss.remote.String())
+	return ss, nil
+}
+
+// session is one SMTP session. go-smtp starts a new one after STARTTLS, so nothing
+// from before TLS (in particular no AUTH) carries over.
+type session struct {
+	s      *Server
+	remote net.Addr
+	log    *slog.Logger
+
+	mu        sync.Mutex
+	principal *Principal
+	from      string
+	rcpts     []string
+}
+
+var _ smtp.AuthSession = (*session)(nil)
+
+// AuthMechanisms offers PLAIN and LOGIN (many scanners know only LOGIN). go-smtp
+// announces them only after STARTTLS unless AllowInsecureAuth.
+func (ss *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
+
+func (ss *session) Auth(mech string) (sasl.Server, error) {
+	check := func(identity, user, pass string) error {
+		if identity != "" && identity != user {
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "authorization identity must be empty or the user name"}
+		}
+		return ss.authenticate(user, pass)
+	}
+	switch strings.ToUpper(mech) {
+	case sasl.Plain:
+		return sasl.NewPlainServer(check), nil
+	case sasl.Login:
+		return newLoginServer(func(user, pass string) error { return check("", user, pass) }), nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (ss *session) authenticate(name, secret string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), ss.s.opts.SubmitTimeout)
+	defer cancel()
+	p, err := ss.s.opts.Submitter.Authenticate(ctx, name, secret)
+	switch {
+	case errors.Is(err, ErrBadCredentials):
+		ss.log.Info("smtp auth refused", "user", name)
+		r := mailerr.Unauthenticated.SMTPReply()
+		return replyError(r.Code, r.Enhanced, "Authentication credentials invalid: the user name is the API key's name, the password the key")
+	case err != nil:
+		ss.log.Warn("smtp auth could not be checked", "user", name, "error", err)
+		return replyError(454, "4.7.0", "Temporary authentication failure; try again later")
+	}
+	ss.mu.Lock()
+	ss.principal = &p
+	ss.mu.Unlock()
+	ss.log.Debug("smtp auth", "key", p.Name)
+	return nil
+}
+
+func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.principal == nil {
+		p, ok := ss.s.device(ss.remote)
+		if !ok {
+			// Never an open relay: no key, no configured address, no mail.
+			return replyError(530, "5.7.0", "Authentication required: AUTH with an API key (user: its name, password: the key)")
+		}
+		ss.principal = &p
+	}
+	ss.from, ss.rcpts = from, nil
+	return nil
+}
+
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.rcpts = append(ss.rcpts, to)
+	return nil
+}
+
+func (ss *session) Reset() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.from, ss.rcpts = "", nil
+}
+
+func (ss *session) Logout() error { return nil }
+
+// Data submits the message. The reply is the service's verdict: 250 with mailgate's id
+// once the message is accepted, else the code mailerr's table gives its error.
+func (ss *session) Data(r io.Reader) error {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return err // go-smtp answers 552 for a message over SIZE
+	}
+	ss.mu.Lock()
+	p, from, rcpts := *ss.principal, ss.from, append([]string(nil), ss.rcpts...)
+	ss.mu.Unlock()
+
+	raw, msgID := withMessageID(raw, p.Name, from, rcpts)
+	req := &mailgatev1.SendMailRequest{RawMime: raw, IdempotencyKey: idempotencyKey(p.Name, msgID, nil)}
+	if from != "" {
+		req.From = &mailgatev1.Address{Address: from}
+	}
+	for _, rcpt := range rcpts {
+		req.To = append(req.To, &mailgatev1.Address{Address: rcpt})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ss.s.opts.SubmitTimeout)
+	defer cancel()
+	resp, err := ss.s.opts.Submitter.SendMail(ctx, p, req)
+	if kind, _ := kindOf(err); kind == mailerr.KeyReused {
+		// The device gives different messages the same Message-ID (some firmware
+		// does): deduplicate this one by its content instead.
+		ss.log.Warn("device reuses Message-IDs; deduplicating by content", "key", p.Name, "message_id", msgID)
+		req.IdempotencyKey = idempotencyKey(p.Name, msgID, raw)
+		resp, err = ss.s.opts.Submitter.SendMail(ctx, p, req)
+	}
+	if err != nil {
+		reply := smtpReply(err)
+		ss.log.Info("smtp message refused", "key", p.Name, "reply", reply.Error())
+		return reply
+	}
+	ss.log.Info("smtp message accepted", "key", p.Name, "id", resp.GetId(), "replayed", resp.GetReplayed())
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + resp.GetId()}
+}
+
+// withMessageID returns raw with a Message-ID, and the Message-ID. When the device sent
+// none, the one added is derived from the message itself, so that the same message sent
+// again gets the same Message-ID, and so the same idempotency key. That needs a Date to
+// tell a resend from a new message with the same text (a door alarm sent twice): a
+// message with neither gets a random Message-ID, and is never taken for a resend.
+func withMessageID(raw []byte, principal, from string, rcpts []string) ([]byte, string) {
+	dated := false
+	if m, err := mail.ReadMessage(bytes.NewReader(raw)); err == nil {
+		if id := strings.TrimSpace(m.Header.Get("Message-ID")); id != "" {
+			return raw, id
+		}
+		dated = m.Header.Get("Date") != ""
+	}
+	h := sha256.New()
+	if dated {
+		for _, part := range append([]string{principal, from}, rcpts...) {
+			h.Write([]byte(part))
+			h.Write([]byte{0})
+		}
+		h.Write(raw)
+	} else {
+		var nonce [16]byte
+		_, _ = rand.Read(nonce[:])
+		h.Write(nonce[:])
+	}
+	domain := "shim.mailgate.invalid"
+	if d := mailaddr.Domain(from); mailaddr.ValidDomain(d) {
+		domain = d
+	}
+	id := "<" + hex.EncodeToString(h.Sum(nil)[:16]) + ".shim@" + domain + ">"
+	return append([]byte("Message-ID: "+id+"\r\n"), raw...), id
+}
+
+// idempotencyKey scopes a message to its principal and Message-ID (and, for a device that
+// reuses Message-IDs, its content): printable ASCII of bounded length, as the API wants.
+func idempotencyKey(principal, msgID string, content []byte) string {
+	h := sha256.New()
+	h.Write([]byte(principal))
+	h.Write([]byte{0})
+	h.Write([]byte(msgID))
+	prefix := "smtp-msgid-"
+	if content != nil {
+		h.Write([]byte{0})
+		h.Write(content)
+		prefix = "smtp-content-"
+	}
+	return prefix + hex.EncodeToString(h.Sum(nil))
+}
+
+// kindOf recovers mailgate's class of a SendMail error, and the remote SMTP reply a
+// backend refusal carried.
+func kindOf(err error) (mailerr.Kind, string) {
+	if err == nil {
+		return 0, ""
+	}
+	st := status.Convert(err)
+	var reason, remote string
+	for _, d := range st.Details() {
+		if info, ok := d.(interface {
+			GetReason() string
+			GetMetadata() map[string]string
+		}); ok {
+			reason, remote = info.GetReason(), info.GetMetadata()["smtpReply"]
+		}
+	}
+	return mailerr.KindOf(st.Code(), reason), remote
+}

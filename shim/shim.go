@@ -1,0 +1,199 @@
+// Package shim is mailgate's SMTP-to-API adapter: an SMTP listener for devices and
+// applications that speak only SMTP (scanners, printers, line-of-business software).
+// Each message it receives becomes one SendMail call: the raw message with its SMTP
+// envelope, sent as the API key the client authenticated with (AUTH PLAIN or LOGIN: the
+// key's name and the key itself) or, for hosts admitted by address, as a configured key.
+// Every rule (who may send as which From, routing, limits, idempotency) is the
+// service's; the shim only speaks SMTP, and is never an open relay.
+//
+// The shim answers 250 only once the service has accepted the message, so a device is
+// never told a message went out that mailgate could still lose. A device that lost the
+// 250 and sends the same message again gets one delivery: the idempotency key is derived
+// from the principal and the Message-ID (the shim adds a Message-ID derived from the
+// message itself when the device sent none).
+package shim
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+)
+
+// Principal is who a session sends as: an API key's name, and for a remote mailgate the
+// key itself.
+type Principal struct {
+	Name string
+	// Secret is the API key, when the Submitter needs it to call on the principal's
+	// behalf (over gRPC). Never logged.
+	Secret string
+}
+
+// Submitter is mailgate's MailService as the shim uses it: in the same process, or a
+// remote mailgate over gRPC.
+//
+// Authenticate checks an AUTH: name is an API key's name and secret the key. A failure
+// that is the client's (unknown key, wrong name) is errBadCredentials-like: the shim
+// answers 535; any other error is temporary (454).
+//
+// SendMail sends req as p and returns the service's response, or its error as a gRPC
+// status, which the shim turns into an SMTP reply through package mailerr's table.
+type Submitter interface {
+	Authenticate(ctx context.Context, name, secret string) (Principal, error)
+	SendMail(ctx context.Context, p Principal, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error)
+}
+
+// ErrBadCredentials is what Submitter.Authenticate returns for credentials it does not
+// accept.
+var ErrBadCredentials = errors.New("unknown API key, or a name that is not the key's")
+
+// Device admits the hosts in Prefix without AUTH, as Principal.
+type Device struct {
+	Prefix    netip.Prefix
+	Principal Principal
+}
+
+// Options configure a shim Server.
+type Options struct {
+	Submitter Submitter
+	// TLS serves STARTTLS and implicit TLS; nil: neither is offered.
+	TLS *tls.Config
+	// AllowInsecureAuth allows AUTH before STARTTLS.
+	AllowInsecureAuth bool
+	// Hostname is the name in the greeting and EHLO reply.
+	Hostname string
+	// MaxMessageBytes is announced with SIZE; bigger messages get 552.
+	MaxMessageBytes int64
+	// MaxRecipients per message; more get 452.
+	MaxRecipients int
+	// MaxConnections open at once; more are answered 421 and closed. 0: no limit.
+	MaxConnections int
+	ReadTimeout    time.Duration
+	WriteTimeout   time.Duration
+	// SubmitTimeout bounds one SendMail; default 3 min.
+	SubmitTimeout time.Duration
+	Devices       []Device
+	Logger        *slog.Logger
+}
+
+// Server is a running shim: one go-smtp server over any number of listeners.
+type Server struct {
+	smtp  *smtp.Server
+	opts  Options
+	log   *slog.Logger
+	conns *connLimit
+
+}
+
+// New returns a shim server; Serve starts it on a listener.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.SubmitTimeout <= 0 {
+		opts.SubmitTimeout = 3 * time.Minute
+	}
+	s := &Server{opts: opts, log: opts.Logger, conns: newConnLimit(opts.MaxConnections)}
+	srv := smtp.NewServer(&backend{s: s})
+	srv.Domain = opts.Hostname
+	srv.TLSConfig = opts.TLS
+	srv.AllowInsecureAuth = opts.AllowInsecureAuth
+	srv.MaxMessageBytes = opts.MaxMessageBytes
+	srv.MaxRecipients = opts.MaxRecipients
+	srv.ReadTimeout = opts.ReadTimeout
+	srv.WriteTimeout = opts.WriteTimeout
+	srv.EnableSMTPUTF8 = true
+	srv.ErrorLog = errorLog{s.log}
+	s.smtp = srv
+	return s
+}
+
+// Serve accepts connections on ln until Shutdown; with implicitTLS, each connection
+// starts with a TLS handshake (port 465 style).
+func (s *Server) Serve(ln net.Listener, implicitTLS bool) error {
+	// The limit counts TCP connections, under TLS: go-smtp must see the *tls.Conn itself
+	// to know a session is encrypted.
+	ln = s.conns.wrap(ln)
+	if implicitTLS {
+		if s.opts.TLS == nil {
+			return errors.New("shim: implicit TLS needs a certificate")
+		}
+		ln = tls.NewListener(ln, s.opts.TLS)
+	}
+	err := s.smtp.Serve(ln)
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections and waits, as long as ctx allows, for the
+// sessions to end: a message being submitted finishes first, so no device loses a reply
+// to a message mailgate accepted. Sessions still open when ctx is done are cut.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.smtp.Shutdown(ctx)
+	switch {
+	case errors.Is(err, smtp.ErrServerClosed):
+		return nil
+	case ctx.Err() != nil:
+		// Idle sessions would otherwise hold the process until their read timeout.
+		s.smtp.Close()
+		return nil
+	}
+	return err
+}
+
+// device returns the principal for a client admitted by its address.
+func (s *Server) device(addr net.Addr) (Principal, bool) {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if err != nil {
+		return Principal{}, false
+	}
+	ip := ap.Addr().Unmap()
+	for _, d := range s.opts.Devices {
+		if d.Prefix.Contains(ip) {
+			return d.Principal, true
+		}
+	}
+	return Principal{}, false
+}
+
+// errorLog routes go-smtp's own messages (accept errors, handshake failures) to slog.
+type errorLog struct{ log *slog.Logger }
+
+func (l errorLog) Printf(format string, v ...any) {
+	l.log.Warn("smtp shim", "detail", fmt.Sprintf(format, v...))
+}
+
+func (l errorLog) Println(v ...any) { l.log.Warn("smtp shim", "detail", fmt.Sprint(v...)) }
+
+// LocalService is the in-process MailService the shim uses inside `mailgate serve`
+// (server.Local): it authenticates keys itself and sends as a named key.
+type LocalService interface {
+	Authenticate(name, secret string) bool
+	SendMailAs(ctx context.Context, keyName string, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error)
+}
+
+// InProcess adapts the in-process service to a Submitter.
+func InProcess(l LocalService) Submitter { return inProcess{l} }
+
+type inProcess struct{ l LocalService }
+
+func (p inProcess) Authenticate(_ context.Context, name, secret string) (Principal, error) {
+	if !p.l.Authenticate(name, secret) {
+		return Principal{}, ErrBadCredentials
+	}
+	return Principal{Name: name}, nil
+}
+
+func (p inProcess) SendMail(ctx context.Context, pr Principal, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error) {
+	return p.l.SendMailAs(ctx, pr.Name, req)
+}
