@@ -388,3 +388,55 @@ backends:
 		}
 	}
 }
+
+func TestShimSection(t *testing.T) {
+	t.Parallel()
+	y := validYAML() + `
+shim:
+  listen: 127.0.0.1:2525
+  min_tls: "1.0"
+  devices:
+    - {cidr: 10.20.0.0/24, key: billing-app}
+`
+	c, err := ParseAndValidate([]byte(y), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Shim.Enabled() || c.Shim.TLSVersion() != 0x0301 || c.Shim.Devices[0].Prefix().String() != "10.20.0.0/24" || c.Shim.MaxConnections != 100 {
+		t.Errorf("shim %+v", c.Shim)
+	}
+	bad := validYAML() + `
+shim:
+  listen: "2525"
+  min_tls: "1.4"
+  devices:
+    - {cidr: 10.20.0.0/33, key: nobody}
+`
+	_, err = ParseAndValidate([]byte(bad), "test")
+	for _, want := range []string{
+		`shim.listen: want host:port, not "2525"`,
+		`shim.min_tls: want 1.0, 1.1, 1.2 or 1.3, not "1.4"`,
+		"shim.devices[0].cidr: want an address range",
+		`shim.devices[0].key: no key named "nobody" in keys`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+
+	// A separate shim process needs its upstream, and sends devices' mail with its own key.
+	remote, err := Parse([]byte(`
+shim:
+  listen: 127.0.0.1:2525
+  devices: [{cidr: 10.0.0.0/8, key: scanners}]
+`), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = remote.ValidateShim()
+	for _, want := range []string{"shim.upstream.grpc: required", `shim.devices[0].key: a separate shim sends devices' mail with its own key`, "shim.upstream.api_key:"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+}
