@@ -90,7 +90,6 @@ type Server struct {
 	opts  Options
 	log   *slog.Logger
 	conns *connLimit
-
 }
 
 // New returns a shim server; Serve starts it on a listener.

@@ -13,8 +13,8 @@ import (
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/config/secret"
 	"github.com/mailgate/mailgate/server"
-	"github.com/mailgate/mailgate/shim"
 	"github.com/mailgate/mailgate/server/apikey"
+	"github.com/mailgate/mailgate/shim"
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
