@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/mail"
+	"slices"
 	"strings"
 	"sync"
 
@@ -128,7 +129,7 @@ func (ss *session) Data(r io.Reader) error {
 	ss.mu.Unlock()
 
 	raw, msgID := withMessageID(raw, p.Name, from, rcpts)
-	req := &mailgatev1.SendMailRequest{RawMime: raw, IdempotencyKey: idempotencyKey(p.Name, msgID, nil)}
+	req := &mailgatev1.SendMailRequest{RawMime: raw, IdempotencyKey: idempotencyKey(p.Name, msgID, from, rcpts, nil)}
 	if from != "" {
 		req.From = &mailgatev1.Address{Address: from}
 	}
@@ -142,7 +143,7 @@ func (ss *session) Data(r io.Reader) error {
 		// The device gives different messages the same Message-ID (some firmware
 		// does): deduplicate this one by its content instead.
 		ss.log.Warn("device reuses Message-IDs; deduplicating by content", "key", p.Name, "message_id", msgID)
-		req.IdempotencyKey = idempotencyKey(p.Name, msgID, raw)
+		req.IdempotencyKey = idempotencyKey(p.Name, msgID, from, rcpts, raw)
 		resp, err = ss.s.opts.Submitter.SendMail(ctx, p, req)
 	}
 	if err != nil {
@@ -187,16 +188,24 @@ func withMessageID(raw []byte, principal, from string, rcpts []string) ([]byte, 
 	return append([]byte("Message-ID: "+id+"\r\n"), raw...), id
 }
 
-// idempotencyKey scopes a message to its principal and Message-ID (and, for a device that
-// reuses Message-IDs, its content): printable ASCII of bounded length, as the API wants.
-func idempotencyKey(principal, msgID string, content []byte) string {
+// idempotencyKey identifies one transaction of a message: its principal, Message-ID and
+// envelope (and, for a device that reuses Message-IDs, its content). The envelope is in
+// it because one message may rightly come in several transactions, to different
+// recipients (an MTA splits a long recipient list); a resend repeats the envelope. The
+// result is printable ASCII of bounded length, as the API wants.
+func idempotencyKey(principal, msgID, from string, rcpts []string, content []byte) string {
+	sorted := slices.Clone(rcpts)
+	for i := range sorted {
+		sorted[i] = strings.ToLower(sorted[i])
+	}
+	slices.Sort(sorted)
 	h := sha256.New()
-	h.Write([]byte(principal))
-	h.Write([]byte{0})
-	h.Write([]byte(msgID))
+	for _, part := range append([]string{principal, msgID, strings.ToLower(from)}, sorted...) {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
 	prefix := "smtp-msgid-"
 	if content != nil {
-		h.Write([]byte{0})
 		h.Write(content)
 		prefix = "smtp-content-"
 	}

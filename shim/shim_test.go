@@ -387,3 +387,19 @@ func TestImplicitTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// One message may come in several transactions to different recipients (an MTA splitting
+// its recipient list): each is delivered; a repeat of one of them is not.
+func TestSplitTransactions(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	for _, rcpt := range []string{"r1@fabrikam.com", "r2@fabrikam.com", "r3@fabrikam.com", "r1@fabrikam.com"} {
+		c, _ := f.dial(t, false, "app", appKey)
+		if err := send(c, "app@contoso.com", []string{rcpt}, message); err != nil {
+			t.Fatalf("to %s: %v", rcpt, err)
+		}
+	}
+	if n := len(f.box.sent()); n != 3 {
+		t.Errorf("%d deliveries, want 3 (the repeat to r1 is a resend)", n)
+	}
+}

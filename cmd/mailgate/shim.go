@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -50,6 +51,15 @@ func newShim(cfg *config.Config, sub shim.Submitter, devices []shim.Device, log 
 		log.Warn("shim: no certificate configured (shim.tls); STARTTLS uses a self-signed one", "hostname", hostname)
 	}
 	if c.TLSVersion() < tls.VersionTLS12 {
+		// Devices that old often know only RSA key exchange (some, such as Windows XP's,
+		// only with 3DES), which Go leaves out of its defaults since 1.22: offer every
+		// suite crypto/tls implements but RC4. Go still prefers the strong ones, so
+		// newer clients are not weakened.
+		for _, cs := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+			if !strings.Contains(cs.Name, "RC4") {
+				tlsCfg.CipherSuites = append(tlsCfg.CipherSuites, cs.ID)
+			}
+		}
 		log.Warn("shim: TLS versions below 1.2 accepted (shim.min_tls); keep the shim on a trusted network", "min_tls", c.MinTLS)
 	}
 	maxBytes := c.MaxMessageBytes
