@@ -398,7 +398,7 @@ func TestShimOldTLSDevicesThrottle(t *testing.T) {
 	t.Parallel()
 	needSwaks(t)
 	s := serveShim(t, "  min_tls: \"1.0\"\n  devices: [{cidr: 127.0.0.0/8, key: app}]\n",
-		"limits:\n  mailbox: {messages_per_minute: 1}\n", "tls10", "device", "throttle")
+		"limits:\n  mailbox: {messages_per_minute: 1}\n", "tls10", "tls10rsa", "device", "throttle")
 	app := keys["app"]
 
 	// A TLS 1.0-only client (OpenSSL 3 needs security level 0 for TLS 1.0's ciphers),
@@ -413,6 +413,21 @@ func TestShimOldTLSDevicesThrottle(t *testing.T) {
 			t.Errorf("want TLS 1.0 and AUTH accepted:\n%s", out)
 		}
 		if f := s.emls(t, "tls10"); !slices.Equal(f, []string{id + ".eml"}) {
+			t.Errorf("wrote %v, want %s.eml", f, id)
+		}
+	})
+
+	// The oldest clients know only RSA key exchange, which Go leaves out by default.
+	t.Run("TLS 1.0 with RSA key exchange", func(t *testing.T) {
+		t.Parallel()
+		out, ok := swaks(t, s.smtpAddr, append(authArgs("LOGIN", "app", app.Key),
+			"--tls-protocol", "tlsv1", "--tls-cipher", "AES128-SHA:@SECLEVEL=0",
+			"-f", "tls10rsa@contoso.com", "-t", "ops@fabrikam.test")...)
+		id := queued(t, out, ok)
+		if !strings.Contains(out, "TLS started with cipher TLSv1:AES128-SHA") {
+			t.Errorf("want TLS 1.0 with AES128-SHA:\n%s", out)
+		}
+		if f := s.emls(t, "tls10rsa"); !slices.Equal(f, []string{id + ".eml"}) {
 			t.Errorf("wrote %v, want %s.eml", f, id)
 		}
 	})
