@@ -440,3 +440,24 @@ shim:
 		}
 	}
 }
+
+func TestShimValidationMessages(t *testing.T) {
+	t.Parallel()
+	bad := validYAML() + `
+shim:
+  listen: 127.0.0.1:2525
+  write_timeout: -1s
+  max_message_bytes: 2000000
+  tls: {cert_file: /tmp/x.pem}
+`
+	_, err := ParseAndValidate([]byte(bad), "test")
+	for _, want := range []string{
+		"shim.write_timeout: must not be negative",
+		"shim.max_message_bytes: 2000000 is more than limits.max_message_bytes (1048576)",
+		"shim.tls: cert_file and key_file go together",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+}

@@ -86,19 +86,29 @@ func (c *Config) validateShim(v *validator, inProcess bool) {
 	if _, ok := tlsVersions[s.MinTLS]; !ok {
 		v.add("shim.min_tls", "want 1.0, 1.1, 1.2 or 1.3, not %q", s.MinTLS)
 	}
-	if s.TLS.Enabled() {
+	switch {
+	case s.TLS.Enabled() && (s.TLS.CertFile == "" || s.TLS.KeyFile == ""):
+		v.add("shim.tls", "cert_file and key_file go together")
+	case s.TLS.Enabled():
 		if _, err := LoadKeyPair(s.TLS); err != nil {
 			v.add("shim.tls", "%v", err)
 		}
 	}
-	if s.MaxMessageBytes < 0 {
+	switch {
+	case s.MaxMessageBytes < 0:
 		v.add("shim.max_message_bytes", "must not be negative")
+	case s.MaxMessageBytes > c.Limits.MaxMessageBytes:
+		v.add("shim.max_message_bytes", "%d is more than limits.max_message_bytes (%d): the shim would take messages the service refuses",
+			s.MaxMessageBytes, c.Limits.MaxMessageBytes)
 	}
 	if s.MaxConnections < 0 {
 		v.add("shim.max_connections", "must not be negative")
 	}
-	if s.ReadTimeout < 0 || s.WriteTimeout < 0 {
-		v.add("shim.read_timeout", "timeouts must not be negative")
+	if s.ReadTimeout < 0 {
+		v.add("shim.read_timeout", "must not be negative")
+	}
+	if s.WriteTimeout < 0 {
+		v.add("shim.write_timeout", "must not be negative")
 	}
 	keys := map[string]bool{}
 	for _, k := range c.Keys {
@@ -114,6 +124,8 @@ func (c *Config) validateShim(v *validator, inProcess bool) {
 			v.add(p+".key", "required: the API key these devices send as")
 		case inProcess && !keys[d.Key]:
 			v.add(p+".key", "no key named %q in keys", d.Key)
+		case !inProcess && s.Upstream.KeyName == "":
+			v.add(p+".key", "a separate shim sends devices' mail with its own key: set shim.upstream.key_name (and api_key), and name it here")
 		case !inProcess && d.Key != s.Upstream.KeyName:
 			v.add(p+".key", "a separate shim sends devices' mail with its own key: want %q (shim.upstream.key_name)", s.Upstream.KeyName)
 		}
@@ -133,13 +145,23 @@ func (c *Config) validateShim(v *validator, inProcess bool) {
 	if !s.Enabled() {
 		v.add("shim.listen", "required for mailgate shim")
 	}
+	if u.CAFile != "" && !u.TLS {
+		v.add("shim.upstream.ca_file", "only with tls: true")
+	}
 }
 
 // ValidateShim validates a configuration for a separate `mailgate shim` process: the
-// shim section, with its upstream, and the log.
+// shim section, with its upstream, the limits it applies, and the log.
 func (c *Config) ValidateShim() error {
 	var v validator
 	c.validateShim(&v, false)
+	if c.Limits.MaxMessageBytes <= 0 {
+		v.add("limits.max_message_bytes", "must be positive")
+	}
+	c.validateLimits(&v)
+	if c.Listen.ShutdownTimeout <= 0 {
+		v.add("listen.shutdown_timeout", "must be positive")
+	}
 	c.validateLog(&v)
 	return v.err()
 }

@@ -22,7 +22,24 @@ func smtpReply(err error) *smtp.SMTPError {
 			r = mailerr.Reply{Code: n, Enhanced: enhanced}
 		}
 	}
-	return replyError(r.Code, r.Enhanced, status.Convert(err).Message())
+	text := status.Convert(err).Message()
+	if !fromMailgate(err) && kind != mailerr.TooLarge && kind != mailerr.Invalid {
+		// A transport failure between the shim and a remote mailgate: its text names
+		// hosts and ports, which are not the device's business.
+		text = "mailgate is not reachable; try again later"
+	}
+	return replyError(r.Code, r.Enhanced, text)
+}
+
+// fromMailgate reports whether a status was written by mailgate's service, which always
+// attaches an ErrorInfo in its domain.
+func fromMailgate(err error) bool {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(interface{ GetDomain() string }); ok && info.GetDomain() == mailerr.Domain {
+			return true
+		}
+	}
+	return false
 }
 
 // replyError builds a reply; text is flattened to one line of bounded length, as SMTP

@@ -133,7 +133,11 @@ func (ss *session) Data(r io.Reader) error {
 	if from != "" {
 		req.From = &mailgatev1.Address{Address: from}
 	}
-	for _, rcpt := range rcpts {
+	// In a canonical order: a resend that lists the recipients in another order is
+	// still the same request to the service.
+	ordered := slices.Clone(rcpts)
+	slices.SortFunc(ordered, func(a, b string) int { return strings.Compare(strings.ToLower(a), strings.ToLower(b)) })
+	for _, rcpt := range ordered {
 		req.To = append(req.To, &mailgatev1.Address{Address: rcpt})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ss.s.opts.SubmitTimeout)

@@ -403,3 +403,18 @@ func TestSplitTransactions(t *testing.T) {
 		t.Errorf("%d deliveries, want 3 (the repeat to r1 is a resend)", n)
 	}
 }
+
+// A resend listing the recipients in another order is still the same message.
+func TestResendInAnotherRecipientOrder(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	for _, rcpts := range [][]string{{"a@fabrikam.com", "b@fabrikam.com"}, {"b@fabrikam.com", "a@fabrikam.com"}} {
+		c, _ := f.dial(t, false, "app", appKey)
+		if err := send(c, "app@contoso.com", rcpts, message); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(f.box.sent()); n != 1 {
+		t.Errorf("%d deliveries, want 1", n)
+	}
+}
