@@ -1,6 +1,7 @@
 package server
 
 import (
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -9,8 +10,12 @@ import (
 // metrics are the service's own Prometheus series; gRPC request counts come from the
 // go-grpc-middleware interceptors.
 type metrics struct {
-	messages *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	messages    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	backend     *prometheus.HistogramVec
+	throttled   *prometheus.CounterVec
+	idempotency *prometheus.CounterVec
+	storeErrors *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -24,7 +29,42 @@ func newMetrics() *metrics {
 			Help:    "Time from receiving a SendMail request to its answer, by backend.",
 			Buckets: []float64{.001, .005, .025, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"backend"}),
+		backend: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "mailgate_backend_send_duration_seconds",
+			Help:    "Time a backend took to send a message, by backend and outcome (SENT, QUEUED or the error reason).",
+			Buckets: []float64{.001, .005, .025, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120},
+		}, []string{"backend", "outcome"}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailgate_throttled_total",
+			Help: "Requests refused by a rate limit or a pause, by what refused them: scope mailbox, key or backend; limit messages_per_minute, recipients_per_day or pause (after Microsoft throttled).",
+		}, []string{"scope", "limit"}),
+		idempotency: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailgate_idempotency_total",
+			Help: "Requests with an idempotency key, by decision: proceed, replay, in_flight or mismatch.",
+		}, []string{"decision"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailgate_store_errors_total",
+			Help: "Failed operations on the shared store (Redis), by operation: admit, complete, pause, get_record, ping.",
+		}, []string{"op"}),
 	}
+}
+
+// refused counts a throttled request by store.Ticket.Refused ("mb:<mailbox>/msgs",
+// "key:<name>/msgs", "be:<backend>/pause"): the names stay out of the labels.
+func (m *metrics) refused(refused string) {
+	group, limit, _ := strings.Cut(refused, "/")
+	kind, _, _ := strings.Cut(group, ":")
+	scope := map[string]string{"mb": "mailbox", "key": "key", "be": "backend"}[kind]
+	if scope == "" {
+		scope = "other"
+	}
+	switch limit {
+	case "msgs":
+		limit = "messages_per_minute"
+	case "rcpts":
+		limit = "recipients_per_day"
+	}
+	m.throttled.WithLabelValues(scope, limit).Inc()
 }
 
 func (m *metrics) observe(route, backend, outcome string, d time.Duration) {
@@ -34,12 +74,18 @@ func (m *metrics) observe(route, backend, outcome string, d time.Duration) {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	m.messages.Describe(ch)
-	m.duration.Describe(ch)
+	for _, c := range m.collectors() {
+		c.Describe(ch)
+	}
 }
 
 // Collect implements prometheus.Collector.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	m.messages.Collect(ch)
-	m.duration.Collect(ch)
+	for _, c := range m.collectors() {
+		c.Collect(ch)
+	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.messages, m.duration, m.backend, m.throttled, m.idempotency, m.storeErrors}
 }

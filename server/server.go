@@ -74,6 +74,9 @@ type Adapter interface {
 	Shutdown(ctx context.Context) error
 }
 
+// Registerer is where adapters register their metrics, served at /metrics.
+func (s *Server) Registerer() prometheus.Registerer { return s.registry }
+
 // Attach serves a with the server. Call it before Serve.
 func (s *Server) Attach(a Adapter) { s.adapters = append(s.adapters, a) }
 
@@ -350,6 +353,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.svc.store.Ping(ctx); err != nil {
+		s.svc.metrics.storeErrors.WithLabelValues("ping").Inc()
 		s.log.Warn("not ready: the store does not answer", "error", err)
 		http.Error(w, "not ready: the store (Redis) does not answer", http.StatusServiceUnavailable)
 		return

@@ -133,6 +133,9 @@ func (s *Service) SendMail(ctx context.Context, req *mailgatev1.SendMailRequest)
 		s.metrics.observe(route.Name, route.Backend, reason, elapsed)
 		attrs := []any{"route", route.Name, "backend", route.Backend, "outcome", reason,
 			"replayed", replayed, "duration_ms", elapsed.Milliseconds(), "error", detail}
+		if remote := remoteCode(st); remote != "" {
+			attrs = append(attrs, "remote", remote)
+		}
 		if kind == mailerr.Internal {
 			log.Error("message failed", attrs...)
 		} else {
@@ -189,7 +192,13 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	}
 	ticket, err := s.store.Admit(ctx, adm)
 	if err != nil {
+		s.metrics.storeErrors.WithLabelValues("admit").Inc()
 		return nil, route, mailerr.Wrap(mailerr.Unavailable, err, "mailgate's store is unavailable; nothing was sent").WithReason("STORE_UNAVAILABLE")
+	}
+	if adm.Claim != nil {
+		s.metrics.idempotency.WithLabelValues(map[store.Decision]string{
+			store.Proceed: "proceed", store.Replay: "replay", store.InFlight: "in_flight", store.Mismatch: "mismatch",
+		}[ticket.Decision]).Inc()
 	}
 	switch ticket.Decision {
 	case store.Replay:
@@ -202,6 +211,7 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 		return nil, route, mailerr.New(mailerr.KeyReused,
 			"this idempotency key was used for a different request; use a new key for a new message")
 	case store.Throttled:
+		s.metrics.refused(ticket.Refused)
 		// Whole seconds, rounded up, as the Retry-After header says it.
 		wait := time.Duration(math.Ceil(ticket.RetryAfter.Seconds())) * time.Second
 		e := mailerr.New(mailerr.Throttled, "%s; retry in %s", describeRefusal(ticket.Refused, s.mailbox, key), humanDuration(wait))
@@ -214,7 +224,15 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	// twice.
 	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.sendTimeout)
 	defer cancel()
+	sendStart := s.now()
 	res, sendErr := s.backends[route.Backend].Send(sendCtx, msg)
+	outcome := ""
+	if sendErr == nil {
+		outcome = res.Status.String()
+	} else {
+		outcome = mailerr.As(sendErr, mailerr.Unavailable).ReasonOrDefault()
+	}
+	s.metrics.backend.WithLabelValues(route.Backend, outcome).Observe(s.now().Sub(sendStart).Seconds())
 	if sendErr != nil {
 		e := mailerr.As(sendErr, mailerr.Unavailable)
 		if e.Kind == mailerr.Throttled && e.RetryAfter > 0 {
@@ -222,6 +240,7 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 			// every replica.
 			group := adm.Groups[0].Key
 			if err := s.store.Pause(sendCtx, group, e.RetryAfter); err != nil {
+				s.metrics.storeErrors.WithLabelValues("pause").Inc()
 				s.log.Warn("could not pause sending", "group", group, "error", err)
 			}
 		}
@@ -256,6 +275,7 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 // the message again.
 func (s *Service) complete(ctx context.Context, t *store.Ticket, c store.Completion) {
 	if err := s.store.Complete(ctx, t, c); err != nil {
+		s.metrics.storeErrors.WithLabelValues("complete").Inc()
 		s.log.Warn("outcome not recorded: a retry with the same idempotency key may be refused as in flight until its lock expires, and GetMessage will not find the message",
 			"error", err)
 	}
@@ -384,6 +404,7 @@ func (s *Service) GetMessage(ctx context.Context, req *mailgatev1.GetMessageRequ
 			"no message %s for this API key (records are kept for %s)", req.GetId(), humanDuration(s.retention))).Err()
 	}
 	if err != nil {
+		s.metrics.storeErrors.WithLabelValues("get_record").Inc()
 		return nil, toStatus(mailerr.Wrap(mailerr.Unavailable, err, "message records are unavailable").WithReason("STORE_UNAVAILABLE")).Err()
 	}
 	rec := new(mailgatev1.GetMessageResponse)

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -67,6 +68,24 @@ func statusKind(st *status.Status) (kind mailerr.Kind, reason string, retry time
 		reason = kind.Reason()
 	}
 	return kind, reason, retry
+}
+
+// remoteCode is what Microsoft 365 (or the SMTP server) answered, from a status's
+// ErrorInfo: the SMTP reply, or Graph's status and error code; "" when the failure was
+// not the remote's.
+func remoteCode(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == mailerr.Domain {
+			md := info.GetMetadata()
+			switch {
+			case md["smtpReply"] != "":
+				return md["smtpReply"]
+			case md["graphStatus"] != "":
+				return strings.TrimSpace(md["graphStatus"] + " " + md["graphCode"])
+			}
+		}
+	}
+	return ""
 }
 
 // retryAfterSeconds renders a delay as an HTTP Retry-After value: whole seconds, rounded

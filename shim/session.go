@@ -52,17 +52,31 @@ var _ smtp.AuthSession = (*session)(nil)
 func (ss *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
 
 func (ss *session) Auth(mech string) (sasl.Server, error) {
-	check := func(identity, user, pass string) error {
-		if identity != "" && identity != user {
-			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "authorization identity must be empty or the user name"}
+	mech = strings.ToUpper(mech)
+	check := func(user, pass string) error {
+		err := ss.authenticate(user, pass)
+		result := "ok"
+		var se *smtp.SMTPError
+		switch {
+		case errors.As(err, &se) && se.Code == 535:
+			result = "bad_credentials"
+		case err != nil:
+			result = "error"
 		}
-		return ss.authenticate(user, pass)
+		ss.s.opts.Metrics.auth.WithLabelValues(mech, result).Inc()
+		return err
 	}
-	switch strings.ToUpper(mech) {
+	switch mech {
 	case sasl.Plain:
-		return sasl.NewPlainServer(check), nil
+		return sasl.NewPlainServer(func(identity, user, pass string) error {
+			if identity != "" && identity != user {
+				ss.s.opts.Metrics.auth.WithLabelValues(mech, "bad_credentials").Inc()
+				return replyError(535, "5.7.8", "the authorization identity must be empty or the user name")
+			}
+			return check(user, pass)
+		}), nil
 	case sasl.Login:
-		return newLoginServer(func(user, pass string) error { return check("", user, pass) }), nil
+		return newLoginServer(check), nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
@@ -152,9 +166,11 @@ func (ss *session) Data(r io.Reader) error {
 	}
 	if err != nil {
 		reply := smtpReply(err)
+		ss.s.opts.Metrics.reply(reply.Code)
 		ss.log.Info("smtp message refused", "key", p.Name, "reply", reply.Error())
 		return reply
 	}
+	ss.s.opts.Metrics.reply(250)
 	ss.log.Info("smtp message accepted", "key", p.Name, "id", resp.GetId(), "replayed", resp.GetReplayed())
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + resp.GetId()}
 }

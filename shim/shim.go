@@ -82,6 +82,8 @@ type Options struct {
 	SubmitTimeout time.Duration
 	Devices       []Device
 	Logger        *slog.Logger
+	// Metrics, when set, counts connections, AUTH results and replies.
+	Metrics *Metrics
 }
 
 // Server is a running shim: one go-smtp server over any number of listeners.
@@ -100,7 +102,10 @@ func New(opts Options) *Server {
 	if opts.SubmitTimeout <= 0 {
 		opts.SubmitTimeout = 3 * time.Minute
 	}
-	s := &Server{opts: opts, log: opts.Logger, conns: newConnLimit(opts.MaxConnections)}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	s := &Server{opts: opts, log: opts.Logger, conns: newConnLimit(opts.MaxConnections, opts.Metrics)}
 	srv := smtp.NewServer(&backend{s: s})
 	srv.Domain = opts.Hostname
 	srv.TLSConfig = opts.TLS

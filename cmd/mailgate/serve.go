@@ -66,7 +66,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	attrs := []any{"version", version}
 	if cfg.Shim.Enabled() {
-		a, err := newShim(cfg, shim.InProcess(srv.Local()), localDevices(cfg), log)
+		a, err := newShim(cfg, shim.InProcess(srv.Local()), localDevices(cfg), shim.NewMetrics(srv.Registerer()), log)
 		if err != nil {
 			return err
 		}

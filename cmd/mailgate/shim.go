@@ -29,7 +29,7 @@ type shimAdapter struct {
 }
 
 // newShim opens the shim's listeners and builds it over sub.
-func newShim(cfg *config.Config, sub shim.Submitter, devices []shim.Device, log *slog.Logger) (*shimAdapter, error) {
+func newShim(cfg *config.Config, sub shim.Submitter, devices []shim.Device, metrics *shim.Metrics, log *slog.Logger) (*shimAdapter, error) {
 	c := cfg.Shim
 	hostname := c.Hostname
 	if hostname == "" {
@@ -78,6 +78,7 @@ func newShim(cfg *config.Config, sub shim.Submitter, devices []shim.Device, log 
 		WriteTimeout:      c.WriteTimeout,
 		SubmitTimeout:     cfg.Limits.SendTimeout + 30*time.Second,
 		Devices:           devices,
+		Metrics:           metrics,
 		Logger:            log.With("component", "shim"),
 	})}
 	var err error
@@ -182,7 +183,7 @@ func shimCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	for _, d := range cfg.Shim.Devices {
 		devices = append(devices, shim.Device{Prefix: d.Prefix(), Principal: shim.Principal{Name: u.KeyName, Secret: u.APIKey.Value()}})
 	}
-	a, err := newShim(cfg, shim.NewRemote(cc), devices, log)
+	a, err := newShim(cfg, shim.NewRemote(cc), devices, nil, log)
 	if err != nil {
 		return err
 	}

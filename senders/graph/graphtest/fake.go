@@ -243,6 +243,18 @@ func (f *Fake) ExpireTokens() {
 	}
 }
 
+// IssuedTokens returns every access token the fake Entra has issued, so that a test can
+// look for them where they must not be (a log).
+func (f *Fake) IssuedTokens() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, 0, len(f.tokens))
+	for tok := range f.tokens {
+		out = append(out, tok)
+	}
+	return out
+}
+
 // TokenScope reports the scope a token from the fake Entra was issued for, and whether
 // it is one Entra issued and has not expired: what another fake resource server (an
 // SMTP endpoint checking XOAUTH2) needs to know.

@@ -1,0 +1,44 @@
+package shim
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the shim's Prometheus series: connections, AUTH results and the replies
+// to messages. The service's own series count the messages themselves.
+type Metrics struct {
+	connections *prometheus.CounterVec
+	open        prometheus.Gauge
+	auth        *prometheus.CounterVec
+	replies     *prometheus.CounterVec
+}
+
+// NewMetrics registers the shim's series with reg; nil registers nowhere.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailgate_shim_connections_total",
+			Help: "SMTP connections to the shim: accepted, or refused over max_connections.",
+		}, []string{"result"}),
+		open: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mailgate_shim_connections_open",
+			Help: "SMTP connections to the shim open now.",
+		}),
+		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailgate_shim_auth_total",
+			Help: "SMTP AUTH attempts by mechanism and result: ok, bad_credentials, or error (the key could not be checked).",
+		}, []string{"mechanism", "result"}),
+		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailgate_shim_messages_total",
+			Help: "Messages the shim answered at the end of DATA, by SMTP reply code (250 accepted).",
+		}, []string{"code"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.connections, m.open, m.auth, m.replies)
+	}
+	return m
+}
+
+func (m *Metrics) reply(code int) { m.replies.WithLabelValues(strconv.Itoa(code)).Inc() }
