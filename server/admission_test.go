@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -510,6 +511,36 @@ func TestRejectedRecipientsReported(t *testing.T) {
 		rec, err := srv.mail.GetMessage(withAPIKey(appKey), &mailgatev1.GetMessageRequest{Id: resp.GetId()})
 		if err != nil || len(rec.GetRejectedRecipients()) != 1 {
 			t.Errorf("record: %v, %v", rec, err)
+		}
+	}
+}
+
+// The operator's series: what refused a request, idempotency decisions, backend time.
+func TestMetricsSeries(t *testing.T) {
+	t.Parallel()
+	srv := startWithBackend(t, &countingSender{}, func(o *Options) {
+		o.Service.Mailbox = MailboxLimits{MessagesPerMinute: 1}
+	})
+	ctx := withIdemKey(withAPIKey(appKey), `"metrics-1"`)
+	srv.mail.SendMail(ctx, validRequest())
+	srv.mail.SendMail(ctx, validRequest())                // replay
+	srv.mail.SendMail(withAPIKey(appKey), validRequest()) // over the mailbox's limit
+	resp, err := http.Get(srv.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`mailgate_idempotency_total{decision="proceed"} 1`,
+		`mailgate_idempotency_total{decision="replay"} 1`,
+		`mailgate_throttled_total{limit="messages_per_minute",scope="mailbox"} 1`,
+		`mailgate_backend_send_duration_seconds_count{backend="ok",outcome="SENT"} 1`,
+		`mailgate_messages_total{backend="ok",outcome="REPLAYED",route="main"} 1`,
+		`grpc_server_handled_total{grpc_code="ResourceExhausted",grpc_method="SendMail"`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	gomail "github.com/wneessen/go-mail"
 
 	"github.com/mailgate/mailgate/mailaddr"
@@ -417,4 +418,54 @@ func TestResendInAnotherRecipientOrder(t *testing.T) {
 	if n := len(f.box.sent()); n != 1 {
 		t.Errorf("%d deliveries, want 1", n)
 	}
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	f := start(t, func(o *shim.Options, _ *server.ServiceOptions) { o.Metrics = shim.NewMetrics(reg) })
+	c, _ := f.dial(t, false, "app", appKey)
+	if err := send(c, "app@contoso.com", []string{"bob@fabrikam.com"}, message); err != nil {
+		t.Fatal(err)
+	}
+	f.dial(t, false, "app", otherKey)
+	c.Quit()
+	for name, want := range map[string]float64{
+		`mailgate_shim_auth_total{mechanism="PLAIN",result="ok"}`:              1,
+		`mailgate_shim_auth_total{mechanism="PLAIN",result="bad_credentials"}`: 1,
+		`mailgate_shim_messages_total{code="250"}`:                             1,
+		`mailgate_shim_connections_total{result="accepted"}`:                   2,
+	} {
+		if got := metricValue(t, reg, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// metricValue reads one series, named in the text exposition format, from reg.
+func metricValue(t *testing.T, reg *prometheus.Registry, series string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			name := mf.GetName()
+			if len(labels) > 0 {
+				name += "{" + strings.Join(labels, ",") + "}"
+			}
+			if name == series {
+				if c := m.GetCounter(); c != nil {
+					return c.GetValue()
+				}
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
 }
