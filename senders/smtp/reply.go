@@ -153,7 +153,7 @@ func authFix(r reply) string {
 	case r.Enhanced == "5.7.30":
 		return "Microsoft no longer accepts basic authentication for this tenant: set auth: xoauth2 with an app registration"
 	case r.Enhanced == "5.7.57":
-		return "the server wants authentication before MAIL FROM: check the backend's auth settings"
+		return "the server wants authentication before MAIL FROM: a relay or direct_send backend must point at the tenant's MX endpoint (not smtp.office365.com); for smtp_auth check auth and the credentials"
 	}
 	return "the token or password was refused: give the app the Office 365 Exchange Online application permission SMTP.SendAsApp with admin consent, register its service principal in Exchange (New-ServicePrincipal) and give it FullAccess on the mailbox (Add-MailboxPermission); the scope must be https://outlook.office365.com/.default"
 }
