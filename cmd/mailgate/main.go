@@ -18,12 +18,15 @@ const usage = `mailgate: one API to send mail through Microsoft 365.
 Usage:
   mailgate serve [--config FILE]     run the service (no FILE: embedded defaults, for trying it out)
   mailgate shim --config FILE        run only the SMTP shim, sending to a remote mailgate over gRPC
+  mailgate send [flags] [< BODY]     send one message over REST or gRPC (flags, exit codes: mailgate send -h)
   mailgate keys new NAME             make an API key; prints it once, with its config entry
   mailgate check-config FILE         validate FILE and print its routing table
   mailgate version                   print the version
 
 Environment:
   MAILGATE_DEV_KEY   the development key of 'serve' without --config (default: random, printed)
+  MAILGATE_URL       the service 'send' talks to (default: http://127.0.0.1:8080)
+  MAILGATE_API_KEY   the API key of 'send'
 `
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -32,14 +35,22 @@ var version = "dev"
 // errUsage marks a command-line mistake: exit status 2.
 var errUsage = errors.New("usage")
 
+// exitStatus is an exit status a command chose, having said why itself.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	var status exitStatus
 	switch {
 	case err == nil:
 	case errors.Is(err, errUsage):
 		os.Exit(2)
+	case errors.As(err, &status):
+		os.Exit(int(status))
 	default:
 		fmt.Fprintln(os.Stderr, "mailgate:", err)
 		os.Exit(1)
@@ -56,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, rest, stderr)
 	case "shim":
 		return shimCommand(ctx, rest, stderr)
+	case "send":
+		return sendCommand(ctx, rest, os.Stdin, stdout, stderr)
 	case "keys":
 		return keys(rest, stdout, stderr)
 	case "check-config":
