@@ -19,6 +19,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. bench/lib.sh
 
 N=${BENCH_N:-20000}
 C=${BENCH_C:-50}
@@ -37,9 +39,6 @@ GHZ_VERSION=v0.121.0 # the module proxy lists only v0.93.0 here, but serves this
 TOOLS_BIN=$repo/.cache/bin # gitignored
 GHZ=$TOOLS_BIN/ghz
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() { printf 'load.sh: %s\n' "$*" >&2; exit 1; }
-
 for v in N C WARMUP HTTP_PORT GRPC_PORT GHZ_CONNS; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "BENCH_$v must be a positive integer, not '${!v}'"
 done
@@ -51,36 +50,18 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-$((60 + N / 1000))}
 	die "BENCH_GRPC_SCHEMA must be reflection or proto, not '$GRPC_SCHEMA'"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mailgate-bench.XXXXXX")
-server_pid=
 cleanup() {
 	local rc=$?
-	if [[ -n ${gen_pid:-} ]]; then # a load generator still running: stop it first
-		kill -TERM "$gen_pid" 2>/dev/null || true
-		wait "$gen_pid" 2>/dev/null || true
-	fi
-	if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
-		kill -TERM "$server_pid" 2>/dev/null || true
-		for _ in {1..50}; do # up to 5 s for the drain, then no more waiting
-			kill -0 "$server_pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$server_pid" 2>/dev/null || true
-		wait "$server_pid" 2>/dev/null || true
-	fi
+	stop_generator
+	stop_server
 	# The benchmark's keys (message records live a day) would weigh on a shared Redis.
 	if [[ -n ${redis_prefix:-} ]] && command -v redis-cli >/dev/null; then
 		redis-cli -u "$REDIS_URL" --scan --pattern "$redis_prefix*" | xargs -r -n 1000 redis-cli -u "$REDIS_URL" unlink >/dev/null || true
 	fi
-	if [[ $KEEP == 1 ]]; then
-		log "kept $tmp"
-	else
-		rm -rf "$tmp"
-	fi
+	remove_tmp
 	exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # ---------------------------------------------------------------- load tools
 if ! command -v hey >/dev/null || ! command -v jq >/dev/null || ! command -v curl >/dev/null; then
@@ -101,17 +82,11 @@ if [[ ! -x $GHZ || $(ghz_version) != "$GHZ_VERSION" ]]; then
 fi
 
 # ---------------------------------------------------------------- server
-log "building mailgate"
-go build -o "$tmp/mailgate" ./cmd/mailgate
+build_mailgate
 
-"$tmp/mailgate" keys new bench >"$tmp/key.txt"
-key=$(grep -m1 -E '^mg_[A-Za-z0-9_-]+$' "$tmp/key.txt" || true)
-hash=$(sed -n 's/^[[:space:]]*hash:[[:space:]]*\(sha256:[0-9a-f]*\).*/\1/p' "$tmp/key.txt" | head -n1)
-[[ -n $key && -n $hash ]] || { cat "$tmp/key.txt" >&2; die "could not parse the output of 'mailgate keys new'"; }
-
-# A port something answers on is taken: the load would go to someone else's server. A port
-# given in the environment must be free; a default one moves up to the next free port.
-port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# A port something answers on is taken (port_taken): the load would go to someone else's
+# server. A port given in the environment must be free; a default one moves up to the next
+# free port. (Not lib.sh's pick_port: its messages differ.)
 pick_port() { # pick_port VAR: settle the port in VAR
 	local var=$1 port=${!1} env=BENCH_$1
 	if [[ -n ${!env:-} ]]; then
@@ -150,7 +125,7 @@ listen:
   shutdown_timeout: 5s
 keys:
   - name: bench
-    hash: $hash
+    hash: $mg_hash
     senders: ["*"]
 routes:
   - {match: "*", backend: sink}
@@ -166,54 +141,22 @@ if ! "$tmp/mailgate" check-config "$tmp/mailgate.yaml" >/dev/null 2>"$tmp/check.
 fi
 
 log "starting mailgate on 127.0.0.1:$HTTP_PORT (REST) and 127.0.0.1:$GRPC_PORT (gRPC)"
-"$tmp/mailgate" serve --config "$tmp/mailgate.yaml" 2>"$tmp/server.log" &
-server_pid=$!
-
-ready=0
-for _ in {1..100}; do # up to ~10 s
-	kill -0 "$server_pid" 2>/dev/null || { cat "$tmp/server.log" >&2; die "mailgate exited during start-up"; }
-	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$HTTP_PORT/readyz" || true)
-	if [[ $code == 200 ]]; then ready=1 && break; fi
-	sleep 0.1
-done
-((ready)) || { cat "$tmp/server.log" >&2; die "mailgate not ready on /readyz after 10 s"; }
+start_mailgate
 
 # ---------------------------------------------------------------- load
 body='{"from":{"address":"bench@example.com","name":"Bench"},"to":[{"address":"rcpt@example.com"}],"subject":"mailgate load test","text":"Hello from bench/load.sh: a small plain-text message.\n"}'
 printf '%s' "$body" >"$tmp/body.json"
-jq -n --arg k "Bearer $key" '{authorization: $k}' >"$tmp/metadata.json"
+jq -n --arg k "Bearer $mg_key" '{authorization: $k}' >"$tmp/metadata.json"
 
-clk_tck=$(getconf CLK_TCK)
 # server_ticks prints the server's user+system CPU time so far, in clock ticks.
 server_ticks() { awk '{ print $14 + $15 }' "/proc/$server_pid/stat"; }
 now_ns() { date +%s%N; }
-# machine_ticks prints the busy CPU time of the whole machine so far, in clock ticks.
-machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
-# child_secs VAR: set VAR to the CPU seconds (user+system) of this shell's reaped children,
-# the load generators among them. (A command substitution would count its own children.)
-child_secs() {
-	times >"$tmp/times"
-	printf -v "$1" '%s' "$(awk 'NR == 2 {
-		for (i = 1; i <= 2; i++) { split($i, t, "m"); sub("s", "", t[2]); s += t[1] * 60 + t[2] }
-		print s }' "$tmp/times")"
-}
-
-# bg_wait CMD...: run CMD in the background and wait for it, so that a signal to this
-# script is handled at once (bash runs traps only after a foreground command ends).
-gen_pid=
-bg_wait() {
-	"$@" &
-	gen_pid=$!
-	local rc=0
-	wait "$gen_pid" || rc=$?
-	gen_pid=
-	return "$rc"
-}
+# (machine_ticks, child_secs and bg_wait, which runs the load generators: bench/lib.sh)
 
 # hey_run N OUT: N REST requests at concurrency C; the summary goes to OUT.
 hey_run() {
 	bg_wait timeout "$RUN_TIMEOUT" hey -n "$1" -c "$C" -t 20 -m POST -T application/json \
-		-H "Authorization: Bearer $key" -D "$tmp/body.json" \
+		-H "Authorization: Bearer $mg_key" -D "$tmp/body.json" \
 		"http://127.0.0.1:$HTTP_PORT/v1/messages:send" >"$2" 2>&1 ||
 		{ cat "$2" >&2; die "hey failed or timed out (${RUN_TIMEOUT}s)"; }
 	grep -q 'Requests/sec' "$2" || { cat "$2" >&2; die "hey printed no summary"; }
@@ -303,16 +246,6 @@ rss_kb=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$server_pid/status")
 warnings=$(grep -c . "$tmp/server.log" || true)
 
 # ---------------------------------------------------------------- summary
-describe_tree() { # the commit the binary was built from, and whether the tree differed
-	local rev
-	if ! rev=$(git rev-parse --short HEAD 2>/dev/null); then
-		echo "a tree outside git"
-	elif [[ -n $(git status --porcelain --untracked-files=no 2>/dev/null) ]]; then
-		echo "commit $rev + uncommitted changes"
-	else
-		echo "commit $rev"
-	fi
-}
 cat <<EOF
 
 mailgate load test, $(date -u +%Y-%m-%dT%H:%M:%SZ), built from $(describe_tree)
