@@ -21,6 +21,7 @@ Usage:
   mailgate send [flags] [< BODY]     send one message over REST or gRPC (flags, exit codes: mailgate send -h)
   mailgate keys new NAME             make an API key; prints it once, with its config entry
   mailgate check-config FILE         validate FILE and print its routing table
+  mailgate doctor FILE [--json]      check each backend's setup against Microsoft 365; sends nothing
   mailgate version                   print the version
 
 Environment:
@@ -69,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return shimCommand(ctx, rest, stderr)
 	case "send":
 		return sendCommand(ctx, rest, os.Stdin, stdout, stderr)
+	case "doctor":
+		return doctorCommand(ctx, rest, stdout, stderr)
 	case "keys":
 		return keys(rest, stdout, stderr)
 	case "check-config":

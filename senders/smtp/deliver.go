@@ -107,8 +107,7 @@ func (s *Sender) data(c *conn, body []byte) error {
 		return nil
 	}
 	if r, ok := replyOf(err); ok {
-		e, _ := classify(c.host, "end of DATA", r)
-		return e
+		return classify(c.host, "end of DATA", r)
 	}
 	return mailerr.Wrap(mailerr.OutcomeUnknown, err,
 		"the connection to %s broke after the message was sent, before the server confirmed it; it may have been delivered: retry only with the same idempotency key", c.host)
@@ -149,7 +148,7 @@ func allRefused(host string, refused []refusal) error {
 		}
 		b.WriteString(r.rcpt + ": " + r.reply.String())
 	}
-	e, _ := classify(host, "RCPT TO", refused[0].reply)
+	e := classify(host, "RCPT TO", refused[0].reply)
 	e.Msg = fmt.Sprintf("%s refused every recipient (%s)", host, b.String())
 	return e
 }

@@ -30,10 +30,6 @@ const (
 	quotaPause = time.Hour
 )
 
-// sendAsFix is the advice for a Send As refusal. With xoauth2 mailgate signs in as the
-// app's service principal, with login as the mailbox: that identity needs the right.
-const sendAsFix = "grant Send As on the From address to the identity mailgate signs in as (the app's service principal for xoauth2, the mailbox for login): Add-RecipientPermission <from> -AccessRights SendAs -Trustee <identity>; then list the address in the backend's send_as"
-
 // reply is an SMTP reply from the server.
 type reply struct {
 	Code     int
@@ -92,78 +88,112 @@ type replyError struct {
 func (e *replyError) Error() string { return e.command + ": " + e.reply.String() }
 
 // classify turns a server's refusal into mailgate's classes (M365.md §6, RFC 3463): what
-// the caller sees, and, for conditions only an operator can fix, the fix to log.
-func classify(server, command string, r reply) (e *mailerr.Error, fix string) {
+// the caller sees. OperatorFix says what an operator must do about it, if anything.
+func classify(server, command string, r reply) *mailerr.Error {
 	refused := fmt.Sprintf("%s refused %s: %s", server, command, r)
+	var e *mailerr.Error
 	switch {
 	case r.Code == 421 && r.Enhanced == "4.7.66":
 		e = mailerr.New(mailerr.Unavailable, "%s; nothing was sent", refused)
-		fix = "the server wants TLS 1.2 or later; mailgate always uses it, so something between mailgate and Microsoft 365 (a TLS-inspecting proxy) is downgrading the connection"
 	case r.Code == 421:
 		e = mailerr.New(mailerr.Throttled, "%s; nothing was sent", refused)
 		e.RetryAfter = serverBusyPause
 	case r.Code == 432 || r.Enhanced == "4.3.2" && r.Code/100 == 4:
 		e = mailerr.New(mailerr.Throttled, "%s (Microsoft 365 allows 3 connections per mailbox)", refused)
 		e.RetryAfter = concurrencyPause
-	case r.Code/100 == 4 && r.detail("4.7") >= 500 && r.detail("4.7") <= 699:
+	case r.ipThrottled():
 		e = mailerr.New(mailerr.Throttled, "%s (Microsoft 365 is throttling this sending IP address)", refused)
 		e.RetryAfter = ipThrottlePause
-		fix = "Microsoft throttles mail from an IP address it has not seen send this volume before; it eases over hours or days, and an inbound connector for this IP or certificate helps"
-	case strings.Contains(r.Text, "SubmissionQuotaExceeded"), strings.Contains(strings.ToLower(r.Text), "submission quota exceeded"):
+	case r.quotaExceeded():
 		e = mailerr.New(mailerr.Throttled, "%s (the mailbox's daily recipient quota is used up)", refused)
 		e.RetryAfter = quotaPause
 	case r.Code/100 == 4:
 		e = mailerr.New(mailerr.Unavailable, "%s; nothing was sent, a retry may succeed", refused)
-	case r.Code == 535 || r.Enhanced == "5.7.57" || r.Enhanced == "5.7.30" || r.Enhanced == "5.7.139":
+	case r.authRefused():
 		e = mailerr.New(mailerr.Unavailable,
 			"%s refused mailgate's authentication (an operator must fix the backend's credentials or the mailbox's SMTP AUTH setting); nothing was sent", server).
 			WithReason("BACKEND_AUTH_FAILED")
-		fix = authFix(r)
-	case r.Enhanced == "5.7.60" || strings.Contains(r.Text, "SendAsDenied") || r.Enhanced == "5.2.252":
+	case r.sendAsDenied():
 		e = mailerr.New(mailerr.PermissionDenied, "%s (the sending identity has no Send As right for this From address)", refused).
 			WithReason("SEND_AS_DENIED")
-		fix = sendAsFix
 	case r.Enhanced == "5.2.2":
 		// Checked before 552: a 552 5.2.2 is a full mailbox, not a large message.
 		e = mailerr.New(mailerr.Unavailable, "%s; an operator must free space in the sending mailbox; nothing was sent", refused).
 			WithReason("BACKEND_MAILBOX_UNAVAILABLE")
-		fix = "the sending mailbox is full (SMTP AUTH saves a copy in Sent Items): free space or raise its quota"
 	case r.Code == 552 || r.Enhanced == "5.3.4" || r.Enhanced == "5.2.3":
 		e = mailerr.New(mailerr.TooLarge, "%s (the message is over the server's size limit)", refused)
 	default:
 		e = mailerr.New(mailerr.Rejected, "%s", refused)
-		switch r.Enhanced {
-		case "5.7.64":
-			fix = "Microsoft 365 no longer attributes this connection to the tenant: the inbound connector must match the client certificate's subject (TlsSenderCertificateName) or this host's public IP, and the certificate's name must be an accepted domain"
-		case "5.7.68":
-			fix = "the tenant rejects Direct Send (Set-OrganizationConfig -RejectDirectSend $true): send through a relay backend with an inbound connector, or through smtp_auth or graph"
-		case "5.7.54":
-			fix = "the server relays only to the tenant's accepted domains: check accepted_domains, or use a relay backend with a connector for external recipients"
-		}
 	}
 	e.Metadata = map[string]string{"smtpReply": r.String(), "smtpCommand": command}
 	e.Err = &replyError{command: command, reply: r}
-	return e, fix
+	return e
 }
 
-func authFix(r reply) string {
+func (r reply) ipThrottled() bool {
+	return r.Code/100 == 4 && r.detail("4.7") >= 500 && r.detail("4.7") <= 699
+}
+
+func (r reply) quotaExceeded() bool {
+	return strings.Contains(r.Text, "SubmissionQuotaExceeded") || strings.Contains(strings.ToLower(r.Text), "submission quota exceeded")
+}
+
+func (r reply) authRefused() bool {
+	return r.Code == 535 || r.Enhanced == "5.7.57" || r.Enhanced == "5.7.30" || r.Enhanced == "5.7.139"
+}
+
+func (r reply) sendAsDenied() bool {
+	return r.Enhanced == "5.7.60" || strings.Contains(r.Text, "SendAsDenied") || r.Enhanced == "5.2.252"
+}
+
+// OperatorFix is what an operator must do about a server's reply (its code and text as
+// net/smtp reports them, "5.7.64 TenantAttribution; ..."), or "" when the reply needs no
+// operator: a passing throttle, a refused recipient. login says the backend uses
+// auth: login. Both the backends' log and `mailgate doctor` give these fixes.
+func OperatorFix(code int, text string, login bool) string {
+	r, _ := replyOf(&textproto.Error{Code: code, Msg: text})
+	return operatorFix(r, login)
+}
+
+func operatorFix(r reply, login bool) string {
 	switch {
+	case r.Code == 421 && r.Enhanced == "4.7.66":
+		return "the server wants TLS 1.2 or later; mailgate always uses it, so something between mailgate and Microsoft 365 (a TLS-inspecting proxy) is downgrading the connection"
+	case r.ipThrottled():
+		return "Microsoft throttles mail from an IP address it has not seen send this volume before; it eases over hours or days, and an inbound connector for this IP or certificate helps"
 	case r.Enhanced == "5.7.139":
 		return "SMTP AUTH is disabled for the tenant or the mailbox, or security defaults or Conditional Access block it: Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false"
 	case r.Enhanced == "5.7.30":
 		return "Microsoft no longer accepts basic authentication for this tenant: set auth: xoauth2 with an app registration"
 	case r.Enhanced == "5.7.57":
-		return "the server wants authentication before MAIL FROM: a relay or direct_send backend must point at the tenant's MX endpoint (not smtp.office365.com); for smtp_auth check auth and the credentials"
+		return "the server wants authentication before MAIL FROM: a relay or direct_send backend must point at the tenant's MX endpoint on port 25 (not smtp.office365.com); for smtp_auth check auth and the credentials"
+	case r.Code == 535 && login:
+		return "the password was refused: check username and password (or password_file); better, set auth: xoauth2 with an app registration, as Microsoft is retiring basic authentication"
+	case r.Code == 535:
+		return "the token was refused: give the app the Office 365 Exchange Online application permission SMTP.SendAsApp with admin consent, register its service principal in Exchange with New-ServicePrincipal (-ObjectId is the enterprise application's Object ID, not the app registration's) and give it FullAccess on the mailbox (Add-MailboxPermission); scope must be unset or https://outlook.office365.com/.default"
+	case r.sendAsDenied():
+		return "grant Send As on the From address to the identity mailgate signs in as (the app's service principal for xoauth2, the mailbox for login): Add-RecipientPermission <from> -AccessRights SendAs -Trustee <identity>; then list the address in the backend's send_as"
+	case r.Enhanced == "5.2.2" && !r.quotaExceeded():
+		return "the sending mailbox is full (SMTP AUTH saves a copy in Sent Items): free space or raise its quota"
+	case r.Enhanced == "5.7.64":
+		return "Microsoft 365 does not attribute this connection to the tenant: the inbound connector must match the client certificate's subject (New-InboundConnector -TlsSenderCertificateName) or, for an IP-based connector, this host's public IP address; the certificate's name must be an accepted domain"
+	case r.Enhanced == "5.7.68":
+		return "the tenant rejects Direct Send (Set-OrganizationConfig -RejectDirectSend $true): send through a relay backend with an inbound connector, or through smtp_auth or graph"
+	case r.Enhanced == "5.7.54":
+		return "the server relays only to the tenant's accepted domains: check accepted_domains, or use a relay backend with a connector for external recipients"
+	case r.Enhanced == "5.7.1" && strings.Contains(strings.ToLower(r.Text), "relay"):
+		return "Microsoft 365 does not accept the connection as an allowed relay: check the inbound connector (docs/microsoft365-smtp.md, Relay through an inbound connector)"
+	case r.Code/100 == 5 && r.detail("5.7") >= 606 && r.detail("5.7") <= 649:
+		return "Microsoft 365 has banned this sending IP address: request delisting through Microsoft's delist portal (https://sender.office.com), and check that nothing on this address sends spam"
 	}
-	return "the token or password was refused: give the app the Office 365 Exchange Online application permission SMTP.SendAsApp with admin consent, register its service principal in Exchange (New-ServicePrincipal) and give it FullAccess on the mailbox (Add-MailboxPermission); the scope must be https://outlook.office365.com/.default"
+	return ""
 }
 
 // sessionError classifies a failure while talking to the server outside a reply: the
 // connection broke, timed out, or TLS failed. Nothing was sent by then.
 func sessionError(c *conn, command string, err error) error {
 	if r, ok := replyOf(err); ok {
-		e, _ := classify(c.host, command, r)
-		return e
+		return classify(c.host, command, r)
 	}
 	var cv *tls.CertificateVerificationError
 	var ua x509.UnknownAuthorityError

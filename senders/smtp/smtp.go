@@ -342,7 +342,7 @@ func (s *Sender) logFix(err error, mailbox string) {
 	if !errors.As(err, &r) {
 		return
 	}
-	if _, fix := classify("", r.command, r.reply); fix != "" {
+	if fix := operatorFix(r.reply, s.login != nil); fix != "" {
 		attrs := []any{"command", r.command, "reply", r.reply.String(), "fix", fix}
 		if mailbox != "" {
 			attrs = append(attrs, "mailbox", mailbox)

@@ -1,0 +1,715 @@
+package doctor
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/config/secret"
+	"github.com/mailgate/mailgate/senders"
+	"github.com/mailgate/mailgate/senders/discard"
+	"github.com/mailgate/mailgate/senders/entra"
+	"github.com/mailgate/mailgate/senders/file"
+	"github.com/mailgate/mailgate/senders/graph"
+	"github.com/mailgate/mailgate/senders/graph/graphtest"
+	"github.com/mailgate/mailgate/senders/smtp"
+	"github.com/mailgate/mailgate/senders/smtp/smtptest"
+)
+
+const mailbox = "noreply@contoso.com"
+
+// configWith is a configuration with one backend, named "be", and routes to it.
+func configWith(typ string, settings senders.Config, routes ...config.Route) *config.Config {
+	cfg := &config.Config{Backends: map[string]*config.Backend{"be": {Type: typ, Settings: settings}}}
+	for _, r := range routes {
+		r.Backend = "be"
+		cfg.Routes = append(cfg.Routes, r)
+	}
+	return cfg
+}
+
+func run(t *testing.T, cfg *config.Config, opts Options) Report {
+	t.Helper()
+	if opts.Timeout == 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	r := Run(context.Background(), cfg, opts)
+	var b bytes.Buffer
+	_ = r.WriteText(&b)
+	t.Logf("report:\n%s", b.String())
+	return r
+}
+
+// check finds the named check; it fails the test when there is none.
+func check(t *testing.T, r Report, name string) Check {
+	t.Helper()
+	for _, c := range r.Checks {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no check %q in the report", name)
+	return Check{}
+}
+
+func wantStatus(t *testing.T, r Report, name string, st Status, detailHas, fixHas string) Check {
+	t.Helper()
+	c := check(t, r, name)
+	if c.Status != st || !strings.Contains(c.Detail, detailHas) || !strings.Contains(c.Fix, fixHas) {
+		t.Errorf("%s: %s %q (fix %q), want %s with %q (fix with %q)", name, c.Status, c.Detail, c.Fix, st, detailHas, fixHas)
+	}
+	if st == Fail && c.Fix == "" {
+		t.Errorf("%s failed without a fix", name)
+	}
+	return c
+}
+
+func wantAllPass(t *testing.T, r Report) {
+	t.Helper()
+	for _, c := range r.Checks {
+		if c.Status != Pass {
+			t.Errorf("%s: %s %q", c.Name, c.Status, c.Detail)
+		}
+	}
+	if !r.OK() {
+		t.Error("the report is not OK")
+	}
+}
+
+// bothCAs is one ca_file trusting the fake SMTP server and the fake Entra.
+func bothCAs(t *testing.T, srv *smtptest.Server, f *graphtest.Fake) string {
+	a, _ := os.ReadFile(srv.CAFile(t))
+	b, _ := os.ReadFile(f.CAFile(t))
+	p := filepath.Join(t.TempDir(), "cas.pem")
+	if err := os.WriteFile(p, append(a, b...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// submission starts a fake smtp.office365.com and a fake Entra, and an smtp_auth
+// section for them.
+func submission(t *testing.T) (*smtptest.Server, *graphtest.Fake, *smtp.AuthConfig) {
+	t.Helper()
+	entraFake := graphtest.New(t)
+	srv := smtptest.New(t, smtptest.Options{Mode: smtptest.Submission, Tokens: entraFake.TokenScope,
+		Users: map[string]string{"basic@contoso.com": "pa55word"}})
+	c := &smtp.AuthConfig{
+		Connection: smtp.Connection{Address: srv.Addr(), CAFile: bothCAs(t, srv, entraFake), Helo: "doctor.test"},
+		Credentials: entra.Credentials{
+			TenantID: graphtest.TenantID, ClientID: graphtest.ClientID,
+			ClientSecret: secret.New(graphtest.ClientSecret), AuthorityURL: entraFake.AuthorityURL(),
+		},
+	}
+	return srv, entraFake, c
+}
+
+func TestSMTPAuthPasses(t *testing.T) {
+	t.Parallel()
+	srv, entraFake, c := submission(t)
+	cfg := configWith("smtp_auth", c,
+		config.Route{Match: mailbox},
+		config.Route{Match: "alerts@contoso.com", Mailbox: "billing@contoso.com"},
+		config.Route{Match: "*@contoso.com"}, // signs in as each From: nothing to check
+	)
+	r := run(t, cfg, Options{})
+	wantAllPass(t, r)
+	wantStatus(t, r, "token", Pass, smtp.OutlookScope, "")
+	wantStatus(t, r, "TLS", Pass, "TLS 1.3", "")
+	wantStatus(t, r, "certificate", Pass, "127.0.0.1", "")
+	wantStatus(t, r, "AUTH mechanisms", Pass, "XOAUTH2", "")
+	wantStatus(t, r, "AUTH as "+mailbox, Pass, "235", "")
+	wantStatus(t, r, "AUTH as billing@contoso.com", Pass, "235", "")
+	order := []string{"token", "DNS", "connect", "greeting", "EHLO", "STARTTLS", "TLS", "certificate",
+		"EHLO after STARTTLS", "AUTH mechanisms", "AUTH as billing@contoso.com", "AUTH as " + mailbox}
+	for i, c := range r.Checks {
+		if i >= len(order) || c.Name != order[i] || c.Backend != "be" || c.Type != "smtp_auth" {
+			t.Fatalf("check %d is %s/%s %q, want the order %v", i, c.Backend, c.Type, c.Name, order)
+		}
+	}
+	if n := len(srv.Messages()); n != 0 {
+		t.Errorf("the doctor sent %d messages", n)
+	}
+	sessions := srv.Sessions()
+	if len(sessions) != 2 {
+		t.Fatalf("%d sessions, want one per mailbox", len(sessions))
+	}
+	for _, s := range sessions {
+		if s.AuthMechanism != "XOAUTH2" || s.EHLO != "doctor.test" || s.TLS < tls.VersionTLS12 {
+			t.Errorf("session %+v", s)
+		}
+	}
+	if n := entraFake.TokensIssued(smtp.OutlookScope); n != 1 {
+		t.Errorf("%d tokens issued, want 1", n)
+	}
+}
+
+func TestSMTPAuthWrongSecret(t *testing.T) {
+	t.Parallel()
+	srv, _, c := submission(t)
+	c.ClientSecret = secret.New("not-the-secret")
+	r := run(t, configWith("smtp_auth", c, config.Route{Match: mailbox}), Options{})
+	wantStatus(t, r, "token", Fail, "AADSTS7000215", "copy the secret's Value")
+	wantStatus(t, r, "AUTH mechanisms", Pass, "XOAUTH2", "")
+	wantStatus(t, r, "AUTH as "+mailbox, Skip, "no token", "")
+	if r.OK() || r.Failed() != 1 {
+		t.Errorf("OK %v with %d failures, want 1 failure", r.OK(), r.Failed())
+	}
+	if s := srv.Sessions(); len(s) != 1 || s[0].AuthMechanism != "" {
+		t.Errorf("sessions %+v, want one without AUTH", s)
+	}
+	if strings.Contains(r.Checks[0].Detail, "not-the-secret") {
+		t.Error("the report shows the secret")
+	}
+}
+
+func TestSMTPAuthUntrustedCertificate(t *testing.T) {
+	t.Parallel()
+	srv, entraFake, c := submission(t)
+	c.CAFile = entraFake.CAFile(t) // trusts Entra, not the SMTP server
+	r := run(t, configWith("smtp_auth", c, config.Route{Match: mailbox}), Options{})
+	wantStatus(t, r, "token", Pass, "", "")
+	wantStatus(t, r, "certificate", Fail, "unknown authority", "ca_file")
+	wantStatus(t, r, "EHLO after STARTTLS, AUTH mechanisms, AUTH as "+mailbox, Skip, "after the failure", "")
+	if s := srv.Sessions(); len(s) != 1 || s[0].AuthMechanism != "" {
+		t.Errorf("sessions %+v: no AUTH may follow a certificate that did not verify", s)
+	}
+}
+
+// The token is for Graph, not Outlook: Microsoft refuses it with 535 5.7.3.
+func TestSMTPAuthTokenRefused(t *testing.T) {
+	t.Parallel()
+	_, _, c := submission(t)
+	c.Scope = graphtest.GraphScope
+	r := run(t, configWith("smtp_auth", c, config.Route{Match: mailbox}), Options{})
+	wantStatus(t, r, "token", Pass, graphtest.GraphScope, "")
+	wantStatus(t, r, "AUTH as "+mailbox, Fail, "535 5.7.3", "SMTP.SendAsApp")
+}
+
+func TestSMTPAuthMailboxes(t *testing.T) {
+	t.Parallel()
+	_, _, c := submission(t)
+	cfg := configWith("smtp_auth", c, config.Route{Match: "*@contoso.com"})
+	r := run(t, cfg, Options{})
+	wantStatus(t, r, "AUTH", Skip, "--mailbox", "")
+	if !r.OK() {
+		t.Error("a skipped AUTH is not a failure")
+	}
+	r = run(t, cfg, Options{Mailbox: "other@contoso.com"})
+	wantStatus(t, r, "AUTH as other@contoso.com", Pass, "235", "")
+}
+
+func TestSMTPAuthLogin(t *testing.T) {
+	t.Parallel()
+	srv, _, c := submission(t)
+	c.Auth, c.Credentials, c.Username = "login", entra.Credentials{}, "basic@contoso.com"
+	c.Password = secret.New("pa55word")
+	cfg := configWith("smtp_auth", c, config.Route{Match: "*", Mailbox: "basic@contoso.com"})
+	r := run(t, cfg, Options{})
+	wantAllPass(t, r)
+	wantStatus(t, r, "AUTH as basic@contoso.com", Pass, "235", "")
+	if s := srv.Sessions(); len(s) != 1 || s[0].AuthMechanism != "LOGIN" {
+		t.Errorf("sessions %+v", s)
+	}
+	c.Password = secret.New("wrong")
+	r = run(t, cfg, Options{})
+	wantStatus(t, r, "AUTH as basic@contoso.com", Fail, "535 5.7.3", "password")
+	if strings.Contains(r.Checks[len(r.Checks)-1].Detail, "wrong") {
+		t.Error("the report shows the password")
+	}
+}
+
+// scriptedServer is a minimal SMTP server: it greets with greeting, answers EHLO with
+// the extensions, STARTTLS with tlsConfig (when given), QUIT, and 502 to anything else.
+func scriptedServer(t *testing.T, greeting string, exts []string, tlsConfig *tls.Config) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+				var conn net.Conn = nc
+				rd := bufio.NewReader(conn)
+				write := func(s string) { _, _ = conn.Write([]byte(s + "\r\n")) }
+				write(greeting)
+				if !strings.HasPrefix(greeting, "220") {
+					return
+				}
+				for {
+					line, err := rd.ReadString('\n')
+					if err != nil {
+						return
+					}
+					switch verb, _, _ := strings.Cut(strings.ToUpper(strings.TrimSpace(line)), " "); verb {
+					case "EHLO":
+						lines := append([]string{"scripted.test Hello"}, exts...)
+						for i, l := range lines {
+							sep := "-"
+							if i == len(lines)-1 {
+								sep = " "
+							}
+							write("250" + sep + l)
+						}
+					case "STARTTLS":
+						if tlsConfig == nil {
+							write("502 5.5.2 not implemented")
+							continue
+						}
+						write("220 2.0.0 SMTP server ready")
+						conn = tls.Server(nc, tlsConfig)
+						rd = bufio.NewReader(conn)
+					case "QUIT":
+						write("221 2.0.0 Bye")
+						return
+					default:
+						write("502 5.5.2 not implemented")
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestSMTPAuthNoSTARTTLS(t *testing.T) {
+	t.Parallel()
+	addr := scriptedServer(t, "220 scripted.test ESMTP", []string{"SIZE 1000", "AUTH LOGIN"}, nil)
+	c := &smtp.AuthConfig{Connection: smtp.Connection{Address: addr}, Auth: "login", Username: "u@contoso.com", Password: secret.New("p")}
+	r := run(t, configWith("smtp_auth", c), Options{})
+	wantStatus(t, r, "EHLO", Pass, "AUTH LOGIN", "")
+	wantStatus(t, r, "STARTTLS", Fail, "does not offer STARTTLS", "smtp.office365.com:587")
+	wantStatus(t, r, "TLS, certificate, EHLO after STARTTLS, AUTH mechanisms, AUTH as u@contoso.com", Skip, "", "")
+}
+
+func TestGreetingRefused(t *testing.T) {
+	t.Parallel()
+	addr := scriptedServer(t, "554 5.7.606 Access denied, banned sending IP [203.0.113.7]", nil, nil)
+	c := &smtp.DirectSendConfig{ConnectorConfig: smtp.ConnectorConfig{Connection: smtp.Connection{Address: addr}, AcceptedDomains: []string{"contoso.com"}}}
+	r := run(t, configWith("direct_send", c), Options{})
+	wantStatus(t, r, "greeting", Fail, "554 5.7.606", "delist")
+	wantStatus(t, r, "EHLO, STARTTLS, TLS, certificate, EHLO after STARTTLS, MAIL FROM, RCPT TO", Skip, "", "")
+}
+
+// A server (or a middlebox) that offers only TLS 1.1.
+func TestOldTLS(t *testing.T) {
+	t.Parallel()
+	cert := selfSigned(t)
+	addr := scriptedServer(t, "220 scripted.test ESMTP", []string{"STARTTLS"},
+		&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
+	c := &smtp.RelayConfig{ConnectorConfig: smtp.ConnectorConfig{Connection: smtp.Connection{Address: addr}, AcceptedDomains: []string{"contoso.com"}}}
+	r := run(t, configWith("relay", c), Options{})
+	wantStatus(t, r, "TLS", Fail, "TLS 1.1", "TLS 1.2 or later")
+	wantStatus(t, r, "certificate, EHLO after STARTTLS, MAIL FROM", Skip, "", "")
+}
+
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "scripted.test"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+func relayConfig(srv *smtptest.Server, t *testing.T, certFile, keyFile string) *smtp.RelayConfig {
+	return &smtp.RelayConfig{
+		ConnectorConfig: smtp.ConnectorConfig{
+			Connection:      smtp.Connection{Address: srv.Addr(), CAFile: srv.CAFile(t)},
+			AcceptedDomains: []string{"contoso.com"},
+		},
+		ClientCertFile: certFile, ClientKeyFile: keyFile,
+	}
+}
+
+func TestRelay(t *testing.T) {
+	t.Parallel()
+	ca := smtptest.NewCA(t)
+	srv := smtptest.New(t, smtptest.Options{Mode: smtptest.Relay, AcceptedDomains: []string{"contoso.com"}, ClientCAs: ca.Pool()})
+
+	good, goodKey := ca.Issue(t, "relay.contoso.com")
+	r := run(t, configWith("relay", relayConfig(srv, t, good, goodKey)), Options{})
+	wantAllPass(t, r)
+	wantStatus(t, r, "client certificate", Pass, "relay.contoso.com is in the accepted domain contoso.com", "")
+	wantStatus(t, r, "TLS", Pass, "presented CN=relay.contoso.com", "")
+	wantStatus(t, r, "MAIL FROM", Pass, "postmaster@contoso.com", "")
+
+	bad, badKey := ca.Issue(t, "relay.fabrikam.com")
+	r = run(t, configWith("relay", relayConfig(srv, t, bad, badKey)), Options{})
+	wantStatus(t, r, "client certificate", Fail, "none of the names is in accepted_domains", "TlsSenderCertificateName")
+	wantStatus(t, r, "TLS", Pass, "presented CN=relay.fabrikam.com", "")
+	wantStatus(t, r, "MAIL FROM", Fail, "550 5.7.64", "inbound connector")
+
+	if n := len(srv.Messages()); n != 0 {
+		t.Errorf("the doctor sent %d messages", n)
+	}
+	for _, s := range srv.Sessions() {
+		if s.Resets == 0 && s.ClientCertName == "relay.contoso.com" {
+			t.Errorf("session %+v: no RSET after MAIL FROM", s)
+		}
+	}
+}
+
+// An IP-based connector, checked with --rcpt for an external recipient too.
+func TestRelayIPBased(t *testing.T) {
+	t.Parallel()
+	srv := smtptest.New(t, smtptest.Options{Mode: smtptest.Relay, AcceptedDomains: []string{"contoso.com"}})
+	r := run(t, configWith("relay", relayConfig(srv, t, "", "")), Options{From: "app@contoso.com", Rcpt: "someone@fabrikam.com"})
+	wantStatus(t, r, "client certificate", Skip, "IP-based", "")
+	wantStatus(t, r, "MAIL FROM", Pass, "app@contoso.com", "")
+	wantStatus(t, r, "RCPT TO", Pass, "someone@fabrikam.com", "")
+	if !r.OK() {
+		t.Error("report not OK")
+	}
+}
+
+func directSendConfig(srv *smtptest.Server, t *testing.T) *smtp.DirectSendConfig {
+	return &smtp.DirectSendConfig{ConnectorConfig: smtp.ConnectorConfig{
+		Connection:      smtp.Connection{Address: srv.Addr(), CAFile: srv.CAFile(t)},
+		AcceptedDomains: []string{"contoso.com"},
+	}}
+}
+
+func TestDirectSend(t *testing.T) {
+	t.Parallel()
+	srv := smtptest.New(t, smtptest.Options{Mode: smtptest.DirectSend, AcceptedDomains: []string{"contoso.com"}})
+	cfg := configWith("direct_send", directSendConfig(srv, t))
+	r := run(t, cfg, Options{})
+	wantAllPass(t, r)
+	wantStatus(t, r, "RCPT TO", Pass, "postmaster@contoso.com", "")
+
+	r = run(t, cfg, Options{Rcpt: "bob@fabrikam.com"})
+	wantStatus(t, r, "RCPT TO", Fail, "550 5.7.54", "accepted_domains")
+
+	srv.SetRejectDirectSend(true)
+	r = run(t, cfg, Options{})
+	wantStatus(t, r, "MAIL FROM", Fail, "550 5.7.68", "RejectDirectSend")
+	wantStatus(t, r, "RCPT TO", Skip, "", "")
+	if n := len(srv.Messages()); n != 0 {
+		t.Errorf("the doctor sent %d messages", n)
+	}
+}
+
+// fakeDNS answers MX queries from mx (name → records; nil: no MX) and A queries for
+// every name with 127.0.0.1.
+func fakeDNS(t *testing.T, mx map[string][]dnsmessage.MXResource) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			h, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true})
+			_ = b.StartQuestions()
+			_ = b.Question(q)
+			_ = b.StartAnswers()
+			rh := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}
+			switch q.Type {
+			case dnsmessage.TypeMX:
+				for _, r := range mx[strings.ToLower(q.Name.String())] {
+					_ = b.MXResource(rh, r)
+				}
+			case dnsmessage.TypeA:
+				_ = b.AResource(rh, dnsmessage.AResource{A: [4]byte{127, 0, 0, 1}})
+			}
+			if out, err := b.Finish(); err == nil {
+				_, _ = pc.WriteTo(out, addr)
+			}
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+// A bare-domain address: the MX lookup through the backend's resolver, then the MX
+// host (localhost, which the fake's certificate names) on "port 25".
+func TestDirectSendMX(t *testing.T) {
+	t.Parallel()
+	srv := smtptest.New(t, smtptest.Options{Mode: smtptest.DirectSend, AcceptedDomains: []string{"contoso.test"}})
+	dns := fakeDNS(t, map[string][]dnsmessage.MXResource{
+		"contoso.test.": {{Pref: 10, MX: dnsmessage.MustNewName("localhost.")}},
+		"null.test.":    {{Pref: 0, MX: dnsmessage.MustNewName(".")}},
+	})
+	_, port, _ := net.SplitHostPort(srv.Addr())
+	c := &smtp.DirectSendConfig{ConnectorConfig: smtp.ConnectorConfig{
+		Connection:      smtp.Connection{Address: "contoso.test", CAFile: srv.CAFile(t)},
+		AcceptedDomains: []string{"contoso.test"},
+		Resolver:        dns,
+	}}
+	r := run(t, configWith("direct_send", c), Options{mxPort: port})
+	wantAllPass(t, r)
+	wantStatus(t, r, "DNS MX", Pass, "10 localhost", "")
+	if !strings.Contains(check(t, r, "DNS MX").Detail, "none is a Microsoft 365 endpoint") {
+		t.Error("the MX detail does not say that localhost is not Microsoft 365")
+	}
+	wantStatus(t, r, "DNS localhost", Pass, "127.0.0.1", "")
+	wantStatus(t, r, "connect", Pass, "localhost:"+port, "")
+	wantStatus(t, r, "certificate", Pass, "localhost", "")
+
+	c.Address = "null.test"
+	r = run(t, configWith("direct_send", c), Options{mxPort: port})
+	wantStatus(t, r, "DNS MX", Fail, "null MX", "mail.protection.outlook.com")
+	wantStatus(t, r, "connect, greeting, EHLO, STARTTLS, TLS, certificate, EHLO after STARTTLS, MAIL FROM, RCPT TO", Skip, "no host", "")
+}
+
+func TestConnectRefused(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c := &smtp.DirectSendConfig{ConnectorConfig: smtp.ConnectorConfig{Connection: smtp.Connection{Address: addr}, AcceptedDomains: []string{"contoso.com"}}}
+	r := run(t, configWith("direct_send", c), Options{})
+	_, port, _ := net.SplitHostPort(addr)
+	wantStatus(t, r, "connect", Fail, "refused", "port "+port)
+}
+
+func TestGraph(t *testing.T) {
+	t.Parallel()
+	f := graphtest.New(t)
+	c := &graph.Config{
+		Credentials: entra.Credentials{TenantID: graphtest.TenantID, ClientID: graphtest.ClientID,
+			ClientSecret: secret.New(graphtest.ClientSecret), AuthorityURL: f.AuthorityURL()},
+		GraphURL: f.GraphURL(), CAFile: f.CAFile(t),
+	}
+	cfg := configWith("graph", c, config.Route{Match: mailbox})
+	cfg.Limits.MaxMessageBytes = 35 << 20
+	r := run(t, cfg, Options{})
+	wantAllPass(t, r)
+	wantStatus(t, r, "Graph reachable", Pass, "HTTP 401", "")
+	wantStatus(t, r, "token", Pass, graphtest.GraphScope, "")
+	wantStatus(t, r, "Mail.Send", Pass, "", "")
+	wantStatus(t, r, "Mail.ReadWrite", Pass, "", "")
+	if n := len(f.Sent()); n != 0 {
+		t.Errorf("the doctor sent %d messages", n)
+	}
+	for _, req := range f.Requests() {
+		if req.Server == "graph" && req.Headers.Get("Authorization") != "" {
+			t.Errorf("the doctor sent a token to Graph: %s %s", req.Method, req.Path)
+		}
+	}
+
+	r = run(t, cfg, Options{GraphRBAC: true})
+	wantStatus(t, r, "Mail.Send", Skip, "RBAC", "")
+
+	c.TenantID = "00000000-0000-0000-0000-000000000000"
+	r = run(t, cfg, Options{})
+	wantStatus(t, r, "token", Fail, "AADSTS90002", "tenant_id")
+	wantStatus(t, r, "Mail.Send", Skip, "no token", "")
+
+	// Entra unreachable: not a refusal, whatever azidentity calls it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	c.TenantID, c.AuthorityURL = graphtest.TenantID, "https://"+closed+"/"
+	r = run(t, cfg, Options{Timeout: time.Second})
+	wantStatus(t, r, "token", Fail, "no token", "could not be reached")
+}
+
+func TestGraphRoles(t *testing.T) {
+	t.Parallel()
+	jwt := func(roles ...string) *tokenResult {
+		claims, _ := json.Marshal(map[string]any{"aud": "https://graph.microsoft.com", "roles": roles})
+		tok := "eyJhbGciOiJub25lIn0." + base64.RawURLEncoding.EncodeToString(claims) + ".sig"
+		return &tokenResult{token: tok, claims: jwtClaims(tok)}
+	}
+	judge := func(max int64, tok *tokenResult) Report {
+		cfg := &config.Config{Limits: config.Limits{MaxMessageBytes: max}}
+		d := &doctor{cfg: cfg, b: &backendRun{name: "be", typ: "graph"}}
+		d.graphRoles(tok)
+		return Report{Checks: d.b.checks}
+	}
+	r := judge(35<<20, jwt())
+	wantStatus(t, r, "Mail.Send", Fail, "(none)", "Mail.Send (Application, not Delegated)")
+	r = judge(35<<20, jwt("Mail.Send"))
+	wantStatus(t, r, "Mail.Send", Pass, "", "")
+	wantStatus(t, r, "Mail.ReadWrite", Fail, "36700160", "max_message_bytes: 3000000")
+	r = judge(3_000_000, jwt("Mail.Send"))
+	if len(r.Checks) != 1 || !r.OK() {
+		t.Errorf("with small messages only Mail.Send is needed: %+v", r.Checks)
+	}
+	r = judge(35<<20, &tokenResult{token: "opaque"})
+	wantStatus(t, r, "Mail.Send", Skip, "not a JWT", "")
+}
+
+func TestFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	r := run(t, configWith("file", &file.Config{Dir: dir}), Options{})
+	wantAllPass(t, r)
+	wantStatus(t, r, "write", Pass, "created, synced and removed", "")
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("the doctor left %d files behind", len(left))
+	}
+
+	missing := filepath.Join(dir, "a", "outbox")
+	r = run(t, configWith("file", &file.Config{Dir: missing}), Options{})
+	wantStatus(t, r, "directory", Pass, "does not exist yet", "")
+	wantStatus(t, r, "write", Skip, "", "")
+	if _, err := os.Stat(filepath.Join(dir, "a")); err == nil {
+		t.Error("the doctor created the directory")
+	}
+
+	// A regular file where a folder must be: not writable, even for root.
+	blocker := filepath.Join(dir, "blocker")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = run(t, configWith("file", &file.Config{Dir: filepath.Join(blocker, "outbox")}), Options{})
+	wantStatus(t, r, "directory", Fail, "cannot create it", "create")
+	r = run(t, configWith("file", &file.Config{Dir: blocker}), Options{})
+	wantStatus(t, r, "directory", Fail, "not a directory", "")
+	if r.OK() {
+		t.Error("report OK")
+	}
+
+	if os.Getuid() != 0 {
+		ro := filepath.Join(dir, "ro")
+		if err := os.Mkdir(ro, 0o500); err != nil {
+			t.Fatal(err)
+		}
+		r = run(t, configWith("file", &file.Config{Dir: ro}), Options{})
+		wantStatus(t, r, "write", Fail, "cannot write", "chmod")
+	}
+}
+
+func TestReportOutput(t *testing.T) {
+	t.Parallel()
+	cfg := &config.Config{Backends: map[string]*config.Backend{
+		"sink": {Type: "discard", Settings: &discard.Config{}},
+		"out":  {Type: "file", Settings: &file.Config{Dir: filepath.Join(t.TempDir(), "x", "y")}},
+		"bad":  {Type: "file", Settings: &file.Config{Dir: "/dev/null/outbox"}},
+	}}
+	r := Run(context.Background(), cfg, Options{})
+	if r.OK() || r.Failed() != 1 {
+		t.Fatalf("OK %v, %d failed", r.OK(), r.Failed())
+	}
+	var b bytes.Buffer
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	text := b.String()
+	for _, want := range []string{
+		"backend bad (file)\n  FAIL  directory  /dev/null/outbox does not exist",
+		"        fix: create /dev/null/outbox",
+		"backend sink (discard)\n  PASS  discard  accepts and drops every message",
+		"1 of 3 backends failed (1 failed check)\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the text report lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Index(text, "backend bad") > strings.Index(text, "backend out") || strings.Index(text, "backend out") > strings.Index(text, "backend sink") {
+		t.Errorf("backends not in name order:\n%s", text)
+	}
+
+	b.Reset()
+	if err := r.WriteJSON(&b); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		OK     bool
+		Failed int
+		Checks []Check
+	}
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.OK || got.Failed != 1 || len(got.Checks) != len(r.Checks) || got.Checks[0].Backend != "bad" || got.Checks[0].Status != Fail || got.Checks[0].Fix == "" {
+		t.Errorf("JSON %s", b.String())
+	}
+
+	r = Run(context.Background(), cfg, Options{Backends: []string{"sink"}})
+	if len(r.Checks) != 1 || !r.OK() {
+		t.Errorf("--backend sink: %+v", r.Checks)
+	}
+	b.Reset()
+	_ = r.WriteText(&b)
+	if !strings.HasSuffix(b.String(), "all 1 backend passed\n") {
+		t.Errorf("summary %q", b.String())
+	}
+}
+
+func TestReplyFix(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		code       int
+		msg, auth  string
+		enh, fixed string
+	}{
+		{535, "5.7.3 Authentication unsuccessful [X]", "xoauth2", "5.7.3", "SMTP.SendAsApp"},
+		{535, "5.7.3 Authentication unsuccessful", "login", "5.7.3", "password"},
+		{535, "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.", "xoauth2", "5.7.139", "Set-CASMailbox"},
+		{550, "5.7.30 Basic authentication is not supported for Client Submission.", "login", "5.7.30", "auth: xoauth2"},
+		{530, "5.7.57 Client not authenticated to send anonymous mail during MAIL FROM", "", "5.7.57", "MX endpoint"},
+		{421, "4.7.66 TLS 1.0 and 1.1 are not supported.\n4.7.66 Please upgrade", "", "4.7.66", "downgrading"},
+		{451, "4.7.500 Access denied, please try again later", "", "4.7.500", "throttles"},
+		{432, "4.3.2 Concurrent connections limit exceeded.", "xoauth2", "4.3.2", "max_connections"},
+		{550, "5.7.1 Unable to relay", "", "5.7.1", "inbound connector"},
+		{550, "5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found", "", "5.1.10", "--rcpt"},
+	}
+	for _, tt := range tests {
+		r := newReply(tt.code, tt.msg)
+		if r.Enhanced != tt.enh || strings.Contains(r.Text, "4.7.66 ") {
+			t.Errorf("newReply(%d, %q) = %+v", tt.code, tt.msg, r)
+		}
+		if fix := replyFix(r, tt.auth); !strings.Contains(fix, tt.fixed) {
+			t.Errorf("replyFix(%s) = %q, want it to mention %q", r, fix, tt.fixed)
+		}
+	}
+}

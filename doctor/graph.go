@@ -1,0 +1,119 @@
+package doctor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/mailgate/mailgate/senders/graph"
+)
+
+const defaultGraphURL = "https://graph.microsoft.com/v1.0"
+
+// draftPathBytes is about where the Graph backend switches to the draft path, which
+// needs Mail.ReadWrite (docs/microsoft365-graph.md, Step 3).
+const draftPathBytes = 3_000_000
+
+// graph checks a graph backend: that Graph answers over TLS, that Entra issues a token
+// for Graph's scope, and that the token carries Mail.Send (and Mail.ReadWrite when
+// messages may take the draft path). It never calls a mailbox's endpoint.
+func (d *doctor) graph(ctx context.Context, c *graph.Config) {
+	base := defaultGraphURL
+	if c.GraphURL != "" {
+		base = strings.TrimSuffix(c.GraphURL, "/")
+	}
+	d.graphReachable(ctx, c.CAFile, base)
+
+	tok := d.token(ctx, &c.Credentials, c.CAFile, graphScope(c.Scope, base))
+	d.graphRoles(tok)
+}
+
+// graphRoles checks that the token carries Mail.Send, and Mail.ReadWrite when messages
+// may be large enough for the draft path.
+func (d *doctor) graphRoles(tok *tokenResult) {
+	const mailSend, mailReadWrite = "Mail.Send", "Mail.ReadWrite"
+	switch {
+	case tok == nil:
+		d.b.skip(mailSend, "no token to read the roles of")
+		return
+	case d.opts.GraphRBAC:
+		d.b.skip(mailSend, "granted with RBAC for Applications (--rbac): a token does not show it; check that Test-ServicePrincipalAuthorization -Identity <service principal> -Resource <mailbox> shows InScope True")
+		return
+	case tok.claims == nil:
+		d.b.skip(mailSend, "the token is not a JWT: its roles cannot be read")
+		return
+	}
+	roles := claimRoles(tok.claims)
+	if !slices.Contains(roles, mailSend) {
+		d.b.fail(mailSend, fmt.Sprintf("the token's roles (%s) do not include Mail.Send", rolesText(roles)),
+			"grant the app the Microsoft Graph application permission Mail.Send (Application, not Delegated) and grant admin consent, then restart mailgate; if you grant it with RBAC for Applications in Exchange instead, run the doctor with --rbac")
+		return
+	}
+	d.b.pass(mailSend, "the token's roles include Mail.Send")
+	if max := d.cfg.Limits.MaxMessageBytes; max > draftPathBytes {
+		if slices.Contains(roles, mailReadWrite) {
+			d.b.pass(mailReadWrite, "the token's roles include Mail.ReadWrite, for messages over about 3 MB (the draft path)")
+		} else {
+			d.b.fail(mailReadWrite, fmt.Sprintf("the token's roles do not include Mail.ReadWrite, which messages over about 3 MB need; limits.max_message_bytes is %d", max),
+				"grant the app the Microsoft Graph application permission Mail.ReadWrite with admin consent, or set limits.max_message_bytes: 3000000 so that mailgate refuses larger messages itself")
+		}
+	}
+}
+
+// graphReachable asks Graph's base URL for nothing, without a token: any HTTP answer
+// (401, 400) shows that Graph is reachable through TLS, with the proxy and ca_file.
+func (d *doctor) graphReachable(ctx context.Context, caFile, base string) {
+	const name = "Graph reachable"
+	client, err := httpClient(caFile, d.opts.timeout())
+	if err != nil {
+		d.b.fail(name, err.Error(), "give ca_file a readable PEM file of certificate authorities")
+		return
+	}
+	defer client.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base, nil)
+	if err != nil {
+		d.b.fail(name, err.Error(), "check graph_url")
+		return
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		msg := err.Error()
+		if errors.As(err, &ue) {
+			msg = ue.Err.Error()
+		}
+		d.b.fail(name, base+": "+firstLine(msg),
+			"Graph is unreachable: check the network, HTTPS_PROXY and NO_PROXY, ca_file (for a TLS-inspecting proxy) and graph_url")
+		return
+	}
+	resp.Body.Close()
+	detail := fmt.Sprintf("%s answered HTTP %d", base, resp.StatusCode)
+	if resp.TLS != nil {
+		detail += " over " + tlsVersionName(resp.TLS.Version)
+	}
+	d.b.pass(name, detail)
+}
+
+// graphScope is the Graph backend's token scope: Graph's host in each national cloud.
+func graphScope(scope, base string) string {
+	if scope != "" {
+		return scope
+	}
+	u, _ := url.Parse(base)
+	switch h := u.Hostname(); h {
+	case "graph.microsoft.com", "graph.microsoft.us", "dod-graph.microsoft.us", "microsoftgraph.chinacloudapi.cn":
+		return "https://" + h + "/.default"
+	}
+	return "https://graph.microsoft.com/.default"
+}
+
+func rolesText(roles []string) string {
+	if len(roles) == 0 {
+		return "none"
+	}
+	return strings.Join(roles, ", ")
+}
