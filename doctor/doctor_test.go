@@ -22,6 +22,8 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/mailgate/mailgate/internal/dnstest"
+
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/config/secret"
 	"github.com/mailgate/mailgate/senders"
@@ -425,61 +427,15 @@ func TestDirectSend(t *testing.T) {
 	}
 }
 
-// fakeDNS answers MX queries from mx (name → records; nil: no MX) and A queries for
-// every name with 127.0.0.1.
-func fakeDNS(t *testing.T, mx map[string][]dnsmessage.MXResource) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, addr, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			h, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true})
-			_ = b.StartQuestions()
-			_ = b.Question(q)
-			_ = b.StartAnswers()
-			rh := dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}
-			switch q.Type {
-			case dnsmessage.TypeMX:
-				for _, r := range mx[strings.ToLower(q.Name.String())] {
-					_ = b.MXResource(rh, r)
-				}
-			case dnsmessage.TypeA:
-				_ = b.AResource(rh, dnsmessage.AResource{A: [4]byte{127, 0, 0, 1}})
-			}
-			if out, err := b.Finish(); err == nil {
-				_, _ = pc.WriteTo(out, addr)
-			}
-		}
-	}()
-	return pc.LocalAddr().String()
-}
-
 // A bare-domain address: the MX lookup through the backend's resolver, then the MX
 // host (localhost, which the fake's certificate names) on "port 25".
 func TestDirectSendMX(t *testing.T) {
 	t.Parallel()
 	srv := smtptest.New(t, smtptest.Options{Mode: smtptest.DirectSend, AcceptedDomains: []string{"contoso.test"}})
-	dns := fakeDNS(t, map[string][]dnsmessage.MXResource{
+	dns := dnstest.Serve(t, dnstest.Zone{LoopbackA: true, MX: map[string][]dnsmessage.MXResource{
 		"contoso.test.": {{Pref: 10, MX: dnsmessage.MustNewName("localhost.")}},
 		"null.test.":    {{Pref: 0, MX: dnsmessage.MustNewName(".")}},
-	})
+	}})
 	_, port, _ := net.SplitHostPort(srv.Addr())
 	c := &smtp.DirectSendConfig{ConnectorConfig: smtp.ConnectorConfig{
 		Connection:      smtp.Connection{Address: "contoso.test", CAFile: srv.CAFile(t)},

@@ -2,76 +2,28 @@ package smtp
 
 import (
 	"context"
-	"net"
 	"slices"
 	"strings"
 	"testing"
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/mailgate/mailgate/internal/dnstest"
+
 	"github.com/mailgate/mailgate/mailerr"
 )
-
-// fakeDNS answers MX queries over UDP from a table: name → MX records (nil: the name
-// exists with no MX; missing: NXDOMAIN).
-func fakeDNS(t *testing.T, zone map[string][]dnsmessage.MXResource) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, addr, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			h, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			mxs, found := zone[strings.ToLower(q.Name.String())]
-			rh := dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true, RCode: dnsmessage.RCodeSuccess}
-			if !found {
-				rh.RCode = dnsmessage.RCodeNameError
-			}
-			b := dnsmessage.NewBuilder(nil, rh)
-			b.EnableCompression()
-			_ = b.StartQuestions()
-			_ = b.Question(q)
-			_ = b.StartAnswers()
-			if q.Type == dnsmessage.TypeMX {
-				for _, mx := range mxs {
-					_ = b.MXResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60}, mx)
-				}
-			}
-			out, err := b.Finish()
-			if err == nil {
-				_, _ = pc.WriteTo(out, addr)
-			}
-		}
-	}()
-	return pc.LocalAddr().String()
-}
 
 func TestResolve(t *testing.T) {
 	t.Parallel()
 	name := dnsmessage.MustNewName
-	server := fakeDNS(t, map[string][]dnsmessage.MXResource{
+	server := dnstest.Serve(t, dnstest.Zone{MX: map[string][]dnsmessage.MXResource{
 		"contoso.test.": {
 			{Pref: 20, MX: name("backup.contoso.test.")},
 			{Pref: 10, MX: name("contoso-test.mail.protection.outlook.com.")},
 		},
 		"nomx.test.": nil,
 		"null.test.": {{Pref: 0, MX: name(".")}},
-	})
+	}})
 	tests := []struct {
 		address string
 		want    []string
