@@ -9,7 +9,6 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/mailgate/mailgate/internal/dnstest"
-
 	"github.com/mailgate/mailgate/mailerr"
 )
 
