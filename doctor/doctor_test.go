@@ -23,8 +23,8 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/mailgate/mailgate/config"
-	"github.com/mailgate/mailgate/internal/dnstest"
 	"github.com/mailgate/mailgate/config/secret"
+	"github.com/mailgate/mailgate/internal/dnstest"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/senders/discard"
 	"github.com/mailgate/mailgate/senders/entra"
