@@ -1,54 +1,29 @@
 package doctor
 
 import (
-	"regexp"
-	"strconv"
 	"strings"
 
 	"github.com/mailgate/mailgate/senders/smtp"
 )
 
-// reply is an SMTP reply.
-type reply struct {
-	Code     int
-	Enhanced string // RFC 3463 class.subject.detail, "" when the server gave none
-	Text     string // the rest, lines joined by spaces
-}
-
-var enhancedRE = regexp.MustCompile(`^([245])\.(\d{1,3})\.(\d{1,3})\b`)
-
-func newReply(code int, msg string) reply {
-	// Multi-line replies: the enhanced code is repeated on each line; keep the first.
+// newReply reads a reply as the doctor's client got it. A multi-line reply repeats its
+// enhanced code on each line; the report shows it once.
+func newReply(code int, msg string) smtp.Reply {
 	lines := strings.Split(msg, "\n")
-	for i, l := range lines {
-		if i > 0 {
-			lines[i] = strings.TrimSpace(enhancedRE.ReplaceAllString(strings.TrimSpace(l), ""))
+	first := smtp.ParseReply(code, lines[0])
+	if first.Enhanced != "" {
+		for i := 1; i < len(lines); i++ {
+			lines[i] = strings.TrimPrefix(strings.TrimSpace(lines[i]), first.Enhanced+" ")
 		}
 	}
-	text := strings.Join(strings.Fields(strings.Join(lines, " ")), " ")
-	r := reply{Code: code, Text: text}
-	if m := enhancedRE.FindString(text); m != "" {
-		r.Enhanced, r.Text = m, strings.TrimSpace(text[len(m):])
-	}
-	return r
-}
-
-func (r reply) String() string {
-	s := strconv.Itoa(r.Code)
-	if r.Enhanced != "" {
-		s += " " + r.Enhanced
-	}
-	if r.Text != "" {
-		s += " " + r.Text
-	}
-	return s
+	return smtp.ParseReply(code, strings.Join(lines, "\n"))
 }
 
 // replyFix is the operator's fix for a refusal, or "" when the reply says it all. auth
 // is "xoauth2" or "login" when the reply answers an AUTH. The backends' own fixes come
 // first (one table, in senders/smtp); the rest are hints only a diagnosis needs.
-func replyFix(r reply, auth string) string {
-	if fix := smtp.OperatorFix(r.Code, strings.TrimSpace(r.Enhanced+" "+r.Text), auth == "login"); fix != "" {
+func replyFix(r smtp.Reply, auth string) string {
+	if fix := smtp.OperatorFix(r, auth == "login"); fix != "" {
 		return fix
 	}
 	switch {

@@ -12,8 +12,6 @@ import (
 	"github.com/mailgate/mailgate/senders/graph"
 )
 
-const defaultGraphURL = "https://graph.microsoft.com/v1.0"
-
 // draftPathBytes is about where the Graph backend switches to the draft path, which
 // needs Mail.ReadWrite (docs/microsoft365-graph.md, Step 3).
 const draftPathBytes = 3_000_000
@@ -22,13 +20,9 @@ const draftPathBytes = 3_000_000
 // for Graph's scope, and that the token carries Mail.Send (and Mail.ReadWrite when
 // messages may take the draft path). It never calls a mailbox's endpoint.
 func (d *doctor) graph(ctx context.Context, c *graph.Config) {
-	base := defaultGraphURL
-	if c.GraphURL != "" {
-		base = strings.TrimSuffix(c.GraphURL, "/")
-	}
-	d.graphReachable(ctx, c.CAFile, base)
+	d.graphReachable(ctx, c.CAFile, c.BaseURL())
 
-	tok := d.token(ctx, &c.Credentials, c.CAFile, graphScope(c.Scope, base))
+	tok := d.token(ctx, &c.Credentials, c.CAFile, c.TokenScope())
 	d.graphRoles(tok)
 }
 
@@ -96,19 +90,6 @@ func (d *doctor) graphReachable(ctx context.Context, caFile, base string) {
 		detail += " over " + tlsVersionName(resp.TLS.Version)
 	}
 	d.b.pass(name, detail)
-}
-
-// graphScope is the Graph backend's token scope: Graph's host in each national cloud.
-func graphScope(scope, base string) string {
-	if scope != "" {
-		return scope
-	}
-	u, _ := url.Parse(base)
-	switch h := u.Hostname(); h {
-	case "graph.microsoft.com", "graph.microsoft.us", "dod-graph.microsoft.us", "microsoftgraph.chinacloudapi.cn":
-		return "https://" + h + "/.default"
-	}
-	return "https://graph.microsoft.com/.default"
 }
 
 func rolesText(roles []string) string {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -99,7 +98,7 @@ func (d *doctor) smtpAuth(ctx context.Context, c *smtp.AuthConfig) {
 				continue
 			}
 		}
-		var r reply
+		var r smtp.Reply
 		var err error
 		if auth == "login" {
 			r, err = sess.authLogin(user, c.Password.Value())
@@ -249,15 +248,10 @@ func (d *doctor) resolve(ctx context.Context, spec *smtpSpec) []string {
 		return []string{address}
 	}
 
-	dns := net.DefaultResolver
+	dns := smtp.DNSResolver(spec.resolver)
 	via := ""
 	if spec.resolver != "" {
-		server := spec.resolver
-		dns = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			var nd net.Dialer
-			return nd.DialContext(ctx, network, server)
-		}}
-		via = " (asked " + server + ")"
+		via = " (asked " + spec.resolver + ")"
 	}
 	mctx, cancel := context.WithTimeout(ctx, timeout)
 	mxs, err := dns.LookupMX(mctx, address)
@@ -466,7 +460,7 @@ func (p *probe) greet(s *session) bool {
 }
 
 func (p *probe) ehlo(s *session, name string) bool {
-	r, err := s.hello(p.helo())
+	r, err := s.hello(p.spec.conn.HeloName())
 	switch {
 	case err != nil:
 		fix := "the connection broke: try again; if it persists, look for a middlebox between mailgate and the server"
@@ -485,16 +479,6 @@ func (p *probe) ehlo(s *session, name string) bool {
 	}
 	p.step(name, Pass, strings.Join(s.exts, ", "), "")
 	return true
-}
-
-func (p *probe) helo() string {
-	if p.spec.conn.Helo != "" {
-		return p.spec.conn.Helo
-	}
-	if h, _ := os.Hostname(); h != "" {
-		return h
-	}
-	return "localhost"
 }
 
 // startTLS runs STARTTLS and judges the TLS session and the server's certificate. The
@@ -676,7 +660,7 @@ func (d *doctor) clientCertificate(c *smtp.RelayConfig) *tls.Certificate {
 	names = slices.DeleteFunc(names, func(n string) bool { return n == "" })
 	var match string
 	for _, n := range names {
-		if dom := acceptedDomainOf(n, c.AcceptedDomains); dom != "" {
+		if dom := smtp.AcceptedDomainOf(n, c.AcceptedDomains); dom != "" {
 			match = fmt.Sprintf("%s is in the accepted domain %s", n, dom)
 			break
 		}
@@ -699,18 +683,6 @@ func (d *doctor) clientCertificate(c *smtp.RelayConfig) *tls.Certificate {
 		d.b.pass(name, detail+"; "+match)
 	}
 	return &pair
-}
-
-// acceptedDomainOf is the accepted domain that name is, or is a host in; "" if none.
-func acceptedDomainOf(name string, domains []string) string {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	for _, d := range domains {
-		d = strings.ToLower(d)
-		if name == d || strings.HasSuffix(name, "."+d) {
-			return d
-		}
-	}
-	return ""
 }
 
 func firstOr(list []string, def string) string {

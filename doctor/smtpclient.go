@@ -8,6 +8,8 @@ import (
 	"net/textproto"
 	"strings"
 	"time"
+
+	"github.com/mailgate/mailgate/senders/smtp"
 )
 
 // session is the doctor's own SMTP client: one command at a time, each under the
@@ -40,11 +42,11 @@ func (s *session) upgrade(tc net.Conn) {
 }
 
 // read reads one reply, of any code.
-func (s *session) read() (reply, error) {
+func (s *session) read() (smtp.Reply, error) {
 	_ = s.nc.SetDeadline(time.Now().Add(s.timeout))
 	code, msg, err := s.tp.ReadResponse(0)
 	if err != nil {
-		return reply{}, err
+		return smtp.Reply{}, err
 	}
 	s.lines = strings.Split(msg, "\n")
 	return newReply(code, msg), nil
@@ -52,16 +54,16 @@ func (s *session) read() (reply, error) {
 
 // cmd sends one command line and reads the reply. The error is for the connection
 // only: a refusal is a reply.
-func (s *session) cmd(format string, args ...any) (reply, error) {
+func (s *session) cmd(format string, args ...any) (smtp.Reply, error) {
 	_ = s.nc.SetDeadline(time.Now().Add(s.timeout))
 	if err := s.tp.PrintfLine(format, args...); err != nil {
-		return reply{}, err
+		return smtp.Reply{}, err
 	}
 	return s.read()
 }
 
 // hello sends EHLO and keeps the extensions of a 250 reply.
-func (s *session) hello(name string) (reply, error) {
+func (s *session) hello(name string) (smtp.Reply, error) {
 	r, err := s.cmd("EHLO %s", name)
 	if err != nil || r.Code != 250 {
 		return r, err
@@ -78,7 +80,7 @@ func (s *session) hello(name string) (reply, error) {
 
 // authXOAUTH2 is SASL XOAUTH2 as Microsoft documents it, with the initial response.
 // A 334 (an error challenge) is answered with an empty line, for the final reply.
-func (s *session) authXOAUTH2(user, token string) (reply, error) {
+func (s *session) authXOAUTH2(user, token string) (smtp.Reply, error) {
 	ir := base64.StdEncoding.EncodeToString([]byte("user=" + user + "\x01auth=Bearer " + token + "\x01\x01"))
 	r, err := s.cmd("AUTH XOAUTH2 %s", ir)
 	if err == nil && r.Code == 334 {
@@ -88,7 +90,7 @@ func (s *session) authXOAUTH2(user, token string) (reply, error) {
 }
 
 // authLogin is SASL LOGIN: the user name and the password, each when asked.
-func (s *session) authLogin(user, password string) (reply, error) {
+func (s *session) authLogin(user, password string) (smtp.Reply, error) {
 	r, err := s.cmd("AUTH LOGIN")
 	for i := 0; err == nil && r.Code == 334 && i < 2; i++ {
 		challenge, _ := base64.StdEncoding.DecodeString(strings.TrimSpace(s.lines[0]))

@@ -2,7 +2,6 @@ package doctor
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -21,12 +20,10 @@ import (
 // httpClient is what the backends use for Entra and Graph: TLS 1.2 or later, the
 // system's roots plus ca_file, HTTPS_PROXY honoured.
 func httpClient(caFile string, timeout time.Duration) (*http.Client, error) {
-	roots, err := senders.RootCAs(caFile)
+	t, err := senders.HTTPTransport(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("ca_file: %w", err)
 	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
 	return &http.Client{Transport: t, Timeout: timeout}, nil
 }
 

@@ -97,6 +97,14 @@ type Env struct {
 	Logger *slog.Logger
 }
 
+// Log is the backend's logger; one that discards when Logger is nil.
+func (e Env) Log() *slog.Logger {
+	if e.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return e.Logger
+}
+
 // Scope says what Microsoft 365 counts a backend's messages against.
 type Scope int
 

@@ -1,8 +1,10 @@
 package senders
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/http"
 	"os"
 )
 
@@ -25,4 +27,16 @@ func RootCAs(caFile string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", caFile)
 	}
 	return pool, nil
+}
+
+// HTTPTransport is the transport every backend's HTTPS (Entra tokens, Graph) goes
+// through: TLS 1.2 or later, the system's roots plus caFile, the environment's proxy.
+func HTTPTransport(caFile string) (*http.Transport, error) {
+	roots, err := RootCAs(caFile)
+	if err != nil {
+		return nil, err
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+	return t, nil
 }

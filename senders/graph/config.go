@@ -1,7 +1,6 @@
 package graph
 
 import (
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -48,19 +47,20 @@ func (c *Config) Validate() error {
 // Open implements senders.Config.
 func (c *Config) Open(env senders.Env) (senders.Sender, error) { return New(c, env) }
 
-func (c *Config) graphURL() string {
+// BaseURL is the Graph base URL in use: graph_url, or Microsoft's global Graph.
+func (c *Config) BaseURL() string {
 	if c.GraphURL != "" {
 		return strings.TrimSuffix(c.GraphURL, "/")
 	}
 	return defaultGraphURL
 }
 
-// scope is the token's audience: Graph's host in each national cloud.
-func (c *Config) scope() string {
+// TokenScope is the token's audience: scope, or Graph's host in each national cloud.
+func (c *Config) TokenScope() string {
 	if c.Scope != "" {
 		return c.Scope
 	}
-	u, _ := url.Parse(c.graphURL())
+	u, _ := url.Parse(c.BaseURL())
 	switch h := u.Hostname(); h {
 	case "graph.microsoft.com", "graph.microsoft.us", "dod-graph.microsoft.us", "microsoftgraph.chinacloudapi.cn":
 		return "https://" + h + "/.default"
@@ -72,12 +72,10 @@ func (c *Config) scope() string {
 // certificates verified, and no middleware: nothing retries a request behind mailgate's
 // back (a retried sendMail can be a duplicate mail).
 func (c *Config) httpClient() (*http.Client, error) {
-	roots, err := senders.RootCAs(c.CAFile)
+	t, err := senders.HTTPTransport(c.CAFile)
 	if err != nil {
 		return nil, err
 	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
 	t.MaxIdleConnsPerHost = 16
 	return &http.Client{Transport: t}, nil
 }

@@ -70,7 +70,7 @@ func New(c *Config, env senders.Env) (*Sender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("credential: %w", err)
 	}
-	base := c.graphURL()
+	base := c.BaseURL()
 	host := strings.TrimPrefix(strings.TrimPrefix(base, "https://"), "http://")
 	host, _, _ = strings.Cut(host, "/")
 	if h, _, ok := strings.Cut(host, ":"); ok {
@@ -78,7 +78,7 @@ func New(c *Config, env senders.Env) (*Sender, error) {
 	}
 	// Tokens go only to the Graph host: upload-session URLs (another host) must carry
 	// none, as Microsoft requires.
-	auth, err := msgraphauth.NewAzureIdentityAuthenticationProviderWithScopesAndValidHosts(cred, []string{c.scope()}, []string{host})
+	auth, err := msgraphauth.NewAzureIdentityAuthenticationProviderWithScopesAndValidHosts(cred, []string{c.TokenScope()}, []string{host})
 	if err != nil {
 		return nil, err
 	}
@@ -95,13 +95,9 @@ func New(c *Config, env senders.Env) (*Sender, error) {
 		return nil, err
 	}
 	adapter.SetBaseUrl(base)
-	log := env.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	return &Sender{
 		name:        env.Name,
-		log:         log,
+		log:         env.Log(),
 		users:       users.NewUsersRequestBuilderInternal(map[string]string{"baseurl": base}, adapter),
 		upload:      graphClient,
 		saveDefault: c.SaveToSentItems,

@@ -110,10 +110,8 @@ type AuthConfig struct {
 
 // Validate implements senders.Config.
 func (c *AuthConfig) Validate() error {
-	if c.Address == "" {
-		c.Address = SubmissionAddress
-	}
-	errs := c.Connection.validate(false, MaxSubmissionConnections)
+	conn := c.connection()
+	errs := conn.validate(false, MaxSubmissionConnections)
 	switch c.Auth {
 	case "", "xoauth2":
 		errs = append(errs, c.Credentials.Validate()...)
@@ -148,6 +146,15 @@ func (c *AuthConfig) CheckRoute(match, mailbox string) []error {
 		return []error{fmt.Errorf("mailbox: the backend signs in as %s (auth: login), so set mailbox: %s; other From addresses then need Send As", c.Username, c.Username)}
 	}
 	return nil
+}
+
+// connection is the connection settings with the default address filled in.
+func (c *AuthConfig) connection() Connection {
+	conn := c.Connection
+	if conn.Address == "" {
+		conn.Address = SubmissionAddress
+	}
+	return conn
 }
 
 // Open implements senders.Config.
@@ -290,12 +297,23 @@ func (c *DirectSendConfig) Open(env senders.Env) (senders.Sender, error) {
 // inDomains reports whether name (a domain, or an address's domain) is one of domains,
 // or with subdomains a host below one of them.
 func inDomains(name string, domains []string, subdomains bool) bool {
+	if subdomains {
+		return AcceptedDomainOf(name, domains) != ""
+	}
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	return slices.ContainsFunc(domains, func(d string) bool { return strings.EqualFold(name, d) })
+}
+
+// AcceptedDomainOf is the domain of domains that name (a host name, such as a
+// certificate's subject) is, or is a host in; "" if none. It is how Microsoft 365
+// attributes a relay's client certificate to a tenant.
+func AcceptedDomainOf(name string, domains []string) string {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	for _, d := range domains {
 		d = strings.ToLower(d)
-		if name == d || subdomains && strings.HasSuffix(name, "."+d) {
-			return true
+		if name == d || strings.HasSuffix(name, "."+d) {
+			return d
 		}
 	}
-	return false
+	return ""
 }

@@ -131,7 +131,7 @@ func healthyAfter(err error) bool {
 // refusal is a recipient the server refused for good.
 type refusal struct {
 	rcpt  string
-	reply reply
+	reply Reply
 }
 
 // allRefused is the error for a message whose every recipient was refused for good:

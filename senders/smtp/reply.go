@@ -30,14 +30,14 @@ const (
 	quotaPause = time.Hour
 )
 
-// reply is an SMTP reply from the server.
-type reply struct {
+// Reply is an SMTP reply from a server.
+type Reply struct {
 	Code     int
 	Enhanced string // RFC 3463 class.subject.detail, "" when the server gave none
 	Text     string // the rest, lines joined by spaces
 }
 
-func (r reply) String() string {
+func (r Reply) String() string {
 	s := strconv.Itoa(r.Code)
 	if r.Enhanced != "" {
 		s += " " + r.Enhanced
@@ -50,14 +50,21 @@ func (r reply) String() string {
 
 var enhancedRE = regexp.MustCompile(`^([245])\.(\d{1,3})\.(\d{1,3})\b`)
 
+// ParseReply reads a reply from its code and text as net/smtp reports them ("5.7.64
+// TenantAttribution; ..."; the lines of a multi-line reply joined by newlines).
+func ParseReply(code int, text string) Reply {
+	r, _ := replyOf(&textproto.Error{Code: code, Msg: text})
+	return r
+}
+
 // replyOf reads the server's reply out of what net/smtp returned.
-func replyOf(err error) (reply, bool) {
+func replyOf(err error) (Reply, bool) {
 	var te *textproto.Error
 	if !errors.As(err, &te) {
-		return reply{}, false
+		return Reply{}, false
 	}
 	text := strings.Join(strings.Fields(te.Msg), " ")
-	r := reply{Code: te.Code, Text: text}
+	r := Reply{Code: te.Code, Text: text}
 	if m := enhancedRE.FindString(text); m != "" {
 		r.Enhanced, r.Text = m, strings.TrimSpace(text[len(m):])
 	}
@@ -66,7 +73,7 @@ func replyOf(err error) (reply, bool) {
 
 // detail is the numeric detail of an enhanced code with the given class and subject
 // ("4.7" and 4.7.512 give 512), or -1.
-func (r reply) detail(classSubject string) int {
+func (r Reply) detail(classSubject string) int {
 	rest, ok := strings.CutPrefix(r.Enhanced, classSubject+".")
 	if !ok {
 		return -1
@@ -82,14 +89,14 @@ func (r reply) detail(classSubject string) int {
 // can tell a server's answer from a network failure.
 type replyError struct {
 	command string
-	reply   reply
+	reply   Reply
 }
 
 func (e *replyError) Error() string { return e.command + ": " + e.reply.String() }
 
 // classify turns a server's refusal into mailgate's classes (M365.md §6, RFC 3463): what
 // the caller sees. OperatorFix says what an operator must do about it, if anything.
-func classify(server, command string, r reply) *mailerr.Error {
+func classify(server, command string, r Reply) *mailerr.Error {
 	refused := fmt.Sprintf("%s refused %s: %s", server, command, r)
 	var e *mailerr.Error
 	switch {
@@ -130,32 +137,26 @@ func classify(server, command string, r reply) *mailerr.Error {
 	return e
 }
 
-func (r reply) ipThrottled() bool {
+func (r Reply) ipThrottled() bool {
 	return r.Code/100 == 4 && r.detail("4.7") >= 500 && r.detail("4.7") <= 699
 }
 
-func (r reply) quotaExceeded() bool {
+func (r Reply) quotaExceeded() bool {
 	return strings.Contains(r.Text, "SubmissionQuotaExceeded") || strings.Contains(strings.ToLower(r.Text), "submission quota exceeded")
 }
 
-func (r reply) authRefused() bool {
+func (r Reply) authRefused() bool {
 	return r.Code == 535 || r.Enhanced == "5.7.57" || r.Enhanced == "5.7.30" || r.Enhanced == "5.7.139"
 }
 
-func (r reply) sendAsDenied() bool {
+func (r Reply) sendAsDenied() bool {
 	return r.Enhanced == "5.7.60" || strings.Contains(r.Text, "SendAsDenied") || r.Enhanced == "5.2.252"
 }
 
-// OperatorFix is what an operator must do about a server's reply (its code and text as
-// net/smtp reports them, "5.7.64 TenantAttribution; ..."), or "" when the reply needs no
-// operator: a passing throttle, a refused recipient. login says the backend uses
+// OperatorFix is what an operator must do about a server's reply, or "" when the reply
+// needs no operator: a passing throttle, a refused recipient. login says the backend uses
 // auth: login. Both the backends' log and `mailgate doctor` give these fixes.
-func OperatorFix(code int, text string, login bool) string {
-	r, _ := replyOf(&textproto.Error{Code: code, Msg: text})
-	return operatorFix(r, login)
-}
-
-func operatorFix(r reply, login bool) string {
+func OperatorFix(r Reply, login bool) string {
 	switch {
 	case r.Code == 421 && r.Enhanced == "4.7.66":
 		return "the server wants TLS 1.2 or later; mailgate always uses it, so something between mailgate and Microsoft 365 (a TLS-inspecting proxy) is downgrading the connection"

@@ -50,7 +50,7 @@ func TestClassify(t *testing.T) {
 		if !ok {
 			t.Fatalf("replyOf(%d %s) failed", tt.code, tt.msg)
 		}
-		e, fix := classify("mx.test", "MAIL FROM", r), operatorFix(r, false)
+		e, fix := classify("mx.test", "MAIL FROM", r), OperatorFix(r, false)
 		if e.Kind != tt.kind || e.Reason != tt.reason || e.RetryAfter != tt.retry || (fix != "") != tt.fix {
 			t.Errorf("%d %s: got %v/%q retry %v fix %q; want %v/%q retry %v fix %v",
 				tt.code, tt.msg, e.Kind, e.Reason, e.RetryAfter, fix, tt.kind, tt.reason, tt.retry, tt.fix)

@@ -19,17 +19,22 @@ type resolver struct {
 }
 
 func newResolver(address, server string) *resolver {
-	r := &resolver{address: address, dns: net.DefaultResolver}
-	if server != "" {
-		r.dns = &net.Resolver{
-			PreferGo: true,
-			Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, network, server)
-			},
-		}
+	return &resolver{address: address, dns: DNSResolver(server)}
+}
+
+// DNSResolver asks the DNS server at server (host:port), or the system's when it is "":
+// a backend's `resolver`.
+func DNSResolver(server string) *net.Resolver {
+	if server == "" {
+		return net.DefaultResolver
 	}
-	return r
+	return &net.Resolver{
+		PreferGo: true,
+		Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, server)
+		},
+	}
 }
 
 func (r *resolver) resolve(ctx context.Context) ([]string, error) {

@@ -49,12 +49,11 @@ func (k kind) String() string {
 
 // Sender sends through one SMTP backend. Its methods are safe for concurrent use.
 type Sender struct {
-	name     string
-	kind     kind
-	log      *slog.Logger
-	dialer   *dialer
-	maxConns int
-	cfg      Connection
+	name   string
+	kind   kind
+	log    *slog.Logger
+	dialer *dialer
+	cfg    Connection // with its defaults
 
 	// smtp_auth
 	tokens *tokenSource // xoauth2
@@ -80,13 +79,19 @@ func (c *Connection) withDefaults(maxConns int) Connection {
 	if out.Timeout == 0 {
 		out.Timeout = defaultTimeout
 	}
-	if out.Helo == "" {
-		out.Helo, _ = os.Hostname()
-		if out.Helo == "" {
-			out.Helo = "localhost"
-		}
-	}
+	out.Helo = c.HeloName()
 	return out
+}
+
+// HeloName is the name given in EHLO: helo, else the machine's host name.
+func (c *Connection) HeloName() string {
+	if c.Helo != "" {
+		return c.Helo
+	}
+	if h, _ := os.Hostname(); h != "" {
+		return h
+	}
+	return "localhost"
 }
 
 func (c *Connection) tlsConfig() (*tls.Config, error) {
@@ -98,17 +103,14 @@ func (c *Connection) tlsConfig() (*tls.Config, error) {
 }
 
 func newSubmission(c *AuthConfig, env senders.Env) (*Sender, error) {
-	addr := c.Address
-	if addr == "" {
-		addr = SubmissionAddress
-	}
-	s, err := newSender(kindSubmission, c.Connection, MaxSubmissionConnections, env)
+	conn := c.connection()
+	s, err := newSender(kindSubmission, conn, MaxSubmissionConnections, env)
 	if err != nil {
 		return nil, err
 	}
 	// Microsoft offers AUTH only after STARTTLS: TLS is never optional here.
 	s.dialer.tlsRequired = true
-	s.dialer.resolve = newResolver(addr, "").resolve
+	s.dialer.resolve = newResolver(conn.Address, "").resolve
 	for _, p := range c.SendAs {
 		s.sendAs = append(s.sendAs, mailaddr.MustParsePattern(p))
 	}
@@ -116,12 +118,10 @@ func newSubmission(c *AuthConfig, env senders.Env) (*Sender, error) {
 		s.login = &loginAuth{user: c.Username, password: c.Password.Value()}
 		return s, nil
 	}
-	tlsCfg, err := c.tlsConfig()
+	t, err := senders.HTTPTransport(c.CAFile)
 	if err != nil {
 		return nil, err
 	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.TLSClientConfig = tlsCfg
 	cred, err := c.TokenCredential(&http.Client{Transport: t})
 	if err != nil {
 		return nil, fmt.Errorf("credential: %w", err)
@@ -159,18 +159,13 @@ func newSender(k kind, c Connection, maxConns int, env senders.Env) (*Sender, er
 	if err != nil {
 		return nil, err
 	}
-	log := env.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	return &Sender{
-		name:     env.Name,
-		kind:     k,
-		log:      log,
-		maxConns: c.MaxConnections,
-		cfg:      c,
-		dialer:   &dialer{helo: c.Helo, timeout: c.Timeout, tls: tlsCfg},
-		pools:    make(map[string]*pool),
+		name:   env.Name,
+		kind:   k,
+		log:    env.Log(),
+		cfg:    c,
+		dialer: &dialer{helo: c.Helo, timeout: c.Timeout, tls: tlsCfg},
+		pools:  make(map[string]*pool),
 	}, nil
 }
 
@@ -206,7 +201,7 @@ func (s *Sender) Send(ctx context.Context, msg *senders.Message) (*senders.Resul
 	c, err := p.get(ctx, func(ctx context.Context) (*conn, error) { return s.dial(ctx, mailbox) })
 	if errors.Is(err, errBusy) {
 		return nil, mailerr.Wrap(mailerr.Unavailable, ctx.Err(),
-			"all %d connections of the %s backend %q are busy%s; nothing was sent", s.maxConns, s.kind, s.name, forMailbox(mailbox))
+			"all %d connections of the %s backend %q are busy%s; nothing was sent", s.cfg.MaxConnections, s.kind, s.name, forMailbox(mailbox))
 	}
 	if err != nil {
 		s.logFix(err, mailbox)
@@ -279,7 +274,7 @@ func (s *Sender) pool(mailbox string) *pool {
 	}
 	p, ok := s.pools[key]
 	if !ok {
-		p = newPool(s.maxConns, s.cfg.IdleTimeout)
+		p = newPool(s.cfg.MaxConnections, s.cfg.IdleTimeout)
 		s.pools[key] = p
 	}
 	return p
@@ -342,7 +337,7 @@ func (s *Sender) logFix(err error, mailbox string) {
 	if !errors.As(err, &r) {
 		return
 	}
-	if fix := operatorFix(r.reply, s.login != nil); fix != "" {
+	if fix := OperatorFix(r.reply, s.login != nil); fix != "" {
 		attrs := []any{"command", r.command, "reply", r.reply.String(), "fix", fix}
 		if mailbox != "" {
 			attrs = append(attrs, "mailbox", mailbox)
