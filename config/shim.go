@@ -65,7 +65,7 @@ func (s Shim) TLSVersion() uint16 { return tlsVersions[s.MinTLS] }
 
 var tlsVersions = map[string]uint16{"1.0": 0x0301, "1.1": 0x0302, "1.2": 0x0303, "1.3": 0x0304}
 
-// Prefixes parses the devices' CIDRs (validated before).
+// Prefix is the device's CIDR as a masked prefix (validate the configuration first).
 func (d Device) Prefix() netip.Prefix {
 	p, _ := netip.ParsePrefix(d.CIDR)
 	return p.Masked()

@@ -30,12 +30,6 @@ func (l *Local) Authenticate(name, secret string) bool {
 	return ok && subtle.ConstantTimeCompare([]byte(k.Name), []byte(name)) == 1
 }
 
-// HasKey reports whether a key of that name exists.
-func (l *Local) HasKey(name string) bool {
-	_, ok := l.keys.ByName(name)
-	return ok
-}
-
 // SendMailAs sends req as the API key named keyName.
 func (l *Local) SendMailAs(ctx context.Context, keyName string, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error) {
 	k, ok := l.keys.ByName(keyName)

@@ -226,15 +226,10 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	defer cancel()
 	sendStart := s.now()
 	res, sendErr := s.backends[route.Backend].Send(sendCtx, msg)
-	outcome := ""
-	if sendErr == nil {
-		outcome = res.Status.String()
-	} else {
-		outcome = mailerr.As(sendErr, mailerr.Unavailable).ReasonOrDefault()
-	}
-	s.metrics.backend.WithLabelValues(route.Backend, outcome).Observe(s.now().Sub(sendStart).Seconds())
+	sendTime := s.now().Sub(sendStart).Seconds()
 	if sendErr != nil {
 		e := mailerr.As(sendErr, mailerr.Unavailable)
+		s.metrics.backend.WithLabelValues(route.Backend, e.ReasonOrDefault()).Observe(sendTime)
 		if e.Kind == mailerr.Throttled && e.RetryAfter > 0 {
 			// Microsoft throttled this mailbox (or this relaying backend): pause it for
 			// every replica.
@@ -251,6 +246,7 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 		s.complete(sendCtx, ticket, c)
 		return nil, route, e
 	}
+	s.metrics.backend.WithLabelValues(route.Backend, res.Status.String()).Observe(sendTime)
 	resp := &mailgatev1.SendMailResponse{
 		Id:                 id,
 		MessageId:          msg.MessageID,
@@ -286,16 +282,17 @@ func (s *Service) complete(ctx context.Context, t *store.Ticket, c store.Complet
 // rather than sending as a mailbox has no mailbox limits; its group is there to be
 // paused when Microsoft throttles it. The first group is the one a throttle pauses.
 func (s *Service) budgets(key *apikey.Key, msg *senders.Message, backend string) []store.Group {
-	groups := []store.Group{{
-		Key: mailboxGroup(msg),
-		Limits: []store.Limit{
-			{ID: "msgs", Count: s.mailbox.MessagesPerMinute, Period: time.Minute, Cost: 1},
-			{ID: "rcpts", Count: s.mailbox.RecipientsPerDay, Period: 24 * time.Hour, Cost: len(msg.Recipients)},
-		},
-	}}
-	if s.scopes[backend] == senders.ScopeBackend {
-		groups[0] = store.Group{Key: "be:" + backend}
+	first := store.Group{Key: "be:" + backend}
+	if s.scopes[backend] != senders.ScopeBackend {
+		first = store.Group{
+			Key: "mb:" + strings.ToLower(msg.SendingMailbox()),
+			Limits: []store.Limit{
+				{ID: "msgs", Count: s.mailbox.MessagesPerMinute, Period: time.Minute, Cost: 1},
+				{ID: "rcpts", Count: s.mailbox.RecipientsPerDay, Period: 24 * time.Hour, Cost: len(msg.Recipients)},
+			},
+		}
 	}
+	groups := []store.Group{first}
 	if key.MessagesPerMinute > 0 {
 		groups = append(groups, store.Group{
 			Key:    "key:" + key.Name,
@@ -303,10 +300,6 @@ func (s *Service) budgets(key *apikey.Key, msg *senders.Message, backend string)
 		})
 	}
 	return groups
-}
-
-func mailboxGroup(msg *senders.Message) string {
-	return "mb:" + strings.ToLower(msg.SendingMailbox())
 }
 
 // describeRefusal says which limit refused a request, from store.Ticket.Refused.
