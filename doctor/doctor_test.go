@@ -95,17 +95,6 @@ func wantAllPass(t *testing.T, r Report) {
 	}
 }
 
-// bothCAs is one ca_file trusting the fake SMTP server and the fake Entra.
-func bothCAs(t *testing.T, srv *smtptest.Server, f *graphtest.Fake) string {
-	a, _ := os.ReadFile(srv.CAFile(t))
-	b, _ := os.ReadFile(f.CAFile(t))
-	p := filepath.Join(t.TempDir(), "cas.pem")
-	if err := os.WriteFile(p, append(a, b...), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // submission starts a fake smtp.office365.com and a fake Entra, and an smtp_auth
 // section for them.
 func submission(t *testing.T) (*smtptest.Server, *graphtest.Fake, *smtp.AuthConfig) {
@@ -114,7 +103,7 @@ func submission(t *testing.T) (*smtptest.Server, *graphtest.Fake, *smtp.AuthConf
 	srv := smtptest.New(t, smtptest.Options{Mode: smtptest.Submission, Tokens: entraFake.TokenScope,
 		Users: map[string]string{"basic@contoso.com": "pa55word"}})
 	c := &smtp.AuthConfig{
-		Connection: smtp.Connection{Address: srv.Addr(), CAFile: bothCAs(t, srv, entraFake), Helo: "doctor.test"},
+		Connection: smtp.Connection{Address: srv.Addr(), CAFile: srv.CAFileWith(t, entraFake.CAFile(t)), Helo: "doctor.test"},
 		Credentials: entra.Credentials{
 			TenantID: graphtest.TenantID, ClientID: graphtest.ClientID,
 			ClientSecret: secret.New(graphtest.ClientSecret), AuthorityURL: entraFake.AuthorityURL(),

@@ -28,10 +28,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	os.WriteFile(secretFile, []byte(graphtest.ClientSecret), 0o600)
 	passwordFile := filepath.Join(dir, "password")
 	os.WriteFile(passwordFile, []byte("Pa55-word-for-the-log-test"), 0o600)
-	cas := filepath.Join(dir, "cas.pem")
-	a, _ := os.ReadFile(smtpSrv.CAFile(t))
-	b, _ := os.ReadFile(entra.CAFile(t))
-	os.WriteFile(cas, append(a, b...), 0o600)
+	cas := smtpSrv.CAFileWith(t, entra.CAFile(t))
 	shimAddr := freeAddr(t)
 
 	cfg := fmt.Sprintf(`listen: {http: "%%s", grpc: "%%s"}

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -32,7 +30,7 @@ func submission(t *testing.T, adjust func(*smtp.AuthConfig)) (*smtptest.Server, 
 	srv := smtptest.New(t, smtptest.Options{Mode: smtptest.Submission, Tokens: entraFake.TokenScope,
 		Users: map[string]string{"basic@contoso.com": "pa55word"}})
 	c := &smtp.AuthConfig{
-		Connection: smtp.Connection{Address: srv.Addr(), CAFile: bothCAs(t, srv, entraFake)},
+		Connection: smtp.Connection{Address: srv.Addr(), CAFile: srv.CAFileWith(t, entraFake.CAFile(t))},
 		Credentials: entra.Credentials{
 			TenantID: graphtest.TenantID, ClientID: graphtest.ClientID,
 			ClientSecret: secret.New(graphtest.ClientSecret), AuthorityURL: entraFake.AuthorityURL(),
@@ -42,17 +40,6 @@ func submission(t *testing.T, adjust func(*smtp.AuthConfig)) (*smtptest.Server, 
 		adjust(c)
 	}
 	return srv, entraFake, open(t, c)
-}
-
-// bothCAs is one ca_file trusting the fake SMTP server and the fake Entra.
-func bothCAs(t *testing.T, srv *smtptest.Server, f *graphtest.Fake) string {
-	a, _ := os.ReadFile(srv.CAFile(t))
-	b, _ := os.ReadFile(f.CAFile(t))
-	p := filepath.Join(t.TempDir(), "cas.pem")
-	if err := os.WriteFile(p, append(a, b...), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 func open(t *testing.T, c senders.Config) senders.Sender {

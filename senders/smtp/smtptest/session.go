@@ -13,6 +13,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/mailgate/mailgate/mailaddr"
 )
 
 // replyf builds a reply. The err* functions below are Exchange Online's replies
@@ -234,7 +236,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		ss.s.mu.Lock()
 		reject := ss.s.rejectDirectSend
 		ss.s.mu.Unlock()
-		if reject && ss.s.acceptedDomain(domainOf(from)) {
+		if reject && ss.s.acceptedDomain(mailaddr.Domain(from)) {
 			return errDirectSendRejected()
 		}
 	}
@@ -259,7 +261,7 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if n >= MaxRecipients {
 		return errTooManyRecipients()
 	}
-	if ss.s.mode == DirectSend && !ss.s.acceptedDomain(domainOf(to)) {
+	if ss.s.mode == DirectSend && !ss.s.acceptedDomain(mailaddr.Domain(to)) {
 		return errNonAcceptedDomain()
 	}
 	ss.mu.Lock()
@@ -398,14 +400,6 @@ func (s *Server) certAccepted(state tls.ConnectionState) bool {
 		}
 	}
 	return false
-}
-
-func domainOf(addr string) string {
-	i := strings.LastIndexByte(addr, '@')
-	if i < 0 {
-		return ""
-	}
-	return addr[i+1:]
 }
 
 // xoauth2Server is the server side of SASL XOAUTH2 as Microsoft documents it

@@ -336,6 +336,28 @@ func (s *Server) CAFile(t testing.TB) string {
 	return writePEM(t, "smtptest-ca.pem", "CERTIFICATE", s.cert.Raw)
 }
 
+// CAFileWith writes one PEM file trusting the server and the certificates in the PEM
+// files others (a fake Entra's, say): the ca_file of a backend that talks to both.
+func (s *Server) CAFileWith(t testing.TB, others ...string) string {
+	t.Helper()
+	pem, err := os.ReadFile(s.CAFile(t))
+	for _, o := range others {
+		var b []byte
+		if b, err = os.ReadFile(o); err != nil {
+			break
+		}
+		pem = append(pem, b...)
+	}
+	p := filepath.Join(t.TempDir(), "smtptest-cas.pem")
+	if err == nil {
+		err = os.WriteFile(p, pem, 0o600)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // GrantSendAs lets mailbox send as from (Add-RecipientPermission -AccessRights SendAs).
 // Submission only; addresses are compared case-insensitively.
 func (s *Server) GrantSendAs(mailbox, from string) {
