@@ -5,41 +5,55 @@ import (
 	"strings"
 
 	"github.com/emersion/go-smtp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/status"
 
 	"github.com/mailgate/mailgate/mailerr"
 )
 
+// failure is what a SendMail error says, read once from its status.
+type failure struct {
+	kind mailerr.Kind
+	// remote is the backend server's reply that a permanent refusal carries.
+	remote string
+	// ours: mailgate's service wrote the status (it always attaches an ErrorInfo in its
+	// domain); otherwise the transport to a remote mailgate did.
+	ours bool
+	msg  string
+}
+
+func failureOf(err error) failure {
+	st := status.Convert(err)
+	f := failure{msg: st.Message()}
+	var reason string
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == mailerr.Domain {
+			f.ours, reason, f.remote = true, info.GetReason(), info.GetMetadata()["smtpReply"]
+		}
+	}
+	f.kind = mailerr.KindOf(st.Code(), reason)
+	return f
+}
+
 // smtpReply is the SMTP reply for a SendMail error, from mailerr's one table; a backend's
 // permanent refusal is passed on with the remote server's own 5xx code.
 func smtpReply(err error) *smtp.SMTPError {
-	kind, remote := kindOf(err)
-	r := kind.SMTPReply()
-	if kind == mailerr.Rejected && remote != "" {
-		code, rest, _ := strings.Cut(remote, " ")
+	f := failureOf(err)
+	r := f.kind.SMTPReply()
+	if f.kind == mailerr.Rejected && f.remote != "" {
+		code, rest, _ := strings.Cut(f.remote, " ")
 		enhanced, _, _ := strings.Cut(rest, " ")
 		if n, err := strconv.Atoi(code); err == nil && n >= 500 && n < 600 && strings.HasPrefix(enhanced, "5.") {
 			r = mailerr.Reply{Code: n, Enhanced: enhanced}
 		}
 	}
-	text := status.Convert(err).Message()
-	if !fromMailgate(err) && kind != mailerr.TooLarge && kind != mailerr.Invalid {
+	text := f.msg
+	if !f.ours && f.kind != mailerr.TooLarge && f.kind != mailerr.Invalid {
 		// A transport failure between the shim and a remote mailgate: its text names
 		// hosts and ports, which are not the device's business.
 		text = "mailgate is not reachable; try again later"
 	}
 	return replyError(r.Code, r.Enhanced, text)
-}
-
-// fromMailgate reports whether a status was written by mailgate's service, which always
-// attaches an ErrorInfo in its domain.
-func fromMailgate(err error) bool {
-	for _, d := range status.Convert(err).Details() {
-		if info, ok := d.(interface{ GetDomain() string }); ok && info.GetDomain() == mailerr.Domain {
-			return true
-		}
-	}
-	return false
 }
 
 // replyError builds a reply; text is flattened to one line of bounded length, as SMTP

@@ -17,7 +17,6 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
-	"google.golang.org/grpc/status"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/mailaddr"
@@ -157,7 +156,7 @@ func (ss *session) Data(r io.Reader) error {
 	ctx, cancel := context.WithTimeout(context.Background(), ss.s.opts.SubmitTimeout)
 	defer cancel()
 	resp, err := ss.s.opts.Submitter.SendMail(ctx, p, req)
-	if kind, _ := kindOf(err); kind == mailerr.KeyReused {
+	if err != nil && failureOf(err).kind == mailerr.KeyReused {
 		// The device gives different messages the same Message-ID (some firmware
 		// does): deduplicate this one by its content instead.
 		ss.log.Warn("device reuses Message-IDs; deduplicating by content", "key", p.Name, "message_id", msgID)
@@ -230,23 +229,4 @@ func idempotencyKey(principal, msgID, from string, rcpts []string, content []byt
 		prefix = "smtp-content-"
 	}
 	return prefix + hex.EncodeToString(h.Sum(nil))
-}
-
-// kindOf recovers mailgate's class of a SendMail error, and the remote SMTP reply a
-// backend refusal carried.
-func kindOf(err error) (mailerr.Kind, string) {
-	if err == nil {
-		return 0, ""
-	}
-	st := status.Convert(err)
-	var reason, remote string
-	for _, d := range st.Details() {
-		if info, ok := d.(interface {
-			GetReason() string
-			GetMetadata() map[string]string
-		}); ok {
-			reason, remote = info.GetReason(), info.GetMetadata()["smtpReply"]
-		}
-	}
-	return mailerr.KindOf(st.Code(), reason), remote
 }
