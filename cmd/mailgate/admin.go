@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server/apikey"
 )
 
@@ -52,8 +53,9 @@ func checkConfig(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(tw, "ROUTE\tMATCH\tBACKEND\tTYPE\tSENDS AS")
 	for i, r := range cfg.Routes {
 		mailbox := r.Mailbox
-		switch t := cfg.Backends[r.Backend].Type; {
-		case t == "relay" || t == "direct_send":
+		sc, scoped := cfg.Backends[r.Backend].Settings.(senders.Scoped)
+		switch {
+		case scoped && sc.Scope() == senders.ScopeBackend:
 			mailbox = "(no mailbox: relays)"
 		case mailbox == "":
 			mailbox = "(the From address)"

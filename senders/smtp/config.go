@@ -184,6 +184,10 @@ type ConnectorConfig struct {
 	Resolver string `yaml:"resolver"`
 }
 
+// Scope implements senders.Scoped, for the configuration as for the backend it opens: a
+// connector relays into the tenant as no mailbox.
+func (c *ConnectorConfig) Scope() senders.Scope { return senders.ScopeBackend }
+
 // CheckRoute implements senders.RouteChecker: a connector sends as no mailbox, and only
 // from accepted domains.
 func (c *ConnectorConfig) CheckRoute(match, mailbox string) []error {
