@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/mailerr"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server/apikey"
@@ -285,7 +286,7 @@ func (s *Service) budgets(key *apikey.Key, msg *senders.Message, backend string)
 	first := store.Group{Key: "be:" + backend}
 	if s.scopes[backend] != senders.ScopeBackend {
 		first = store.Group{
-			Key: "mb:" + strings.ToLower(msg.SendingMailbox()),
+			Key: "mb:" + mailaddr.Key(msg.SendingMailbox()),
 			Limits: []store.Limit{
 				{ID: "msgs", Count: s.mailbox.MessagesPerMinute, Period: time.Minute, Cost: 1},
 				{ID: "rcpts", Count: s.mailbox.RecipientsPerDay, Period: 24 * time.Hour, Cost: len(msg.Recipients)},

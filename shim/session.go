@@ -215,11 +215,11 @@ func withMessageID(raw []byte, principal, from string, rcpts []string) ([]byte, 
 func idempotencyKey(principal, msgID, from string, rcpts []string, content []byte) string {
 	sorted := slices.Clone(rcpts)
 	for i := range sorted {
-		sorted[i] = strings.ToLower(sorted[i])
+		sorted[i] = mailaddr.Key(sorted[i])
 	}
 	slices.Sort(sorted)
 	h := sha256.New()
-	for _, part := range append([]string{principal, msgID, strings.ToLower(from)}, sorted...) {
+	for _, part := range append([]string{principal, msgID, mailaddr.Key(from)}, sorted...) {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}

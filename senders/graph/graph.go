@@ -27,6 +27,7 @@ import (
 	msgraphauth "github.com/microsoftgraph/msgraph-sdk-go-core/authentication"
 	"github.com/microsoftgraph/msgraph-sdk-go/users"
 
+	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/mailerr"
 	"github.com/mailgate/mailgate/senders"
 )
@@ -142,7 +143,7 @@ func (s *Sender) Send(ctx context.Context, msg *senders.Message) (*senders.Resul
 
 // acquire waits for one of the mailbox's concurrency slots, as long as ctx allows.
 func (s *Sender) acquire(ctx context.Context, mailbox string) (release func(), err error) {
-	key := strings.ToLower(mailbox)
+	key := mailaddr.Key(mailbox)
 	s.mu.Lock()
 	slot, ok := s.slots[key]
 	if !ok {

@@ -15,6 +15,7 @@ import (
 	abstractions "github.com/microsoft/kiota-abstractions-go"
 	"github.com/microsoftgraph/msgraph-sdk-go/models/odataerrors"
 
+	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/mailerr"
 	"github.com/mailgate/mailgate/senders"
 )
@@ -29,11 +30,11 @@ func rawFits(msg *senders.Message) bool {
 func blindRecipients(msg *senders.Message) []string {
 	named := map[string]bool{}
 	for _, a := range msg.HeaderRecipients() {
-		named[strings.ToLower(a)] = true
+		named[mailaddr.Key(a)] = true
 	}
 	var out []string
 	for _, r := range msg.Recipients {
-		if !named[strings.ToLower(r)] {
+		if !named[mailaddr.Key(r)] {
 			out = append(out, r)
 		}
 	}
@@ -86,7 +87,7 @@ func contentFromMIME(msg *senders.Message) (*senders.Content, error) {
 		for _, a := range addrs {
 			*dst = append(*dst, mail.Address{Name: a.Name, Address: a.Address})
 			if field != "Reply-To" {
-				named[strings.ToLower(a.Address)] = true
+				named[mailaddr.Key(a.Address)] = true
 			}
 		}
 	}
@@ -94,8 +95,8 @@ func contentFromMIME(msg *senders.Message) (*senders.Content, error) {
 	// recipients added as Bcc.
 	inEnvelope := map[string]bool{}
 	for _, rcpt := range msg.Recipients {
-		inEnvelope[strings.ToLower(rcpt)] = true
-		if !named[strings.ToLower(rcpt)] {
+		inEnvelope[mailaddr.Key(rcpt)] = true
+		if !named[mailaddr.Key(rcpt)] {
 			c.Bcc = append(c.Bcc, mail.Address{Address: rcpt})
 		}
 	}
@@ -149,7 +150,7 @@ func contentFromMIME(msg *senders.Message) (*senders.Content, error) {
 func keep(list []mail.Address, set map[string]bool) []mail.Address {
 	out := list[:0]
 	for _, a := range list {
-		if set[strings.ToLower(a.Address)] {
+		if set[mailaddr.Key(a.Address)] {
 			out = append(out, a)
 		}
 	}

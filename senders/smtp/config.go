@@ -142,7 +142,7 @@ func (c *AuthConfig) Validate() error {
 // CheckRoute implements senders.RouteChecker. With auth: login the session is always the
 // username's mailbox, so a route must name it: limits and pauses count per mailbox.
 func (c *AuthConfig) CheckRoute(match, mailbox string) []error {
-	if c.Auth == "login" && !strings.EqualFold(mailbox, c.Username) {
+	if c.Auth == "login" && !mailaddr.Equal(mailbox, c.Username) {
 		return []error{fmt.Errorf("mailbox: the backend signs in as %s (auth: login), so set mailbox: %s; other From addresses then need Send As", c.Username, c.Username)}
 	}
 	return nil
@@ -213,8 +213,8 @@ func (c *ConnectorConfig) validate() []error {
 		errs = append(errs, errors.New("accepted_domains: list the tenant's accepted domains (Microsoft 365 admin center, Settings, Domains)"))
 	}
 	for i, d := range c.AcceptedDomains {
-		if !mailaddr.ValidDomain(strings.ToLower(d)) {
-			errs = append(errs, fmt.Errorf("accepted_domains[%d]: %q is not a domain name", i, d))
+		if _, err := mailaddr.CanonicalDomain(d); err != nil {
+			errs = append(errs, fmt.Errorf("accepted_domains[%d]: %q is not a domain name: %v", i, d, err))
 		}
 	}
 	if c.Resolver != "" {
@@ -304,20 +304,33 @@ func inDomains(name string, domains []string, subdomains bool) bool {
 	if subdomains {
 		return AcceptedDomainOf(name, domains) != ""
 	}
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
-	return slices.ContainsFunc(domains, func(d string) bool { return strings.EqualFold(name, d) })
+	name, ok := canonicalDomain(name)
+	return ok && slices.ContainsFunc(domains, func(d string) bool {
+		d, ok := canonicalDomain(d)
+		return ok && d == name
+	})
 }
 
 // AcceptedDomainOf is the domain of domains that name (a host name, such as a
 // certificate's subject) is, or is a host in; "" if none. It is how Microsoft 365
-// attributes a relay's client certificate to a tenant.
+// attributes a relay's client certificate to a tenant. Names compare in canonical
+// form (mailaddr.CanonicalDomain), never by Unicode case folding.
 func AcceptedDomainOf(name string, domains []string) string {
-	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	name, ok := canonicalDomain(name)
+	if !ok {
+		return ""
+	}
 	for _, d := range domains {
-		d = strings.ToLower(d)
-		if name == d || strings.HasSuffix(name, "."+d) {
+		d, ok := canonicalDomain(d)
+		if ok && (name == d || strings.HasSuffix(name, "."+d)) {
 			return d
 		}
 	}
 	return ""
+}
+
+// canonicalDomain is mailaddr's canonical form of a host name, a final dot allowed.
+func canonicalDomain(name string) (string, bool) {
+	d, err := mailaddr.CanonicalDomain(strings.TrimSuffix(name, "."))
+	return d, err == nil
 }

@@ -238,7 +238,7 @@ func (s *Sender) check(msg *senders.Message, mailbox string) error {
 	switch s.kind {
 	case kindSubmission:
 		for _, from := range froms {
-			if !strings.EqualFold(from, mailbox) && !mailaddr.AnyMatch(s.sendAs, from) {
+			if !mailaddr.Equal(from, mailbox) && !mailaddr.AnyMatch(s.sendAs, from) {
 				return mailerr.New(mailerr.PermissionDenied,
 					"mailbox %s may not send as %s: the %s backend %q's send_as does not list it (grant Send As in Exchange, then add it to send_as)",
 					mailbox, from, s.kind, s.name).WithReason("SEND_AS_DENIED")
@@ -266,7 +266,7 @@ func (s *Sender) check(msg *senders.Message, mailbox string) error {
 }
 
 func (s *Sender) pool(mailbox string) *pool {
-	key := strings.ToLower(mailbox)
+	key := mailaddr.Key(mailbox)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
