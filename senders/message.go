@@ -1,16 +1,16 @@
 package senders
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"net/mail"
 	"strings"
 	"time"
 
 	gomail "github.com/wneessen/go-mail"
+
+	"github.com/mailgate/mailgate/mailaddr"
 )
 
 // Message is one validated, routed message, ready for a backend. Backends read it and
@@ -94,51 +94,6 @@ func NewMessage(id string, c *Content, now time.Time) *Message {
 	}
 }
 
-// RawHeader is what mailgate reads from the header of a raw message.
-type RawHeader struct {
-	From         []*mail.Address
-	To, Cc, Bcc  []*mail.Address
-	MessageID    string
-	HasDate      bool
-	CRLF         bool // the header uses CRLF line endings
-	HeaderLength int
-}
-
-// ParseRawHeader reads the header section of an RFC 5322 message. It fails when the
-// header is malformed or an address field does not parse.
-func ParseRawHeader(raw []byte) (*RawHeader, error) {
-	m, err := mail.ReadMessage(bufio.NewReader(bytes.NewReader(raw)))
-	if err != nil {
-		return nil, fmt.Errorf("header section does not parse: %w", err)
-	}
-	h := &RawHeader{
-		MessageID: strings.TrimSpace(m.Header.Get("Message-Id")),
-		HasDate:   m.Header.Get("Date") != "",
-	}
-	if i := bytes.IndexByte(raw, '\n'); i > 0 && raw[i-1] == '\r' {
-		h.CRLF = true
-	}
-	for _, f := range []struct {
-		name string
-		dst  *[]*mail.Address
-	}{{"From", &h.From}, {"To", &h.To}, {"Cc", &h.Cc}, {"Bcc", &h.Bcc}} {
-		// RFC 5322 allows one field of each, but devices repeat them; take every one.
-		values := m.Header[f.name]
-		if len(values) == 0 || strings.TrimSpace(strings.Join(values, "")) == "" {
-			continue
-		}
-		list, err := (&mail.AddressParser{}).ParseList(strings.Join(values, ", "))
-		if err != nil {
-			return nil, fmt.Errorf("%s header: %w", f.name, err)
-		}
-		*f.dst = list
-	}
-	if h.MessageID != "" && (!strings.HasPrefix(h.MessageID, "<") || !strings.HasSuffix(h.MessageID, ">")) {
-		return nil, errors.New("Message-ID header must be of the form <id@domain>")
-	}
-	return h, nil
-}
-
 // NewRawMessage wraps an RFC 5322 message whose header h was parsed by ParseRawHeader.
 // The bytes are kept as they are; a Message-ID and a Date are prepended when missing.
 // From and the envelope come from the header; callers may override Recipients and
@@ -156,54 +111,12 @@ func NewRawMessage(id string, raw []byte, h *RawHeader, now time.Time) *Message 
 		}
 	}
 	m.Recipients = rcpts.list
-	eol := "\n"
-	if h.CRLF {
-		eol = "\r\n"
-	}
-	var prefix bytes.Buffer
 	if m.MessageID == "" {
 		m.MessageID = newMessageID(id, m.From.Address)
-		prefix.WriteString("Message-ID: " + m.MessageID + eol)
 	}
-	if !h.HasDate {
-		prefix.WriteString("Date: " + now.Format(time.RFC1123Z) + eol)
-	}
-	m.rawPrefix = prefix.Bytes()
-	m.rawBcc = bccFields(raw)
+	m.rawPrefix = prefixFor(m, h, now)
+	m.rawBcc = h.blind
 	return m
-}
-
-// bccFields finds the Bcc fields (with their folded continuation lines) in the header
-// section of raw. Blind recipients stay in the envelope; the header would show them to
-// everyone.
-func bccFields(raw []byte) [][2]int {
-	var ranges [][2]int
-	inBcc := false
-	for start := 0; start < len(raw); {
-		end := bytes.IndexByte(raw[start:], '\n')
-		if end < 0 {
-			end = len(raw)
-		} else {
-			end += start + 1
-		}
-		line := raw[start:end]
-		if len(bytes.TrimRight(line, "\r\n")) == 0 {
-			break // end of the header section
-		}
-		switch {
-		case line[0] == ' ' || line[0] == '\t':
-			if inBcc {
-				ranges[len(ranges)-1][1] = end
-			}
-		case len(line) >= 4 && bytes.EqualFold(line[:4], []byte("bcc:")):
-			inBcc = true
-			ranges = append(ranges, [2]int{start, end})
-		default:
-			inBcc = false
-		}
-		start = end
-	}
-	return ranges
 }
 
 // WriteTo writes the message in RFC 5322 form. For a structured message it composes MIME
@@ -394,15 +307,15 @@ func Envelope(lists ...[]mail.Address) []string {
 	return r.list
 }
 
-// recipients collects envelope recipients once each, comparing case-insensitively (a
-// domain is case-insensitive, and no real system distinguishes local parts by case).
+// recipients collects envelope recipients once each, comparing canonical forms (ASCII
+// case-insensitive: a domain is, and no real system distinguishes local parts by case).
 type recipients struct {
 	list []string
 	seen map[string]struct{}
 }
 
 func (r *recipients) add(addr string) {
-	k := strings.ToLower(addr)
+	k := mailaddr.Key(addr)
 	if _, dup := r.seen[k]; dup {
 		return
 	}

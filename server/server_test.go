@@ -453,3 +453,46 @@ func TestIDs(t *testing.T) {
 		}
 	}
 }
+
+// A key allowed billing@contoso.com and *@kb.contoso.com may not send as addresses that
+// only Unicode case folding makes equal to them (U+017F LONG S, U+212A KELVIN SIGN),
+// over gRPC, REST, structured or raw; nothing reaches the backend.
+func TestHomographSendersRefused(t *testing.T) {
+	t.Parallel()
+	const billingKey = "mg_billing-test-key"
+	sent := make(chan *senders.Message, 10)
+	srv := startServerWith(t, nil, func(o *Options) {
+		o.Keys.Add(&apikey.Key{Name: "billing", Senders: []mailaddr.Pattern{
+			mailaddr.MustParsePattern("billing@contoso.com"), mailaddr.MustParsePattern("*@kb.contoso.com")}}, apikey.Hash(billingKey))
+		o.Service.Router = policy.NewRouter([]policy.Route{{Name: "all", Match: mailaddr.MustParsePattern("*"), Backend: "ok"}})
+		o.Service.Backends["ok"] = &scriptedSender{sent: sent}
+	})
+	for _, from := range []string{"billing@contoſo.com", "x@\u212Ab.contoso.com", "biſſing@contoso.com"} {
+		_, err := srv.mail.SendMail(withAPIKey(billingKey), &mailgatev1.SendMailRequest{
+			From: addr(from), To: []*mailgatev1.Address{addr("a@contoso.com")}, Text: "x"})
+		if code, info, _ := errorInfo(t, err); code == codes.OK || info.GetReason() == "" {
+			t.Errorf("gRPC from %q: %v", from, err)
+		}
+		body := `{"from":{"address":"` + from + `"},"to":[{"address":"a@contoso.com"}],"text":"x"}`
+		if resp, e := post(t, srv.url, billingKey, body); resp.StatusCode < 400 {
+			t.Errorf("REST from %q: %d %+v", from, resp.StatusCode, e)
+		}
+		raw := &mailgatev1.SendMailRequest{RawMime: []byte("From: " + from + "\r\nTo: a@contoso.com\r\n\r\nx\r\n")}
+		if _, err := srv.mail.SendMail(withAPIKey(billingKey), raw); status.Code(err) == codes.OK {
+			t.Errorf("raw from %q accepted", from)
+		}
+	}
+	// The real addresses still go through, in any ASCII case.
+	for _, from := range []string{"billing@contoso.com", "Billing@CONTOSO.com", "x@KB.contoso.com"} {
+		if _, err := srv.mail.SendMail(withAPIKey(billingKey), &mailgatev1.SendMailRequest{
+			From: addr(from), To: []*mailgatev1.Address{addr("a@contoso.com")}, Text: "x"}); err != nil {
+			t.Errorf("from %q: %v", from, err)
+		}
+		<-sent
+	}
+	select {
+	case m := <-sent:
+		t.Errorf("a homograph reached the backend: %s", m.From.Address)
+	default:
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/mailerr"
 	"github.com/mailgate/mailgate/senders"
 )
@@ -26,7 +27,6 @@ type Limits struct {
 }
 
 const (
-	maxAddressLen    = 254 // RFC 5321 path limit, less the brackets
 	maxNameLen       = 256
 	maxHeaderCount   = 50
 	maxHeaderLen     = 998 // RFC 5322 line limit
@@ -124,6 +124,8 @@ func normalizeRaw(req *mailgatev1.SendMailRequest, id string, now time.Time, lim
 		v.add("rawMime", "%v", err)
 	} else if len(h.From) != 1 {
 		v.add("rawMime", "the From header must hold exactly one address (it has %d)", len(h.From))
+	} else {
+		headerAddresses(v, h, len(req.GetTo())+len(req.GetCc())+len(req.GetBcc()) == 0)
 	}
 	var envFrom mail.Address
 	if req.GetFrom() != nil {
@@ -152,6 +154,30 @@ func normalizeRaw(req *mailgatev1.SendMailRequest, id string, now time.Time, lim
 		return nil, err
 	}
 	return msg, nil
+}
+
+// headerAddresses checks the addresses of a raw message's header that decide who sends
+// and, when the request gives no envelope, who receives, by the rules of the API's
+// address fields; each is rewritten to the ASCII form the backends send.
+func headerAddresses(v *violations, h *senders.RawHeader, envelope bool) {
+	type field struct {
+		name string
+		list []*mail.Address
+	}
+	lists := []field{{"From", h.From}}
+	if envelope {
+		lists = append(lists, field{"To", h.To}, field{"Cc", h.Cc}, field{"Bcc", h.Bcc})
+	}
+	for _, l := range lists {
+		for _, a := range l.list {
+			p, err := mailaddr.Parse(a.Address)
+			if err != nil {
+				v.add("rawMime", "%s header: %q is not a valid address: %v", l.name, a.Address, err)
+				continue
+			}
+			a.Address = p.String()
+		}
+	}
 }
 
 // checkCommon checks the fields structured and raw requests share.
@@ -251,18 +277,21 @@ func address(v *violations, field string, a *mailgatev1.Address) (mail.Address, 
 	case hasControl(addr):
 		v.add(field+".address", "must not contain line breaks or other control characters")
 		ok = false
-	case len(addr) > maxAddressLen:
-		v.add(field+".address", "longer than %d characters", maxAddressLen)
+	case len(addr) > mailaddr.MaxAddress:
+		v.add(field+".address", "longer than %d characters", mailaddr.MaxAddress)
+		ok = false
+	case strings.ContainsAny(addr, "<>"):
+		v.add(field+".address", "%q: give the bare address (user@example.com) and the display name in name", addr)
 		ok = false
 	default:
-		p, err := mail.ParseAddress(addr)
-		switch {
-		case err != nil:
-			v.add(field+".address", "%q is not a valid address (%v)", addr, strings.TrimPrefix(err.Error(), "mail: "))
+		a, err := mailaddr.Parse(addr)
+		if err != nil {
+			v.add(field+".address", "%q is not a valid address: %v", addr, err)
 			ok = false
-		case p.Address != addr || p.Name != "":
-			v.add(field+".address", "%q: give the bare address (user@example.com) and the display name in name", addr)
-			ok = false
+		} else {
+			// An internationalised domain travels in its ASCII form (A-labels), the
+			// one every backend's envelope can carry.
+			addr = a.String()
 		}
 	}
 	if hasControl(name) {

@@ -87,6 +87,36 @@ func TestNormalizeRejects(t *testing.T) {
 		{"raw without recipients", func(r *mailgatev1.SendMailRequest) {
 			*r = mailgatev1.SendMailRequest{RawMime: []byte("From: a@example.com\r\n\r\nx")}
 		}, "to", mailerr.Invalid},
+		// Addresses: RFC 5321's limits and host-name rules, no Unicode folding.
+		{"65-character local part", func(r *mailgatev1.SendMailRequest) { r.To[0] = addr(strings.Repeat("a", 65) + "@example.com") }, "to[0].address", mailerr.Invalid},
+		{"64-character label", func(r *mailgatev1.SendMailRequest) { r.To[0] = addr("a@" + strings.Repeat("b", 64) + ".com") }, "to[0].address", mailerr.Invalid},
+		{"underscore in a domain", func(r *mailgatev1.SendMailRequest) { r.Cc = []*mailgatev1.Address{addr("a@my_host.example.com")} }, "cc[0].address", mailerr.Invalid},
+		{"long s in the from domain", func(r *mailgatev1.SendMailRequest) { r.From = addr("billing@contoſo.com") }, "from.address", mailerr.Invalid},
+		{"kelvin sign in the from domain", func(r *mailgatev1.SendMailRequest) { r.From = addr("x@\u212Ab.contoso.com") }, "from.address", mailerr.Invalid},
+		{"non-ASCII local part", func(r *mailgatev1.SendMailRequest) { r.To[0] = addr("jörg@example.com") }, "to[0].address", mailerr.Invalid},
+		{"domain literal", func(r *mailgatev1.SendMailRequest) { r.To[0] = addr("a@[192.0.2.1]") }, "to[0].address", mailerr.Invalid},
+		{"raw From with long s", func(r *mailgatev1.SendMailRequest) {
+			*r = mailgatev1.SendMailRequest{RawMime: []byte("From: billing@contoſo.com\r\nTo: a@example.com\r\n\r\nx")}
+		}, "rawMime", mailerr.Invalid},
+		{"raw To with underscore, no envelope", func(r *mailgatev1.SendMailRequest) {
+			*r = mailgatev1.SendMailRequest{RawMime: []byte("From: a@example.com\r\nTo: b@my_host.example.com\r\n\r\nx")}
+		}, "rawMime", mailerr.Invalid},
+		// Raw messages whose structural fields are ambiguous, or that the RFCs forbid.
+		{"raw with two From", func(r *mailgatev1.SendMailRequest) {
+			*r = mailgatev1.SendMailRequest{RawMime: []byte("From : evil@x.com\r\nFrom: billing@example.com\r\nTo: a@example.com\r\n\r\nx")}
+		}, "rawMime", mailerr.Invalid},
+		{"raw with spaced bcc", func(r *mailgatev1.SendMailRequest) {
+			*r = mailgatev1.SendMailRequest{RawMime: []byte("From: a@example.com\r\nTo: b@example.com\r\nbcc : secret@example.com\r\n\r\nx")}
+		}, "rawMime", mailerr.Invalid},
+		{"raw From group", func(r *mailgatev1.SendMailRequest) {
+			*r = mailgatev1.SendMailRequest{RawMime: []byte("From: team: a@example.com;\r\nTo: b@example.com\r\n\r\nx")}
+		}, "rawMime", mailerr.Invalid},
+		{"raw NUL in body", func(r *mailgatev1.SendMailRequest) {
+			*r = mailgatev1.SendMailRequest{RawMime: []byte("From: a@example.com\r\nTo: b@example.com\r\n\r\nx\x00y")}
+		}, "rawMime", mailerr.Invalid},
+		{"raw 100 KB header line", func(r *mailgatev1.SendMailRequest) {
+			*r = mailgatev1.SendMailRequest{RawMime: []byte("From: a@example.com\r\nTo: b@example.com\r\nX-A: " + strings.Repeat("a", 100<<10) + "\r\n\r\nx")}
+		}, "rawMime", mailerr.Invalid},
 		{"raw too large", func(r *mailgatev1.SendMailRequest) {
 			*r = mailgatev1.SendMailRequest{RawMime: []byte(rawMessage + strings.Repeat("x", 1<<20))}
 		}, "rawMime", mailerr.TooLarge},
@@ -200,6 +230,30 @@ func TestNormalizeRaw(t *testing.T) {
 		}
 		if !slices.Equal(msg.Recipients, []string{"hidden@example.com"}) || msg.EnvelopeFrom != "bounces@example.com" {
 			t.Errorf("recipients %v envelope from %q", msg.Recipients, msg.EnvelopeFrom)
+		}
+	})
+	t.Run("bodies with 8-bit bytes and long lines", func(t *testing.T) {
+		t.Parallel()
+		raw := "From: a@example.com\r\nTo: b@example.com\r\n\r\nGr\xfc\xdfe\r\n" + strings.Repeat("z", 2000) + "\r\n"
+		if _, err := normalize(&mailgatev1.SendMailRequest{RawMime: []byte(raw)}, "01jx0000000000000000000000", now, testLimits); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("internationalised domains travel as A-labels", func(t *testing.T) {
+		t.Parallel()
+		raw := "From: scan@exämple.com\r\nTo: b@münchen.de\r\n\r\nx\r\n"
+		msg, err := normalize(&mailgatev1.SendMailRequest{RawMime: []byte(raw)}, "01jx0000000000000000000000", now, testLimits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.EnvelopeFrom != "scan@xn--exmple-cua.com" || !slices.Equal(msg.Recipients, []string{"b@xn--mnchen-3ya.de"}) {
+			t.Errorf("envelope %q → %v", msg.EnvelopeFrom, msg.Recipients)
+		}
+		req := validRequest()
+		req.To[0] = addr("bob@exämple.com")
+		msg, err = normalize(req, "01jx0000000000000000000000", now, testLimits)
+		if err != nil || !slices.Equal(msg.Recipients, []string{"bob@xn--exmple-cua.com"}) {
+			t.Errorf("structured: %v %v", msg, err)
 		}
 	})
 	t.Run("keeps existing Message-ID", func(t *testing.T) {

@@ -94,6 +94,10 @@ type Server struct {
 	conns *connLimit
 }
 
+// MaxLineBytes is the longest line the shim reads, command or message; a longer one
+// ends the session with 500 5.4.0. Body lines up to this length are delivered.
+const MaxLineBytes = 1 << 20
+
 // New returns a shim server; Serve starts it on a listener.
 func New(opts Options) *Server {
 	if opts.Logger == nil {
@@ -112,6 +116,12 @@ func New(opts Options) *Server {
 	srv.AllowInsecureAuth = opts.AllowInsecureAuth
 	srv.MaxMessageBytes = opts.MaxMessageBytes
 	srv.MaxRecipients = opts.MaxRecipients
+	// go-smtp applies one line limit to commands and to DATA alike, 2000 bytes by
+	// default. Devices write body lines far longer than that (base64 without breaks,
+	// HTML on one line), and mailgate's own parser answers 554 5.6.0 for an over-long
+	// header line; so the limit here only bounds what one line may make a session
+	// buffer, including before AUTH.
+	srv.MaxLineLength = MaxLineBytes
 	srv.ReadTimeout = opts.ReadTimeout
 	srv.WriteTimeout = opts.WriteTimeout
 	srv.EnableSMTPUTF8 = true

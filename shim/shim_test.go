@@ -469,3 +469,63 @@ func metricValue(t *testing.T, reg *prometheus.Registry, series string) float64 
 	}
 	return 0
 }
+
+// What decides who sends and who receives is checked as strictly over SMTP as over the
+// API: homographs of allowed senders, and raw messages the RFCs forbid or that are
+// ambiguous, get a permanent refusal; nothing reaches the backend.
+func TestRefusesHomographsAndAmbiguousMessages(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	const tail = "To: bob@fabrikam.com\r\nSubject: scan\r\nMessage-ID: <m@contoso.com>\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\n\r\nPage 1.\r\n"
+	tests := []struct {
+		name, from, msg string
+		code            int
+		enhanced        string
+	}{
+		{"header From with long s", "app@contoso.com", "From: app@contoſo.com\r\n" + tail, 554, "5.6.0"},
+		{"header From with Kelvin sign", "app@contoso.com", "From: x@\u212Ab.contoso.com\r\n" + tail, 554, "5.6.0"},
+		{"second From with space before the colon", "app@contoso.com", "From : evil@x.com\r\nFrom: app@contoso.com\r\n" + tail, 554, "5.6.0"},
+		{"spaced bcc", "app@contoso.com", "From: app@contoso.com\r\nbcc : secret@example.com\r\n" + tail, 554, "5.6.0"},
+		{"NUL in the body", "app@contoso.com", "From: app@contoso.com\r\n" + tail + "a\x00b\r\n", 554, "5.6.0"},
+		{"100 KB header line", "app@contoso.com", "From: app@contoso.com\r\nX-A: " + strings.Repeat("a", 50<<10) + "\r\n" + tail, 554, "5.6.0"},
+	}
+	for _, tt := range tests {
+		c, err := f.dial(t, false, "app", appKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = send(c, tt.from, []string{"bob@fabrikam.com"}, tt.msg)
+		var te *textproto.Error
+		if !errors.As(err, &te) || te.Code != tt.code || !strings.HasPrefix(te.Msg, tt.enhanced) {
+			t.Errorf("%s: reply %v, want %d %s", tt.name, err, tt.code, tt.enhanced)
+		}
+	}
+	// A MAIL FROM homograph never gets a message through either.
+	c, _ := f.dial(t, false, "app", appKey)
+	if err := send(c, "app@contoſo.com", []string{"bob@fabrikam.com"}, "From: app@contoso.com\r\n"+tail); err == nil {
+		t.Error("MAIL FROM app@contoſo.com accepted")
+	}
+	if n := len(f.box.sent()); n != 0 {
+		t.Errorf("%d messages reached the backend", n)
+	}
+}
+
+// Devices write body lines longer than 998 (and 2000) bytes and bare 8-bit text; the
+// strict rules are for the header section only.
+func TestLongAndEightBitBodyLinesDelivered(t *testing.T) {
+	t.Parallel()
+	f := start(t, nil)
+	body := strings.Repeat("QUJD", 5000) + "\r\nGr\xfc\xdfe aus dem Scanner\r\n"
+	msg := "From: app@contoso.com\r\nTo: bob@fabrikam.com\r\nSubject: scan\r\n\r\n" + body
+	c, err := f.dial(t, false, "app", appKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := send(c, "app@contoso.com", []string{"bob@fabrikam.com"}, msg); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	got := f.box.sent()
+	if len(got) != 1 || !bytes.Contains(got[0], []byte(body)) {
+		t.Fatalf("delivered %d messages; body kept: %v", len(got), len(got) == 1 && bytes.Contains(got[0], []byte(body)))
+	}
+}
