@@ -134,6 +134,9 @@ type Limits struct {
 	Mailbox MailboxLimits `yaml:"mailbox"`
 	// MaxMessageBytes is the largest message accepted, measured as encoded MIME.
 	MaxMessageBytes int64 `yaml:"max_message_bytes"`
+	// MaxInflightBytes bounds the request bytes the server holds at once, over REST and
+	// gRPC together; 0: four of the largest requests (LargestRequest).
+	MaxInflightBytes int64 `yaml:"max_inflight_bytes"`
 	// SendTimeout bounds one backend send. A send that has started runs to the end even
 	// if the caller goes away, so that its outcome is recorded.
 	SendTimeout time.Duration `yaml:"send_timeout"`
@@ -167,6 +170,11 @@ var backendTypes = map[string]func() senders.Config{
 	"relay":       func() senders.Config { return new(smtp.RelayConfig) },
 	"direct_send": func() senders.Config { return new(smtp.DirectSendConfig) },
 }
+
+// LargestRequest is the most bytes one API request may take: a gRPC message, which
+// leaves room for attachments' base64 growth that validation measures (a REST body,
+// maxMessage*4/3 and the JSON around it, is smaller).
+func LargestRequest(maxMessage int64) int64 { return 2*maxMessage + 1<<20 }
 
 // BackendTypes lists the known backend types.
 func BackendTypes() []string {
@@ -332,6 +340,11 @@ func (c *Config) validateLimits(v *validator) {
 	} else if m.RecipientsPerDay > 0 && m.RecipientsPerDay < m.RecipientsPerMessage {
 		v.add("limits.mailbox.recipients_per_day", "%d is less than recipients_per_message (%d): a full message could never pass",
 			m.RecipientsPerDay, m.RecipientsPerMessage)
+	}
+	if n, min := c.Limits.MaxInflightBytes, LargestRequest(c.Limits.MaxMessageBytes); n < 0 {
+		v.add("limits.max_inflight_bytes", "must not be negative (0: four of the largest requests)")
+	} else if n > 0 && n < min {
+		v.add("limits.max_inflight_bytes", "%d is less than the largest request, %d bytes (2 × limits.max_message_bytes + 1 MiB): it could never be read", n, min)
 	}
 	if c.Limits.SendTimeout < time.Second {
 		v.add("limits.send_timeout", "must be at least 1s")

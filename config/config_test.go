@@ -137,6 +137,9 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"bad key name", func(s string) string { return strings.Replace(s, "billing-app", "billing app", 1) }, "keys[0].name", "letters, digits"},
 		{"bad duration", func(s string) string { return strings.Replace(s, "45s", "45", 1) }, "listen.shutdown_timeout", "duration"},
 		{"bad int", func(s string) string { return strings.Replace(s, "1048576", "lots", 1) }, "limits.max_message_bytes", "whole number"},
+		{"in-flight budget under one request", func(s string) string {
+			return strings.Replace(s, "max_message_bytes: 1048576", "max_message_bytes: 1048576\n  max_inflight_bytes: 1000", 1)
+		}, "limits.max_inflight_bytes", "less than the largest request, 3145728 bytes"},
 		{"bad listen", func(s string) string { return strings.Replace(s, "127.0.0.1:8080", "8080", 1) }, "listen.http", "host:port"},
 		{"list expected", func(s string) string {
 			return strings.Replace(s, `senders: ["billing@contoso.com", "*@notify.contoso.com"]`, "senders: billing@contoso.com", 1)

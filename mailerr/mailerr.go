@@ -124,6 +124,8 @@ var reasons = map[string]Kind{
 	"SENDER_DOMAIN_NOT_ACCEPTED":    PermissionDenied,
 	"RECIPIENT_DOMAIN_NOT_ACCEPTED": PermissionDenied,
 	"STORE_UNAVAILABLE":             Unavailable,
+	// The server holds as many request bytes as limits.max_inflight_bytes allows.
+	"SERVER_BUSY": Unavailable,
 	// A backend that cannot authenticate to Microsoft 365: the operator's problem,
 	// never the caller's UNAUTHENTICATED.
 	"BACKEND_AUTH_FAILED":     Unavailable,

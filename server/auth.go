@@ -24,21 +24,69 @@ func keyFrom(ctx context.Context) *apikey.Key {
 	return k
 }
 
-// presentedKey finds the API key in the request metadata: `authorization: Bearer <key>`
-// or `x-api-key: <key>` (the REST gateway forwards both headers under these names).
-func presentedKey(md metadata.MD) string {
-	for _, v := range md.Get("authorization") {
+const howToPresent = "send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+
+// keyFromHeaders authenticates a request by its `authorization: Bearer <key>` or
+// `x-api-key: <key>` values (HTTP headers or gRPC metadata, which carry the same names).
+// The refusal says what was wrong with what was presented, never the value itself.
+func keyFromHeaders(authorization, xAPIKey []string, keys *apikey.Keyring) (*apikey.Key, *mailerr.Error) {
+	presented, problem := "", ""
+	for _, v := range authorization {
 		scheme, key, ok := strings.Cut(strings.TrimSpace(v), " ")
-		if ok && strings.EqualFold(scheme, "Bearer") {
-			return strings.TrimSpace(key)
+		switch {
+		case strings.TrimSpace(v) == "":
+			problem = "the Authorization header is empty: " + howToPresent
+		case !ok && strings.EqualFold(scheme, "Bearer"):
+			problem = "`Authorization: Bearer` has no key after it: " + howToPresent
+		case !ok && looksLikeKey(scheme, keys):
+			problem = "the Authorization header has an API key but no scheme: send `Authorization: Bearer <key>`"
+		case !ok || !strings.EqualFold(scheme, "Bearer"):
+			problem = "the Authorization scheme must be Bearer, not " + quoteScheme(scheme) + ": " + howToPresent
+		case strings.TrimSpace(key) == "":
+			problem = "`Authorization: Bearer` has no key after it: " + howToPresent
+		default:
+			presented = strings.TrimSpace(key)
+		}
+		if presented != "" {
+			break
 		}
 	}
-	for _, v := range md.Get("x-api-key") {
-		if v = strings.TrimSpace(v); v != "" {
-			return v
+	if presented == "" {
+		for _, v := range xAPIKey {
+			if v = strings.TrimSpace(v); v != "" {
+				presented = v
+				break
+			}
 		}
 	}
-	return ""
+	if presented == "" {
+		if problem == "" {
+			problem = "no API key: " + howToPresent
+		}
+		return nil, mailerr.New(mailerr.Unauthenticated, "%s", problem)
+	}
+	k, ok := keys.Lookup(presented)
+	if !ok {
+		return nil, mailerr.New(mailerr.Unauthenticated, "unknown API key")
+	}
+	return k, nil
+}
+
+func looksLikeKey(s string, keys *apikey.Keyring) bool {
+	if strings.HasPrefix(s, apikey.Prefix) {
+		return true
+	}
+	_, known := keys.Lookup(s)
+	return known
+}
+
+// quoteScheme names a scheme the caller sent, cut short: it may be a secret typed in the
+// wrong place.
+func quoteScheme(s string) string {
+	if len(s) > 10 || strings.ContainsAny(s, ".:=") {
+		return "the value given"
+	}
+	return "`" + s + "`"
 }
 
 // authenticate returns a unary interceptor that admits MailService calls only with a
@@ -49,14 +97,9 @@ func authenticate(keys *apikey.Keyring) grpc.UnaryServerInterceptor {
 			return handler(ctx, req)
 		}
 		md, _ := metadata.FromIncomingContext(ctx)
-		presented := presentedKey(md)
-		if presented == "" {
-			return nil, toStatus(mailerr.New(mailerr.Unauthenticated,
-				"no API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")).Err()
-		}
-		k, ok := keys.Lookup(presented)
-		if !ok {
-			return nil, toStatus(mailerr.New(mailerr.Unauthenticated, "unknown API key")).Err()
+		k, err := keyFromHeaders(md.Get("authorization"), md.Get("x-api-key"), keys)
+		if err != nil {
+			return nil, toStatus(err).Err()
 		}
 		return handler(withKey(ctx, k), req)
 	}

@@ -28,7 +28,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/config"
@@ -45,6 +44,11 @@ type Options struct {
 	Keys    *apikey.Keyring
 	// TLS, when set, is served on both listeners.
 	TLS *tls.Config
+	// MaxInflightBytes bounds the request bytes held at once over both APIs; default
+	// DefaultMaxInflightBytes.
+	MaxInflightBytes int64
+	// inflightWait is how long a request waits for the budget; tests shorten it.
+	inflightWait time.Duration
 	// ShutdownTimeout bounds the drain on shutdown; default 30 s.
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
@@ -80,6 +84,10 @@ func (s *Server) Registerer() prometheus.Registerer { return s.registry }
 // Attach serves a with the server. Call it before Serve.
 func (s *Server) Attach(a Adapter) { s.adapters = append(s.adapters, a) }
 
+// DefaultMaxInflightBytes is the in-flight budget when none is configured: room for four
+// of the largest requests at once.
+func DefaultMaxInflightBytes(maxMessage int64) int64 { return 4 * config.LargestRequest(maxMessage) }
+
 // New builds a server; Serve starts it.
 func New(opts Options) (*Server, error) {
 	if opts.Logger == nil {
@@ -109,7 +117,7 @@ func New(opts Options) (*Server, error) {
 
 	// gRPC refuses bigger messages itself, before validation can say MESSAGE_TOO_LARGE;
 	// leave room for attachments' base64 growth, which validation measures.
-	maxMsg := int(2*opts.Service.Limits.MaxMessageBytes + 1<<20)
+	maxMsg := int(config.LargestRequest(opts.Service.Limits.MaxMessageBytes))
 	// One chain for both APIs: gRPC runs it as interceptors, the REST gateway calls the
 	// service through it directly (no second gRPC hop, no extra copy of the message).
 	interceptors := []grpc.UnaryServerInterceptor{
@@ -117,12 +125,28 @@ func New(opts Options) (*Server, error) {
 		grpcMetrics.UnaryServerInterceptor(),
 		authenticate(opts.Keys),
 	}
-	serverOpts := []grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsg), grpc.ChainUnaryInterceptor(interceptors...)}
+	if opts.MaxInflightBytes == 0 {
+		opts.MaxInflightBytes = DefaultMaxInflightBytes(opts.Service.Limits.MaxMessageBytes)
+	}
+	if min := config.LargestRequest(opts.Service.Limits.MaxMessageBytes); opts.MaxInflightBytes < min {
+		return nil, fmt.Errorf("the in-flight budget (%d bytes) is less than the largest request (%d bytes)", opts.MaxInflightBytes, min)
+	}
+	if opts.inflightWait <= 0 {
+		opts.inflightWait = 10 * time.Second
+	}
+	budget := newInflight(opts.MaxInflightBytes, opts.inflightWait)
+	codec := newStrictCodec()
+	serverOpts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxMsg),
+		grpc.ChainUnaryInterceptor(interceptors...),
+		grpc.InTapHandle(tapAuthenticate(opts.Keys)),
+		grpc.ForceServerCodecV2(codec),
+	}
 	if s.tls != nil {
 		serverOpts = append(serverOpts, grpc.Creds(credentials.NewTLS(s.tls)))
 	}
 	s.grpc = grpc.NewServer(serverOpts...)
-	mailgatev1.RegisterMailServiceServer(s.grpc, svc)
+	s.grpc.RegisterService(meteredMethods(&mailgatev1.MailService_ServiceDesc, budget, int64(maxMsg), codec), svc)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	grpcMetrics.InitializeMetrics(s.grpc)
@@ -131,9 +155,7 @@ func New(opts Options) (*Server, error) {
 		runtime.WithIncomingHeaderMatcher(headerMatcher),
 		runtime.WithErrorHandler(gatewayErrorHandler),
 		runtime.WithRoutingErrorHandler(routingErrorHandler),
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
-			MarshalOptions: protojson.MarshalOptions{EmitUnpopulated: true},
-		}),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, newJSONMarshaler()),
 	)
 	// In-process adapters authenticate their clients themselves: every interceptor but
 	// the API key's.
@@ -145,7 +167,7 @@ func New(opts Options) (*Server, error) {
 	maxBody := opts.Service.Limits.MaxMessageBytes*4/3 + 1<<20
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", limitBody(gw, maxBody))
+	mux.Handle("/v1/", restFront(gw, opts.Keys, maxBody, budget))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
@@ -209,9 +231,10 @@ func NewFromConfig(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			SendTimeout: cfg.Limits.SendTimeout,
 			Logger:      log,
 		},
-		Keys:            keys,
-		ShutdownTimeout: cfg.Listen.ShutdownTimeout,
-		Logger:          log,
+		Keys:             keys,
+		MaxInflightBytes: cfg.Limits.MaxInflightBytes,
+		ShutdownTimeout:  cfg.Listen.ShutdownTimeout,
+		Logger:           log,
 	}
 	if cfg.Listen.TLS.Enabled() {
 		cert, err := config.LoadKeyPair(cfg.Listen.TLS)

@@ -420,22 +420,38 @@ func (f senderFunc) Send(ctx context.Context, m *senders.Message) (*senders.Resu
 	return f(ctx, m)
 }
 
-func TestPresentedKey(t *testing.T) {
+func TestKeyFromHeaders(t *testing.T) {
 	t.Parallel()
+	keys := apikey.NewKeyring()
+	keys.Add(&apikey.Key{Name: "app"}, apikey.Hash("mg_abc"))
 	tests := []struct {
-		md   metadata.MD
-		want string
+		authz, xKey []string
+		want        string // key name, or a part of the refusal
 	}{
-		{metadata.Pairs("authorization", "Bearer abc"), "abc"},
-		{metadata.Pairs("authorization", "bearer   abc "), "abc"},
-		{metadata.Pairs("authorization", "Basic abc"), ""},
-		{metadata.Pairs("x-api-key", " abc "), "abc"},
-		{metadata.Pairs("authorization", "Basic x", "x-api-key", "abc"), "abc"},
-		{metadata.MD{}, ""},
+		{[]string{"Bearer mg_abc"}, nil, "app"},
+		{[]string{"bearer   mg_abc "}, nil, "app"},
+		{nil, []string{" mg_abc "}, "app"},
+		{[]string{"Basic x"}, []string{"mg_abc"}, "app"},
+		{[]string{"mg_abc"}, nil, "has an API key but no scheme"},
+		{[]string{"Basic dXNlcjpwYXNz"}, nil, "scheme must be Bearer, not `Basic`"},
+		{[]string{"Bearer "}, nil, "no key after it"},
+		{[]string{""}, nil, "Authorization header is empty"},
+		{[]string{"Bearer mg_other"}, nil, "unknown API key"},
+		{nil, nil, "no API key: send `Authorization: Bearer <key>`"},
 	}
 	for _, tt := range tests {
-		if got := presentedKey(tt.md); got != tt.want {
-			t.Errorf("presentedKey(%v) = %q, want %q", tt.md, got, tt.want)
+		k, err := keyFromHeaders(tt.authz, tt.xKey, keys)
+		got := ""
+		if err != nil {
+			got = err.Msg
+			if err.Kind != mailerr.Unauthenticated {
+				t.Errorf("%q %q: kind %v", tt.authz, tt.xKey, err.Kind)
+			}
+		} else {
+			got = k.Name
+		}
+		if !strings.Contains(got, tt.want) || strings.Contains(got, "mg_abc") {
+			t.Errorf("%q %q: %q, want %q (and never the key)", tt.authz, tt.xKey, got, tt.want)
 		}
 	}
 }

@@ -102,8 +102,16 @@ func retryAfterSeconds(d time.Duration) string {
 // (code, message, details) with the HTTP status of the error's class, 422 where gRPC
 // has no equivalent, and Retry-After on 429.
 func gatewayErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-	if limit := bodyLimitFrom(r.Context()); limit != nil && limit.exceeded {
-		err = toStatus(tooLargeBody(limit.max)).Err()
+	if state := restStateFrom(r.Context()); state != nil {
+		switch {
+		case state.exceeded:
+			err = toStatus(tooLargeBody(state.max)).Err()
+		case state.busyErr != nil:
+			writeError(w, state.busyErr)
+			return
+		case state.decodeErr != nil:
+			err = toStatus(state.decodeErr).Err()
+		}
 	}
 	var httpErr *runtime.HTTPStatusError
 	if errors.As(err, &httpErr) {
@@ -116,7 +124,7 @@ func gatewayErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.M
 		// The gateway's own decoding errors: give them the reason callers can match on.
 		st = toStatus(&mailerr.Error{Kind: mailerr.Invalid, Msg: "request body: " + st.Message()})
 	}
-	if kind == mailerr.Throttled {
+	if kind == mailerr.Throttled || retry > 0 {
 		w.Header().Set("Retry-After", retryAfterSeconds(retry))
 	}
 	writeStatus(w, kind.HTTPStatus(), st)
