@@ -368,8 +368,10 @@ func attachments(v *violations, list []*mailgatev1.Attachment) []senders.Attachm
 			if ctype == "" {
 				ctype = "application/octet-stream"
 			}
-		} else if mt, _, err := mime.ParseMediaType(ctype); err != nil || !strings.Contains(mt, "/") || hasControl(ctype) {
-			v.add(field+".contentType", "%q is not a media type such as application/pdf", ctype)
+		} else if mt, problem := attachmentType(ctype); problem != "" {
+			v.add(field+".contentType", "%q %s", ctype, problem)
+		} else {
+			ctype = mt
 		}
 		cid := strings.TrimSuffix(strings.TrimPrefix(a.GetContentId(), "<"), ">")
 		if cid != "" {
@@ -383,6 +385,24 @@ func attachments(v *violations, list []*mailgatev1.Attachment) []senders.Attachm
 		out = append(out, senders.Attachment{Filename: name, ContentType: ctype, ContentID: cid, Content: a.GetContent()})
 	}
 	return out
+}
+
+// attachmentType checks a caller's attachment media type: a plain type/subtype of a
+// discrete type, since mailgate writes the parameters (name=, from the filename) and the
+// part's structure itself. A multipart or message type would claim a structure the
+// base64 content does not have.
+func attachmentType(ctype string) (string, string) {
+	mt, params, err := mime.ParseMediaType(ctype)
+	typ, sub, _ := strings.Cut(mt, "/")
+	switch {
+	case err != nil || sub == "" || hasControl(ctype):
+		return "", "is not a media type such as application/pdf"
+	case len(params) > 0 || strings.Contains(ctype, ";"):
+		return "", "has parameters: give type/subtype only, such as application/pdf (mailgate sets name= from the filename)"
+	case typ == "multipart" || typ == "message":
+		return "", "is a composite type: attach the file as application/octet-stream, or send the whole message as rawMime"
+	}
+	return mt, ""
 }
 
 // hasControl reports whether s has a control character (CR and LF above all: they would

@@ -69,6 +69,18 @@ func TestNormalizeRejects(t *testing.T) {
 		{"attachment bad type", func(r *mailgatev1.SendMailRequest) {
 			r.Attachments = []*mailgatev1.Attachment{{Filename: "a.bin", ContentType: "nonsense"}}
 		}, "attachments[0].contentType", mailerr.Invalid},
+		{"attachment multipart type", func(r *mailgatev1.SendMailRequest) {
+			r.Attachments = []*mailgatev1.Attachment{{Filename: "a.bin", ContentType: "multipart/mixed"}}
+		}, "attachments[0].contentType", mailerr.Invalid},
+		{"attachment message type", func(r *mailgatev1.SendMailRequest) {
+			r.Attachments = []*mailgatev1.Attachment{{Filename: "a.eml", ContentType: "message/rfc822"}}
+		}, "attachments[0].contentType", mailerr.Invalid},
+		{"attachment type with a name parameter", func(r *mailgatev1.SendMailRequest) {
+			r.Attachments = []*mailgatev1.Attachment{{Filename: "a.pdf", ContentType: "application/pdf; name=x.exe"}}
+		}, "attachments[0].contentType", mailerr.Invalid},
+		{"attachment type with a stray semicolon", func(r *mailgatev1.SendMailRequest) {
+			r.Attachments = []*mailgatev1.Attachment{{Filename: "a.pdf", ContentType: "application/pdf;"}}
+		}, "attachments[0].contentType", mailerr.Invalid},
 		{"duplicate content id", func(r *mailgatev1.SendMailRequest) {
 			r.Attachments = []*mailgatev1.Attachment{{Filename: "a.png", ContentId: "logo"}, {Filename: "b.png", ContentId: "<logo>"}}
 		}, "attachments[1].contentId", mailerr.Invalid},
