@@ -372,6 +372,9 @@ func attachments(v *violations, list []*mailgatev1.Attachment) []senders.Attachm
 			v.add(field+".contentType", "%q %s", ctype, problem)
 		} else {
 			ctype = mt
+			if strings.HasPrefix(mt, "text/") && utf8.Valid(a.GetContent()) {
+				ctype += "; charset=utf-8"
+			}
 		}
 		cid := strings.TrimSuffix(strings.TrimPrefix(a.GetContentId(), "<"), ">")
 		if cid != "" {

@@ -540,6 +540,8 @@ func buildRequest(o *sendOptions, stdin io.Reader) (*mailgatev1.SendMailRequest,
 		if ctype == "" {
 			ctype = http.DetectContentType(b)
 		}
+		// The service takes a plain type/subtype and writes the parameters itself.
+		ctype, _, _ = strings.Cut(ctype, ";")
 		req.Attachments = append(req.Attachments, &mailgatev1.Attachment{
 			Filename: filepath.Base(p.path), ContentType: ctype, Content: b, ContentId: p.contentID,
 		})
