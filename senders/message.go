@@ -138,11 +138,19 @@ func (m *Message) WriteTo(w io.Writer) (int64, error) {
 		}
 		return total, err
 	}
-	msg, err := m.compose()
+	var sp splice
+	msg, err := m.compose(&sp)
 	if err != nil {
 		return 0, err
 	}
-	return msg.WriteTo(w)
+	if len(sp.parts) == 0 {
+		return msg.WriteTo(w)
+	}
+	out := &splicer{w: w, parts: sp.parts}
+	if _, err := msg.WriteTo(out); err != nil {
+		return out.n, err
+	}
+	return out.n, out.Flush()
 }
 
 // HeaderRecipients lists the addresses of a raw message's To and Cc fields; nil for a
@@ -194,8 +202,10 @@ func (m *Message) WriteRawWithBcc(w io.Writer, bcc []string) (int64, error) {
 }
 
 // compose builds the go-mail message afresh for each write: it is cheap (attachments are
-// read through, not copied) and leaves no reader state behind a failed write.
-func (m *Message) compose() (*gomail.Msg, error) {
+// read through, not copied) and leaves no reader state behind a failed write. Large
+// attachments are left to sp, to be streamed in (see splice); with a nil sp, go-mail
+// encodes them itself.
+func (m *Message) compose(sp *splice) (*gomail.Msg, error) {
 	c := m.Content
 	msg := gomail.NewMsg(gomail.WithNoDefaultUserAgent(), gomail.WithCharset(gomail.CharsetUTF8))
 	msg.FromMailAddress(&c.From)
@@ -221,7 +231,11 @@ func (m *Message) compose() (*gomail.Msg, error) {
 	}
 	for _, a := range c.Attachments {
 		opts := []gomail.FileOption{gomail.WithFileContentType(gomail.ContentType(a.ContentType))}
-		r := bytes.NewReader(a.Content)
+		content := a.Content
+		if sp != nil && len(content) >= spliceMin {
+			content = sp.standIn(content)
+		}
+		r := bytes.NewReader(content)
 		if a.ContentID != "" {
 			// RFC 2392: the header holds the id in angle brackets; cid: URLs omit them.
 			msg.EmbedReadSeeker(a.Filename, r, append(opts, gomail.WithFileContentID("<"+a.ContentID+">"))...)
