@@ -64,6 +64,9 @@ type Redis struct {
 	TLS bool `yaml:"tls"`
 	// KeyPrefix starts every key, so that deployments can share one Redis.
 	KeyPrefix string `yaml:"key_prefix"`
+	// CheckInterval is how often each replica checks that Redis still holds mailgate's
+	// marker, i.e. that it did not lose its data.
+	CheckInterval time.Duration `yaml:"check_interval"`
 }
 
 // Enabled reports whether a Redis is configured.
@@ -176,7 +179,7 @@ func BackendTypes() []string {
 func defaults() *Config {
 	return &Config{
 		Listen: Listen{HTTP: "127.0.0.1:8080", GRPC: "127.0.0.1:9090", ShutdownTimeout: 30 * time.Second},
-		Redis:  Redis{KeyPrefix: "mg:"},
+		Redis:  Redis{KeyPrefix: "mg:", CheckInterval: 5 * time.Second},
 		Limits: Limits{
 			Mailbox:         MailboxLimits{MessagesPerMinute: 30, RecipientsPerDay: 10_000, RecipientsPerMessage: 500},
 			MaxMessageBytes: 35 << 20, // Exchange Online's default send limit (35 MB)
@@ -371,6 +374,9 @@ func (c *Config) validateRedis(v *validator) {
 	}
 	if !r.SentinelPassword.IsZero() && r.MasterName == "" {
 		v.add("redis.sentinel_password", "is for Sentinel: set master_name and the Sentinels in addrs")
+	}
+	if r.CheckInterval < 100*time.Millisecond || r.CheckInterval > time.Hour {
+		v.add("redis.check_interval", "must be between 100ms and 1h (default 5s): it bounds how long a Redis that lost its data goes unnoticed")
 	}
 }
 
