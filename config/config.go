@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -64,6 +65,13 @@ type Redis struct {
 	TLS bool `yaml:"tls"`
 	// KeyPrefix starts every key, so that deployments can share one Redis.
 	KeyPrefix string `yaml:"key_prefix"`
+	// Timeout bounds every Redis call (connecting, writing, reading, waiting for a pooled
+	// connection), so that a frozen Redis fails requests fast with UNAVAILABLE instead of
+	// holding them for as long as it stalls.
+	Timeout time.Duration `yaml:"timeout"`
+	// CheckInterval is how often each replica checks that Redis still holds mailgate's
+	// marker, i.e. that it did not lose its data.
+	CheckInterval time.Duration `yaml:"check_interval"`
 }
 
 // Enabled reports whether a Redis is configured.
@@ -184,7 +192,7 @@ func BackendTypes() []string {
 func defaults() *Config {
 	return &Config{
 		Listen: Listen{HTTP: "127.0.0.1:8080", GRPC: "127.0.0.1:9090", ShutdownTimeout: 30 * time.Second},
-		Redis:  Redis{KeyPrefix: "mg:"},
+		Redis:  Redis{KeyPrefix: "mg:", Timeout: 2 * time.Second, CheckInterval: 5 * time.Second},
 		Limits: Limits{
 			Mailbox:         MailboxLimits{MessagesPerMinute: 30, RecipientsPerDay: 10_000, RecipientsPerMessage: 500},
 			MaxMessageBytes: 35 << 20, // Exchange Online's default send limit (35 MB)
@@ -370,6 +378,13 @@ func (c *Config) validateRedis(v *validator) {
 		if r.MasterName != "" || r.Username != "" || !r.Password.IsZero() || r.DB != 0 || r.TLS {
 			v.add("redis", "with url, put credentials, database and TLS in the URL (master_name needs addrs)")
 		}
+		if u, err := url.Parse(r.URL); err == nil {
+			for _, opt := range []string{"dial_timeout", "read_timeout", "write_timeout", "pool_timeout"} {
+				if u.Query().Has(opt) {
+					v.add("redis.url", "%s in the URL is replaced by redis.timeout, one bound for every Redis call: remove it, and set redis.timeout (default 2s)", opt)
+				}
+			}
+		}
 	case len(r.Addrs) > 0:
 		for i, a := range r.Addrs {
 			if _, _, err := net.SplitHostPort(a); err != nil {
@@ -384,6 +399,12 @@ func (c *Config) validateRedis(v *validator) {
 	}
 	if !r.SentinelPassword.IsZero() && r.MasterName == "" {
 		v.add("redis.sentinel_password", "is for Sentinel: set master_name and the Sentinels in addrs")
+	}
+	if r.Timeout < 10*time.Millisecond || r.Timeout > time.Minute {
+		v.add("redis.timeout", "must be between 10ms and 1m (default 2s): how long a Redis call may take before the request fails with UNAVAILABLE")
+	}
+	if r.CheckInterval < 100*time.Millisecond || r.CheckInterval > time.Hour {
+		v.add("redis.check_interval", "must be between 100ms and 1h (default 5s): it bounds how long a Redis that lost its data goes unnoticed")
 	}
 }
 

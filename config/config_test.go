@@ -113,6 +113,9 @@ func TestDefaults(t *testing.T) {
 	if m := c.Limits.Mailbox; m.MessagesPerMinute != 30 || m.RecipientsPerDay != 10_000 || c.Idempotency.TTL != 24*time.Hour || c.Redis.KeyPrefix != "mg:" {
 		t.Errorf("defaults: %+v, ttl %v, prefix %q", m, c.Idempotency.TTL, c.Redis.KeyPrefix)
 	}
+	if c.Redis.CheckInterval != 5*time.Second || c.Redis.Timeout != 2*time.Second {
+		t.Errorf("redis.check_interval %v, redis.timeout %v; want 5s and 2s", c.Redis.CheckInterval, c.Redis.Timeout)
+	}
 	if f := c.Backends["outbox"].Settings.(*file.Config); f.Dir != "./outbox" {
 		t.Errorf("outbox dir %q", f.Dir)
 	}
@@ -154,6 +157,9 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"redis sentinel without addrs", func(s string) string { return s + "redis: {master_name: m}\n" }, "redis.addrs", "Sentinel"},
 		{"redis cluster db", func(s string) string { return s + "redis: {addrs: [\"a:1\", \"b:2\"], db: 3}\n" }, "redis.db", "Cluster"},
 		{"redis bad addr", func(s string) string { return s + "redis: {addrs: [\"nohost\"]}\n" }, "redis.addrs[0]", "host:port"},
+		{"redis timeout", func(s string) string { return s + "redis: {url: \"redis://x:6379\", timeout: 0s}\n" }, "redis.timeout", "between 10ms and 1m"},
+		{"redis timeout in the url", func(s string) string { return s + "redis: {url: \"redis://x:6379/0?pool_size=5&read_timeout=5s\"}\n" }, "redis.url", "read_timeout in the URL is replaced by redis.timeout"},
+		{"redis check interval", func(s string) string { return s + "redis: {url: \"redis://x:6379\", check_interval: 10ms}\n" }, "redis.check_interval", "between 100ms and 1h"},
 		{"day below message", func(s string) string {
 			return strings.Replace(s, "{recipients_per_message: 100}", "{recipients_per_message: 100, recipients_per_day: 50}", 1)
 		}, "limits.mailbox.recipients_per_day", "less than recipients_per_message"},

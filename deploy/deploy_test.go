@@ -769,7 +769,7 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 	if slices.Contains(k.Resources, "redis-dev.yaml") {
-		t.Error("kubernetes/kustomization.yaml must not apply redis-dev.yaml (no persistence, no password)")
+		t.Error("kubernetes/kustomization.yaml must not apply redis-dev.yaml (no persistent volume, no password)")
 	}
 	objs := loadObjects(t, files...)
 

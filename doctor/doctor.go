@@ -34,11 +34,15 @@ const (
 	// Skip: the check could not run (an earlier one failed, or nothing to check). It
 	// does not count as a failure.
 	Skip Status = "SKIP"
+	// Warn: it works, but not safely (a Redis without persistence). It does not count as
+	// a failure.
+	Warn Status = "WARN"
 )
 
 // Check is the outcome of one check of one backend.
 type Check struct {
-	Backend string `json:"backend"`
+	// Backend is the backend's name; empty for the checks of Redis (Type "redis").
+	Backend string `json:"backend,omitempty"`
 	Type    string `json:"type"`
 	Name    string `json:"name"`
 	Status  Status `json:"status"`
@@ -104,8 +108,9 @@ func (o Options) timeout() time.Duration {
 	return 15 * time.Second
 }
 
-// Run checks the backends of cfg, all at once, and returns when every check has ended
-// (or ctx is done). cfg should have been validated (config.Load does).
+// Run checks the backends of cfg and, in a full run (no opts.Backends), its Redis, all at
+// once, and returns when every check has ended (or ctx is done). cfg should have been
+// validated (config.Load does).
 func Run(ctx context.Context, cfg *config.Config, opts Options) Report {
 	names := opts.Backends
 	if len(names) == 0 {
@@ -125,11 +130,21 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) Report {
 			results[i] = d.b.checks
 		})
 	}
+	// The shared store is checked with a full run, not when only some backends are.
+	var store []Check
+	if len(opts.Backends) == 0 && cfg.Redis.Enabled() {
+		wg.Go(func() {
+			d := &doctor{cfg: cfg, opts: opts, b: &backendRun{typ: redisSection}}
+			d.redis(ctx)
+			store = d.b.checks
+		})
+	}
 	wg.Wait()
 	var r Report
 	for _, cs := range results {
 		r.Checks = append(r.Checks, cs...)
 	}
+	r.Checks = append(r.Checks, store...)
 	return r
 }
 
@@ -149,6 +164,7 @@ func (b *backendRun) add(name string, st Status, detail, fix string) {
 func (b *backendRun) pass(name, detail string)      { b.add(name, Pass, detail, "") }
 func (b *backendRun) fail(name, detail, fix string) { b.add(name, Fail, detail, fix) }
 func (b *backendRun) skip(name, detail string)      { b.add(name, Skip, detail, "") }
+func (b *backendRun) warn(name, detail string)      { b.add(name, Warn, detail, "") }
 
 // doctor checks one backend.
 type doctor struct {

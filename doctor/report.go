@@ -20,7 +20,7 @@ const maxNameWidth = 28
 //	        fix: the certificate is not signed by a certificate authority this machine …
 func (r Report) WriteText(w io.Writer) error {
 	var b strings.Builder
-	var backends, failedBackends int
+	var backends, failedBackends, warnings int
 	for i := 0; i < len(r.Checks); {
 		j := i
 		width := 0
@@ -30,15 +30,22 @@ func (r Report) WriteText(w io.Writer) error {
 				width = max(width, n)
 			}
 			failed = failed || r.Checks[j].Status == Fail
-		}
-		backends++
-		if failed {
-			failedBackends++
+			if r.Checks[j].Status == Warn {
+				warnings++
+			}
 		}
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "backend %s (%s)\n", r.Checks[i].Backend, r.Checks[i].Type)
+		if r.Checks[i].Backend == "" {
+			fmt.Fprintf(&b, "%s (shared store)\n", r.Checks[i].Type)
+		} else {
+			backends++
+			if failed {
+				failedBackends++
+			}
+			fmt.Fprintf(&b, "backend %s (%s)\n", r.Checks[i].Backend, r.Checks[i].Type)
+		}
 		for _, c := range r.Checks[i:j] {
 			line := fmt.Sprintf("  %s  %-*s  %s", c.Status, width, c.Name, c.Detail)
 			b.WriteString(strings.TrimRight(line, " ") + "\n")
@@ -48,14 +55,21 @@ func (r Report) WriteText(w io.Writer) error {
 		}
 		i = j
 	}
-	if backends > 0 {
+	if len(r.Checks) > 0 {
 		b.WriteString("\n")
 	}
-	if n := r.Failed(); n > 0 {
-		fmt.Fprintf(&b, "%d of %d backends failed (%d failed %s)\n", failedBackends, backends, n, plural(n, "check", "checks"))
-	} else {
-		fmt.Fprintf(&b, "all %d %s passed\n", backends, plural(backends, "backend", "backends"))
+	switch n := r.Failed(); {
+	case n > 0 && failedBackends > 0:
+		fmt.Fprintf(&b, "%d of %d backends failed (%d failed %s)", failedBackends, backends, n, plural(n, "check", "checks"))
+	case n > 0:
+		fmt.Fprintf(&b, "%d failed %s (all %d %s passed)", n, plural(n, "check", "checks"), backends, plural(backends, "backend", "backends"))
+	default:
+		fmt.Fprintf(&b, "all %d %s passed", backends, plural(backends, "backend", "backends"))
 	}
+	if warnings > 0 {
+		fmt.Fprintf(&b, "; %d %s", warnings, plural(warnings, "warning", "warnings"))
+	}
+	b.WriteString("\n")
 	_, err := io.WriteString(w, b.String())
 	return err
 }

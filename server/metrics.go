@@ -16,6 +16,8 @@ type metrics struct {
 	throttled   *prometheus.CounterVec
 	idempotency *prometheus.CounterVec
 	storeErrors *prometheus.CounterVec
+	dataLost    prometheus.Gauge
+	dataLosses  prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -44,8 +46,16 @@ func newMetrics() *metrics {
 		}, []string{"decision"}),
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailgate_store_errors_total",
-			Help: "Failed operations on the shared store (Redis), by operation: admit, complete, pause, get_record, ping.",
+			Help: "Failed operations on the shared store (Redis), by operation: admit, complete, pause, get_record, ping, data_check.",
 		}, []string{"op"}),
+		dataLost: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "mailgate_store_data_lost",
+			Help: "1 while a loss of Redis's data is recorded and not acknowledged (mailgate admin store-ack), else 0. While it is 1, /readyz answers 503.",
+		}),
+		dataLosses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mailgate_store_data_loss_total",
+			Help: "Losses of Redis's data (its marker key gone or written anew) that this replica noticed first.",
+		}),
 	}
 }
 
@@ -87,5 +97,5 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.messages, m.duration, m.backend, m.throttled, m.idempotency, m.storeErrors}
+	return []prometheus.Collector{m.messages, m.duration, m.backend, m.throttled, m.idempotency, m.storeErrors, m.dataLost, m.dataLosses}
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +23,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -51,7 +51,11 @@ type Options struct {
 	inflightWait time.Duration
 	// ShutdownTimeout bounds the drain on shutdown; default 30 s.
 	ShutdownTimeout time.Duration
-	Logger          *slog.Logger
+	// DataCheckInterval, when positive and the store can lose its data on its own
+	// (store.DataWatcher: Redis), is how often the server checks that it did not; a
+	// loss makes the server not ready until it is acknowledged. 0: no checks.
+	DataCheckInterval time.Duration
+	Logger            *slog.Logger
 }
 
 // Server serves one mailgate process's listeners.
@@ -68,6 +72,7 @@ type Server struct {
 	closers  []io.Closer // what NewFromConfig opened, closed after the drain
 	local    *Local
 	adapters []Adapter
+	data     *dataWatch // nil: no data checks
 }
 
 // Adapter is another front end served beside the APIs, such as the SMTP shim. Serve
@@ -112,6 +117,13 @@ func New(opts Options) (*Server, error) {
 		s.timeout = 30 * time.Second
 	}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), svc.metrics)
+	if w, ok := svc.store.(store.DataWatcher); ok && opts.DataCheckInterval > 0 {
+		s.data = &dataWatch{
+			w: w, interval: opts.DataCheckInterval, timeout: max(opts.DataCheckInterval, 2*time.Second),
+			log: s.log, metrics: svc.metrics,
+			setHealth: func(st healthpb.HealthCheckResponse_ServingStatus) { s.health.SetServingStatus("", st) },
+		}
+	}
 	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	s.registry.MustRegister(grpcMetrics)
 
@@ -207,11 +219,15 @@ func NewFromConfig(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	st := store.Store(store.NewMemory())
 	var closers []io.Closer
 	if cfg.Redis.Enabled() {
-		client, err := redisClient(cfg.Redis)
+		client, err := cfg.Redis.NewClient()
 		if err != nil {
 			return nil, fmt.Errorf("redis: %w", err)
 		}
-		st = store.NewRedis(client, cfg.Redis.KeyPrefix)
+		r := store.NewRedis(client, cfg.Redis.KeyPrefix)
+		if host, err := os.Hostname(); err == nil {
+			r.SetReplica(host)
+		}
+		st = r
 		closers = append(closers, client)
 	}
 	opts := Options{
@@ -231,10 +247,11 @@ func NewFromConfig(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			SendTimeout: cfg.Limits.SendTimeout,
 			Logger:      log,
 		},
-		Keys:             keys,
-		MaxInflightBytes: cfg.Limits.MaxInflightBytes,
-		ShutdownTimeout:  cfg.Listen.ShutdownTimeout,
-		Logger:           log,
+		Keys:              keys,
+		MaxInflightBytes:  cfg.Limits.MaxInflightBytes,
+		ShutdownTimeout:   cfg.Listen.ShutdownTimeout,
+		DataCheckInterval: cfg.Redis.CheckInterval,
+		Logger:            log,
 	}
 	if cfg.Listen.TLS.Enabled() {
 		cert, err := config.LoadKeyPair(cfg.Listen.TLS)
@@ -249,38 +266,6 @@ func NewFromConfig(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	}
 	srv.closers = closers
 	return srv, nil
-}
-
-// redisClient connects to a standalone server (url), a Sentinel group (addrs with
-// master_name) or a Cluster (addrs). Commands are never retried by the client: a retried
-// script could take a budget twice; the caller's own retry is safe instead.
-func redisClient(c config.Redis) (redis.UniversalClient, error) {
-	if c.URL != "" {
-		opts, err := redis.ParseURL(c.URL)
-		if err != nil {
-			return nil, err
-		}
-		opts.MaxRetries = -1
-		opts.DialTimeout = 2 * time.Second
-		return redis.NewClient(opts), nil
-	}
-	opts := &redis.UniversalOptions{
-		Addrs:            c.Addrs,
-		MasterName:       c.MasterName,
-		Username:         c.Username,
-		Password:         c.Password.Value(),
-		SentinelPassword: c.SentinelPassword.Value(),
-		DB:               c.DB,
-		// Addrs without master_name are a Cluster even with one seed node (go-redis
-		// would otherwise take a single address for a standalone server).
-		IsClusterMode: c.MasterName == "",
-		MaxRetries:    -1,
-		DialTimeout:   2 * time.Second,
-	}
-	if c.TLS {
-		opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	return redis.NewUniversalClient(opts), nil
 }
 
 // Serve runs until ctx is done, then drains: listeners close at once, in-flight requests
@@ -310,6 +295,11 @@ func (s *Server) Serve(ctx context.Context, httpLn, grpcLn net.Listener) error {
 	}
 	s.ready.Store(true)
 	s.health.Resume()
+	if s.data != nil {
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		go s.data.run(watchCtx)
+	}
 
 	var serveErr error
 	select {
@@ -380,6 +370,20 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("not ready: the store does not answer", "error", err)
 		http.Error(w, "not ready: the store (Redis) does not answer", http.StatusServiceUnavailable)
 		return
+	}
+	if s.data != nil {
+		checked, lost := s.data.state()
+		switch {
+		case lost != nil:
+			// The reason names keys and addresses: it is in the log, not here.
+			http.Error(w, "not ready: Redis lost mailgate's data (noticed at "+lost.At.UTC().Format(time.RFC3339)+
+				"; the log says how), so retried requests may be sent twice. Once you have dealt with it (docs/operations.md#when-redis-lost-its-data), run `mailgate admin store-ack CONFIG`",
+				http.StatusServiceUnavailable)
+			return
+		case !checked:
+			http.Error(w, "not ready: checking that Redis kept its data", http.StatusServiceUnavailable)
+			return
+		}
 	}
 	io.WriteString(w, "ready\n")
 }

@@ -1,16 +1,20 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server/apikey"
+	"github.com/mailgate/mailgate/server/store"
 )
 
 func keys(args []string, stdout, stderr io.Writer) error {
@@ -35,7 +39,7 @@ func keys(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func checkConfig(args []string, stdout, stderr io.Writer) error {
+func checkConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) != 1 {
 		fmt.Fprintln(stderr, "usage: mailgate check-config FILE")
 		return errUsage
@@ -85,6 +89,104 @@ func checkConfig(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "\nnote: no route uses backend(s) %s\n", strings.Join(unused, ", "))
 	}
 	fmt.Fprintln(stdout, "\nRoutes are tried in order; the first whose match fits the From address wins.")
+	if cfg.Redis.Enabled() {
+		fmt.Fprintln(stdout)
+		checkPersistence(ctx, cfg, stdout)
+	}
+	return nil
+}
+
+// checkPersistence prints how the configured Redis persists its data, with a warning
+// for each server that would forget idempotency records on a restart. It never fails:
+// the check-config verdict is about the file, and the Redis may not be reachable from
+// where it runs.
+func checkPersistence(ctx context.Context, cfg *config.Config, w io.Writer) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ps, err := redisPersistence(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(w, "note: redis: persistence not checked, Redis did not answer: %v\n", err)
+		return
+	}
+	for _, p := range ps {
+		if problem := p.Problem(); problem != "" {
+			fmt.Fprintf(w, "warning: redis %s: %s\n", p.Addr, problem)
+		} else {
+			fmt.Fprintf(w, "redis %s: %s\n", p.Addr, p)
+		}
+	}
+}
+
+func redisPersistence(ctx context.Context, cfg *config.Config) ([]store.Persistence, error) {
+	c, err := cfg.Redis.NewClient()
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return store.NewRedis(c, cfg.Redis.KeyPrefix).Persistence(ctx)
+}
+
+const adminUsage = `usage: mailgate admin COMMAND FILE
+
+Commands:
+  store-status FILE   say whether a loss of Redis's data is recorded
+  store-ack FILE      acknowledge a recorded loss of Redis's data, for every replica:
+                      they become ready again at their next check (redis.check_interval)
+
+A loss is recorded when a replica finds mailgate's marker key gone from Redis: Redis
+restarted without persistence, was flushed, or evicted keys. Idempotency records went with
+it, so retried requests may have been sent twice. See docs/operations.md.
+`
+
+func admin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) != 2 || (args[0] != "store-ack" && args[0] != "store-status") {
+		fmt.Fprint(stderr, adminUsage)
+		return errUsage
+	}
+	cmd, file := args[0], args[1]
+	cfg, err := config.Load(file)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: invalid configuration:\n", file)
+		for _, e := range flatten(err) {
+			fmt.Fprintln(stderr, "  "+e.Error())
+		}
+		return errors.New("configuration check failed (see mailgate check-config)")
+	}
+	if !cfg.Redis.Enabled() {
+		return fmt.Errorf("%s: %s has no redis section: the in-process store has no marker to check", cmd, file)
+	}
+	c, err := cfg.Redis.NewClient()
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	defer c.Close()
+	st := store.NewRedis(c, cfg.Redis.KeyPrefix)
+	if host, err := os.Hostname(); err == nil {
+		st.SetReplica(host + " (mailgate admin)")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if cmd == "store-status" {
+		l, err := st.DataLoss(ctx)
+		switch {
+		case err != nil:
+			return fmt.Errorf("store-status: %w", err)
+		case l == nil:
+			fmt.Fprintln(stdout, "no loss of Redis's data is recorded")
+		default:
+			fmt.Fprintf(stdout, "Redis lost mailgate's data: %s\nEvery replica is not ready until `mailgate admin store-ack %s`.\n", l, file)
+		}
+		return nil
+	}
+	l, err := st.AckDataLoss(ctx)
+	if err != nil {
+		return fmt.Errorf("store-ack: %w", err)
+	}
+	if l == nil {
+		fmt.Fprintln(stdout, "no loss of Redis's data was recorded: nothing to acknowledge")
+		return nil
+	}
+	fmt.Fprintf(stdout, "acknowledged: Redis lost mailgate's data: %s\nEvery replica is ready again within redis.check_interval (%s).\n", l, cfg.Redis.CheckInterval)
 	return nil
 }
 

@@ -16,10 +16,11 @@ import (
 const doctorUsage = `usage: mailgate doctor FILE [flags]
 
 Checks each backend of FILE against the real endpoints, as Microsoft's own diagnostics
-do, and prints PASS, FAIL or SKIP for each check, with the fix for each failure. Nothing
-is sent: SMTP checks end with RSET and QUIT, Graph is asked only for a token.
-Exit status: 0 when every check passed (or was skipped), 1 when one failed, 2 for a
-usage mistake.
+do, and (without --backend) its Redis: that it answers, persists its data and has not
+lost it. Prints PASS, FAIL, WARN or SKIP for each check, with the fix for each failure.
+Nothing is sent: SMTP checks end with RSET and QUIT, Graph is asked only for a token.
+Exit status: 0 when no check failed (warnings and skipped checks do not count), 1 when
+one failed, 2 for a usage mistake.
 
 Flags:
 `

@@ -20,8 +20,9 @@ Usage:
   mailgate shim --config FILE        run only the SMTP shim, sending to a remote mailgate over gRPC
   mailgate send [flags] [< BODY]     send one message over REST or gRPC (flags, exit codes: mailgate send -h)
   mailgate keys new NAME             make an API key; prints it once, with its config entry
-  mailgate check-config FILE         validate FILE and print its routing table
+  mailgate check-config FILE         validate FILE, print its routing table, check Redis's persistence
   mailgate doctor FILE [--json]      check each backend's setup against Microsoft 365; sends nothing
+  mailgate admin store-ack FILE      acknowledge that Redis lost its data (store-status: show it)
   mailgate version                   print the version
 
 Environment:
@@ -75,7 +76,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "keys":
 		return keys(rest, stdout, stderr)
 	case "check-config":
-		return checkConfig(rest, stdout, stderr)
+		return checkConfig(ctx, rest, stdout, stderr)
+	case "admin":
+		return admin(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "mailgate", version)
 		return nil

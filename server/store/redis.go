@@ -20,18 +20,21 @@ import (
 //	<prefix>{key:<name>}:msgs|pause            an API key's budget
 //	<prefix>{idem:<scope>:<sha256 of key>}     an idempotency claim (a hash)
 //	<prefix>msg:<scope>:<id>                   a GetMessage record
+//	<prefix>{meta}:marker, <prefix>{meta}:lost  whether Redis kept its data (marker.go)
 //
 // Scripts read the clock with Redis's TIME, so replicas with skewed clocks still share
 // one notion of "now".
 type Redis struct {
-	c      redis.UniversalClient
-	prefix string
+	c       redis.UniversalClient
+	prefix  string
+	replica string
+	watch   watch
 }
 
 // NewRedis returns a store on c; prefix starts every key (e.g. "mg:"), so that several
 // deployments can share one Redis.
 func NewRedis(c redis.UniversalClient, prefix string) *Redis {
-	return &Redis{c: c, prefix: prefix}
+	return &Redis{c: c, prefix: prefix, replica: "mailgate"}
 }
 
 // Reserves every limit in a group, all or nothing, unless the group is paused. Each limit

@@ -35,11 +35,14 @@ func SharedRedis(t testing.TB) *redis.Client {
 type RedisServer struct {
 	Socket string
 	dir    string
+	args   []string
 	cmd    *exec.Cmd
 }
 
-// StartRedis starts a private redis-server; it is stopped when the test ends.
-func StartRedis(t testing.TB) *RedisServer {
+// StartRedis starts a private redis-server, without persistence unless args (redis.conf
+// directives as flags, e.g. "--appendonly", "yes") say otherwise; it is stopped when the
+// test ends.
+func StartRedis(t testing.TB, args ...string) *RedisServer {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server is not installed: run `make test`, which installs it (%v)", err)
@@ -48,7 +51,7 @@ func StartRedis(t testing.TB) *RedisServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &RedisServer{Socket: filepath.Join(dir, "r.sock"), dir: dir}
+	s := &RedisServer{Socket: filepath.Join(dir, "r.sock"), dir: dir, args: args}
 	s.Start(t)
 	t.Cleanup(func() {
 		s.Stop(t)
@@ -70,8 +73,9 @@ func (s *RedisServer) Client(t testing.TB) *redis.Client {
 // Start starts the server (again) and waits until it answers.
 func (s *RedisServer) Start(t testing.TB) {
 	t.Helper()
-	s.cmd = exec.Command("redis-server", "--port", "0", "--unixsocket", s.Socket,
-		"--save", "", "--appendonly", "no", "--dir", s.dir)
+	args := append([]string{"--port", "0", "--unixsocket", s.Socket,
+		"--save", "", "--appendonly", "no", "--dir", s.dir}, s.args...)
+	s.cmd = exec.Command("redis-server", args...)
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,133 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/server/apikey"
+	"github.com/mailgate/mailgate/server/store"
+	"github.com/mailgate/mailgate/server/store/storetest"
+)
+
+// get returns the status and body of a GET.
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	r, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	return r.StatusCode, string(b)
+}
+
+// eventually retries cond for up to 10 s (the checks run every 20 ms).
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A Redis that lost its data makes every replica not ready, and says so in /metrics,
+// until an operator acknowledges it once.
+func TestDataLossMakesEveryReplicaNotReady(t *testing.T) {
+	t.Parallel()
+	client := storetest.SharedRedis(t)
+	prefix := storetest.Prefix(t, client, "datawatch")
+	start := func() *testServer {
+		return startWithBackend(t, &countingSender{}, func(o *Options) {
+			o.Service.Store = store.NewRedis(client, prefix)
+			o.DataCheckInterval = 20 * time.Millisecond
+		})
+	}
+	a, b := start(), start()
+	for _, srv := range []*testServer{a, b} {
+		eventually(t, "ready", func() bool { code, _ := get(t, srv.url+"/readyz"); return code == 200 })
+	}
+
+	client.Del(context.Background(), prefix+"{meta}:marker")
+
+	for _, srv := range []*testServer{a, b} {
+		eventually(t, "not ready after the loss", func() bool { code, _ := get(t, srv.url+"/readyz"); return code == 503 })
+		if _, body := get(t, srv.url+"/readyz"); !strings.Contains(body, "Redis lost mailgate's data") || !strings.Contains(body, "mailgate admin store-ack") {
+			t.Errorf("/readyz says %q", body)
+		}
+		if _, m := get(t, srv.url+"/metrics"); !strings.Contains(m, "mailgate_store_data_lost 1") {
+			t.Errorf("/metrics lacks mailgate_store_data_lost 1")
+		}
+		h, err := healthpb.NewHealthClient(srv.grpc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+		if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Errorf("gRPC health %v, %v; want NOT_SERVING", h.GetStatus(), err)
+		}
+	}
+	// Exactly one of the two noticed first; the other reports the recorded loss.
+	var noticed int
+	for _, srv := range []*testServer{a, b} {
+		_, m := get(t, srv.url+"/metrics")
+		if strings.Contains(m, "mailgate_store_data_loss_total 1") {
+			noticed++
+		}
+	}
+	if noticed != 1 {
+		t.Errorf("%d replicas count the loss as theirs, want 1", noticed)
+	}
+
+	if l, err := store.NewRedis(client, prefix).AckDataLoss(context.Background()); err != nil || l == nil {
+		t.Fatalf("ack: %v, %v", l, err)
+	}
+	for _, srv := range []*testServer{a, b} {
+		eventually(t, "ready after the acknowledgement", func() bool { code, _ := get(t, srv.url+"/readyz"); return code == 200 })
+		if _, m := get(t, srv.url+"/metrics"); !strings.Contains(m, "mailgate_store_data_lost 0") {
+			t.Errorf("/metrics lacks mailgate_store_data_lost 0 after the ack")
+		}
+		h, err := healthpb.NewHealthClient(srv.grpc).Check(context.Background(), &healthpb.HealthCheckRequest{})
+		if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Errorf("gRPC health after the ack %v, %v", h.GetStatus(), err)
+		}
+	}
+}
+
+// serve with a configuration watches its Redis at redis.check_interval.
+func TestFromConfigWatchesRedis(t *testing.T) {
+	t.Parallel()
+	redisSrv := storetest.StartRedis(t)
+	cfg, err := config.ParseAndValidate([]byte(`
+keys: [{name: app, hash: "`+apikey.Hash(appKey)+`", senders: ["*"]}]
+routes: [{match: "*", backend: sink}]
+backends: {sink: {type: discard}}
+redis: {url: "`+redisSrv.URL()+`", check_interval: 100ms}
+`), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := NewFromConfig(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, nil) }()
+	t.Cleanup(func() { cancel(); <-done })
+	url := "http://" + ln.Addr().String() + "/readyz"
+	eventually(t, "ready", func() bool { code, _ := get(t, url); return code == 200 })
+	redisSrv.Stop(t)
+	redisSrv.Start(t) // without persistence: empty
+	eventually(t, "not ready after Redis restarted empty", func() bool {
+		_, body := get(t, url)
+		return strings.Contains(body, "Redis lost mailgate's data")
+	})
+}
