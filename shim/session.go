@@ -86,17 +86,17 @@ func (ss *session) authenticate(name, secret string) error {
 	p, err := ss.s.opts.Submitter.Authenticate(ctx, name, secret)
 	switch {
 	case errors.Is(err, ErrBadCredentials):
-		ss.log.Info("smtp auth refused", "user", name)
+		ss.log.Info("smtp auth refused", userAttr(name))
 		r := mailerr.Unauthenticated.SMTPReply()
 		return replyError(r.Code, r.Enhanced, "Authentication credentials invalid: the user name is the API key's name, the password the key")
 	case err != nil:
-		ss.log.Warn("smtp auth could not be checked", "user", name, "error", err)
+		ss.log.Warn("smtp auth could not be checked", userAttr(name), "error", err)
 		return replyError(454, "4.7.0", "Temporary authentication failure; try again later")
 	}
 	ss.mu.Lock()
 	ss.principal = &p
 	ss.mu.Unlock()
-	ss.log.Debug("smtp auth", "key", p.Name)
+	ss.log.Debug("smtp auth", keyAttr(p.Name))
 	return nil
 }
 
@@ -159,18 +159,18 @@ func (ss *session) Data(r io.Reader) error {
 	if err != nil && failureOf(err).kind == mailerr.KeyReused {
 		// The device gives different messages the same Message-ID (some firmware
 		// does): deduplicate this one by its content instead.
-		ss.log.Warn("device reuses Message-IDs; deduplicating by content", "key", p.Name, "message_id", msgID)
+		ss.log.Warn("device reuses Message-IDs; deduplicating by content", keyAttr(p.Name), "message_id", msgID)
 		req.IdempotencyKey = idempotencyKey(p.Name, msgID, from, rcpts, raw)
 		resp, err = ss.s.opts.Submitter.SendMail(ctx, p, req)
 	}
 	if err != nil {
 		reply := smtpReply(err)
 		ss.s.opts.Metrics.reply(reply.Code)
-		ss.log.Info("smtp message refused", "key", p.Name, "reply", reply.Error())
+		ss.log.Info("smtp message refused", keyAttr(p.Name), "reply", reply.Error())
 		return reply
 	}
 	ss.s.opts.Metrics.reply(250)
-	ss.log.Info("smtp message accepted", "key", p.Name, "id", resp.GetId(), "replayed", resp.GetReplayed())
+	ss.log.Info("smtp message accepted", keyAttr(p.Name), "id", resp.GetId(), "replayed", resp.GetReplayed())
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + resp.GetId()}
 }
 
