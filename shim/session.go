@@ -26,7 +26,7 @@ import (
 type backend struct{ s *Server }
 
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	ss := &session{s: b.s, remote: c.Conn().RemoteAddr()}
+	ss := &session{s: b.s, remote: c.Conn().RemoteAddr(), conn: limitedOf(c.Conn())}
 	ss.log = b.s.log.With("remote", ss.remote.String())
 	return ss, nil
 }
@@ -36,6 +36,7 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 type session struct {
 	s      *Server
 	remote net.Addr
+	conn   *limitedConn // nil when not from a shim listener
 	log    *slog.Logger
 
 	mu        sync.Mutex
@@ -96,6 +97,9 @@ func (ss *session) authenticate(name, secret string) error {
 	ss.mu.Lock()
 	ss.principal = &p
 	ss.mu.Unlock()
+	if ss.conn != nil {
+		ss.conn.authenticated()
+	}
 	ss.log.Debug("smtp auth", keyAttr(p.Name))
 	return nil
 }
