@@ -68,17 +68,36 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	}
 	switch mech {
 	case sasl.Plain:
-		return sasl.NewPlainServer(func(identity, user, pass string) error {
+		return syntaxReplies{sasl.NewPlainServer(func(identity, user, pass string) error {
 			if identity != "" && identity != user {
 				ss.s.opts.Metrics.auth.WithLabelValues(mech, "bad_credentials").Inc()
 				return replyError(535, "5.7.8", "the authorization identity must be empty or the user name")
 			}
 			return check(user, pass)
-		}), nil
+		})}, nil
 	case sasl.Login:
-		return newLoginServer(check), nil
+		return syntaxReplies{newLoginServer(check)}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// syntaxReplies answers a SASL response that does not parse (go-sasl's errors, which are
+// not SMTP replies) with 501 5.5.2: go-smtp would answer 454 4.7.0, a temporary failure,
+// and the client would send the same response for ever. The shim's own replies (535,
+// 454 when the key could not be checked) pass unchanged.
+type syntaxReplies struct{ sasl.Server }
+
+func (s syntaxReplies) Next(response []byte) ([]byte, bool, error) {
+	challenge, done, err := s.Server.Next(response)
+	if err == nil {
+		return challenge, done, nil
+	}
+	// go-smtp writes an *SMTPError as it is, and only that.
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return nil, true, se
+	}
+	return nil, true, replyAuthSyntax
 }
 
 func (ss *session) authenticate(name, secret string) error {
@@ -139,7 +158,14 @@ func (ss *session) Logout() error { return nil }
 func (ss *session) Data(r io.Reader) error {
 	raw, err := io.ReadAll(r)
 	if err != nil {
-		return err // go-smtp answers 552 for a message over SIZE
+		// go-smtp's own replies (552 for a message over SIZE) pass; go-smtp writes any
+		// other error's text after 554, and a read error's names the socket's addresses.
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return se
+		}
+		ss.log.Info("smtp message not received completely", "error", err)
+		return replyIncomplete
 	}
 	ss.mu.Lock()
 	p, from, rcpts := *ss.principal, ss.from, append([]string(nil), ss.rcpts...)
