@@ -199,8 +199,9 @@ func defaults() *Config {
 			SendTimeout:     2 * time.Minute,
 		},
 		Idempotency: Idempotency{TTL: 24 * time.Hour},
-		Shim:        Shim{MinTLS: "1.2", MaxConnections: 100, ReadTimeout: 5 * time.Minute, WriteTimeout: time.Minute},
-		Log:         Log{Level: "info"},
+		Shim: Shim{MinTLS: "1.2", MaxConnections: 100, MaxConnectionsPerSource: 10, ReservedDeviceConnections: 10,
+			AuthTimeout: 30 * time.Second, ReadTimeout: 5 * time.Minute, WriteTimeout: time.Minute},
+		Log: Log{Level: "info"},
 	}
 }
 

@@ -414,6 +414,10 @@ shim:
 	if !c.Shim.Enabled() || c.Shim.TLSVersion() != 0x0301 || c.Shim.Devices[0].Prefix().String() != "10.20.0.0/24" || c.Shim.MaxConnections != 100 {
 		t.Errorf("shim %+v", c.Shim)
 	}
+	if c.Shim.MaxConnectionsPerSource != 10 || c.Shim.ReservedDeviceConnections != 10 || c.Shim.AuthTimeout != 30*time.Second {
+		t.Errorf("lockout defaults: per source %d, reserved %d, auth_timeout %v; want 10, 10, 30s",
+			c.Shim.MaxConnectionsPerSource, c.Shim.ReservedDeviceConnections, c.Shim.AuthTimeout)
+	}
 	bad := validYAML() + `
 shim:
   listen: "2525"
@@ -468,5 +472,34 @@ shim:
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in %v", want, err)
 		}
+	}
+}
+
+func TestShimLockoutSettings(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, yaml, want string // want "": valid
+	}{
+		{"negative per source", "max_connections_per_source: -1", "shim.max_connections_per_source: must not be negative"},
+		{"negative reserved", "reserved_device_connections: -1", "shim.reserved_device_connections: must not be negative"},
+		{"negative auth_timeout", "auth_timeout: -1s", "shim.auth_timeout: must not be negative"},
+		{"all reserved", "max_connections: 10\n  devices: [{cidr: 10.20.0.0/24, key: billing-app}]",
+			"shim.reserved_device_connections: 10 leaves none of max_connections (10) for clients that authenticate: lower it, or raise max_connections"},
+		{"reserved without devices is unused", "max_connections: 10", ""},
+		{"reserved below the limit", "max_connections: 10\n  reserved_device_connections: 2\n  devices: [{cidr: 10.20.0.0/24, key: billing-app}]", ""},
+		{"no limits", "max_connections: 0\n  max_connections_per_source: 0\n  auth_timeout: 0s\n  devices: [{cidr: 10.20.0.0/24, key: billing-app}]", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			y := validYAML() + "\nshim:\n  listen: 127.0.0.1:2525\n  " + tt.yaml + "\n"
+			_, err := ParseAndValidate([]byte(y), "test")
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("%v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("missing %q in %v", tt.want, err)
+			}
+		})
 	}
 }

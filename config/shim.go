@@ -27,6 +27,14 @@ type Shim struct {
 	MaxMessageBytes int64 `yaml:"max_message_bytes"`
 	// MaxConnections bounds the SMTP connections open at once; default 100.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerSource bounds those from one IP address; default 10.
+	MaxConnectionsPerSource int `yaml:"max_connections_per_source"`
+	// ReservedDeviceConnections of MaxConnections admit only clients in Devices' ranges;
+	// default 10 (none without devices).
+	ReservedDeviceConnections int `yaml:"reserved_device_connections"`
+	// AuthTimeout is how long a client outside Devices' ranges has, from connecting, to
+	// authenticate; default 30 s.
+	AuthTimeout time.Duration `yaml:"auth_timeout"`
 	// ReadTimeout and WriteTimeout bound each read and write on a connection.
 	ReadTimeout  time.Duration `yaml:"read_timeout"`
 	WriteTimeout time.Duration `yaml:"write_timeout"`
@@ -103,6 +111,19 @@ func (c *Config) validateShim(v *validator, inProcess bool) {
 	}
 	if s.MaxConnections < 0 {
 		v.add("shim.max_connections", "must not be negative")
+	}
+	if s.MaxConnectionsPerSource < 0 {
+		v.add("shim.max_connections_per_source", "must not be negative")
+	}
+	switch {
+	case s.ReservedDeviceConnections < 0:
+		v.add("shim.reserved_device_connections", "must not be negative")
+	case len(s.Devices) > 0 && s.MaxConnections > 0 && s.ReservedDeviceConnections >= s.MaxConnections:
+		v.add("shim.reserved_device_connections", "%d leaves none of max_connections (%d) for clients that authenticate: lower it, or raise max_connections",
+			s.ReservedDeviceConnections, s.MaxConnections)
+	}
+	if s.AuthTimeout < 0 {
+		v.add("shim.auth_timeout", "must not be negative")
 	}
 	if s.ReadTimeout < 0 {
 		v.add("shim.read_timeout", "must not be negative")

@@ -309,6 +309,19 @@ func TestDockerfile(t *testing.T) {
 	if !strings.Contains(text, "COPY go.mod go.sum ./") {
 		t.Error("Dockerfile: want COPY go.mod go.sum ./ before the sources (module download cache)")
 	}
+	// `go mod download` reads the go.mod of every module replaced by a local directory.
+	goMod, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	download := strings.Index(text, "go mod download")
+	for _, m := range regexp.MustCompile(`(?m)^replace \S+ => \./(\S+)$`).FindAllSubmatch(goMod, -1) {
+		dir := string(m[1])
+		want := fmt.Sprintf("COPY %[1]s/go.mod %[1]s/go.sum ./%[1]s/", dir)
+		if i := strings.Index(text, want); i < 0 || i > download {
+			t.Errorf("Dockerfile: want %q before go mod download (go.mod replaces a module with ./%s)", want, dir)
+		}
+	}
 
 	// The runtime stage.
 	if !regexp.MustCompile(`^FROM \$\{RUNTIME_IMAGE\}$`).MatchString(final[0]) ||

@@ -1,21 +1,35 @@
 package shim
 
 import (
+	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// connLimit counts the connections open, and bounds them. One over the limit is told so (421,
-// as RFC 5321 §3.8 allows) and closed, rather than left waiting in the accept queue.
+// connLimit admits connections, and bounds them: in all, per source address, and for
+// clients outside the devices' ranges, which leave the reserved slots to the devices.
+// One over a limit is told so (421, as RFC 5321 §3.8 allows) and closed, rather than left
+// waiting in the accept queue.
+//
+// A client that a slot is not reserved for must also authenticate within authTimeout of
+// connecting: its read deadlines are capped until then. Without that, a client that
+// sends a byte at a time holds its slot for as long as it likes, since each read is
+// within read_timeout.
 type connLimit struct {
-	max     int64 // 0: no limit
-	open    atomic.Int64
-	metrics *Metrics
-}
+	max         int // 0: no limit
+	reserved    int // of max, for devices only
+	perSource   int // 0: no limit
+	authTimeout time.Duration
+	isDevice    func(netip.Addr) bool
+	metrics     *Metrics
+	log         *slog.Logger
 
-func newConnLimit(max int, m *Metrics) *connLimit { return &connLimit{max: int64(max), metrics: m} }
+	mu       sync.Mutex
+	open     int
+	bySource map[netip.Addr]int
+}
 
 func (l *connLimit) wrap(ln net.Listener) net.Listener {
 	return &limitListener{Listener: ln, l: l}
@@ -26,38 +40,161 @@ type limitListener struct {
 	l *connLimit
 }
 
+// Refusal texts; all 421 4.7.0, a temporary refusal, so a client tries again later.
+const (
+	refusedFull   = "Too many connections; try again later"
+	refusedSource = "Too many connections from your address; try again later"
+)
+
 func (ll *limitListener) Accept() (net.Conn, error) {
 	for {
 		c, err := ll.Listener.Accept()
 		if err != nil {
 			return nil, err
 		}
-		if n := ll.l.open.Add(1); ll.l.max > 0 && n > ll.l.max {
-			ll.l.open.Add(-1)
-			ll.l.metrics.connections.WithLabelValues("refused").Inc()
+		ip := addrOf(c.RemoteAddr())
+		device := ll.l.isDevice(ip)
+		if result, text := ll.l.admit(ip, device); result != "" {
+			ll.l.metrics.connections.WithLabelValues(result).Inc()
+			ll.l.log.Debug("smtp connection refused", "remote", c.RemoteAddr().String(), "result", result)
 			go func() {
 				_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-				_, _ = c.Write([]byte("421 4.7.0 Too many connections; try again later\r\n"))
+				_, _ = c.Write([]byte("421 4.7.0 " + text + "\r\n"))
 				_ = c.Close()
 			}()
 			continue
 		}
 		ll.l.metrics.connections.WithLabelValues("accepted").Inc()
 		ll.l.metrics.open.Inc()
-		return &countedConn{Conn: c, l: ll.l}, nil
+		lc := &limitedConn{Conn: c, l: ll.l, ip: ip}
+		if !device && ll.l.authTimeout > 0 {
+			lc.authBy = time.Now().Add(ll.l.authTimeout)
+			_ = c.SetReadDeadline(lc.authBy)
+		}
+		return lc, nil
 	}
 }
 
-type countedConn struct {
-	net.Conn
-	l    *connLimit
-	once sync.Once
+// admit takes a slot for a connection from ip, or says which limit refuses it: its
+// metrics result and the reply text.
+func (l *connLimit) admit(ip netip.Addr, device bool) (result, text string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.perSource > 0 && l.bySource[ip] >= l.perSource:
+		return "refused_source", refusedSource
+	case l.max > 0 && l.open >= l.max:
+		return "refused", refusedFull
+	case l.max > 0 && !device && l.open >= l.max-l.reserved:
+		return "refused_reserved", refusedFull
+	}
+	l.open++
+	l.bySource[ip]++
+	return "", ""
 }
 
-func (c *countedConn) Close() error {
+func (l *connLimit) release(ip netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.open--
+	if l.bySource[ip]--; l.bySource[ip] <= 0 {
+		delete(l.bySource, ip)
+	}
+}
+
+// addrOf is the client's IP address; the zero Addr when it has none (all such clients
+// then count as one source).
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// limitedConn is an admitted connection: it gives its slot back on Close, and holds
+// the client to the auth deadline until authenticated.
+type limitedConn struct {
+	net.Conn
+	l    *connLimit
+	ip   netip.Addr
+	once sync.Once
+
+	mu sync.Mutex
+	// authBy is the auth deadline; zero once the client authenticated, or when there is
+	// none for it.
+	authBy time.Time
+	// readWant is the read deadline go-smtp last asked for, to restore after AUTH.
+	readWant time.Time
+	expired  bool
+}
+
+func (c *limitedConn) Close() error {
 	c.once.Do(func() {
-		c.l.open.Add(-1)
+		c.l.release(c.ip)
 		c.l.metrics.open.Dec()
 	})
 	return c.Conn.Close()
+}
+
+func (c *limitedConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetWriteDeadline(t); err != nil {
+		return err
+	}
+	return c.SetReadDeadline(t)
+}
+
+// SetReadDeadline caps go-smtp's read deadlines (each read_timeout from now) at the auth
+// deadline. Writes are not capped: the reply that says the time is up must still go out.
+func (c *limitedConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.readWant = t
+	if !c.authBy.IsZero() && (t.IsZero() || t.After(c.authBy)) {
+		t = c.authBy
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *limitedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.mu.Lock()
+		if ne, ok := err.(net.Error); ok && ne.Timeout() && !c.authBy.IsZero() && !time.Now().Before(c.authBy) && !c.expired {
+			c.expired = true
+			c.l.metrics.authTimeouts.Inc()
+			c.l.log.Debug("smtp client did not authenticate in time", "remote", c.RemoteAddr().String())
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// authenticated lifts the auth deadline: the session goes on under read_timeout alone.
+func (c *limitedConn) authenticated() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.authBy.IsZero() {
+		return
+	}
+	c.authBy = time.Time{}
+	_ = c.Conn.SetReadDeadline(c.readWant)
+}
+
+// limitedOf finds the admitted connection under a session's (possibly TLS) connection.
+func limitedOf(c net.Conn) *limitedConn {
+	for {
+		switch v := c.(type) {
+		case *limitedConn:
+			return v
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return nil
+		}
+	}
 }

@@ -9,10 +9,11 @@ import (
 // Metrics are the shim's Prometheus series: connections, AUTH results and the replies
 // to messages. The service's own series count the messages themselves.
 type Metrics struct {
-	connections *prometheus.CounterVec
-	open        prometheus.Gauge
-	auth        *prometheus.CounterVec
-	replies     *prometheus.CounterVec
+	connections  *prometheus.CounterVec
+	open         prometheus.Gauge
+	authTimeouts prometheus.Counter
+	auth         *prometheus.CounterVec
+	replies      *prometheus.CounterVec
 }
 
 // NewMetrics registers the shim's series with reg; nil registers nowhere.
@@ -20,11 +21,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailgate_shim_connections_total",
-			Help: "SMTP connections to the shim: accepted, or refused over max_connections.",
+			Help: "SMTP connections to the shim: accepted; refused over max_connections; refused_source, over max_connections_per_source; refused_reserved, from outside the devices' ranges when only reserved_device_connections are left.",
 		}, []string{"result"}),
 		open: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "mailgate_shim_connections_open",
 			Help: "SMTP connections to the shim open now.",
+		}),
+		authTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mailgate_shim_auth_timeouts_total",
+			Help: "SMTP sessions ended because the client had not authenticated within auth_timeout of connecting.",
 		}),
 		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailgate_shim_auth_total",
@@ -36,7 +41,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"code"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.open, m.auth, m.replies)
+		reg.MustRegister(m.connections, m.open, m.authTimeouts, m.auth, m.replies)
 	}
 	return m
 }

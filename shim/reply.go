@@ -56,6 +56,17 @@ func smtpReply(err error) *smtp.SMTPError {
 	return replyError(r.Code, r.Enhanced, text)
 }
 
+// The shim's own replies where go-smtp would give a temporary code for the client's
+// mistake, or the text of a read error (which names the socket's addresses).
+var (
+	// replyAuthSyntax: an AUTH response that does not parse for its mechanism, such as an
+	// empty one. A permanent error (RFC 4954 §4), so the client does not send it again.
+	replyAuthSyntax = replyError(501, "5.5.2", `Malformed AUTH response: PLAIN wants base64 of "\0user\0password", LOGIN the user name and then the password, each base64`)
+	// replyIncomplete: the message could not be read to its end. The same text as the
+	// reply go-smtp (patched, see third_party/go-smtp) gives for a BDAT chunk.
+	replyIncomplete = replyError(451, "4.4.2", "The message was not received completely (the connection broke or timed out); send it again")
+)
+
 // replyError builds a reply; text is flattened to one line of bounded length, as SMTP
 // replies are lines.
 func replyError(code int, enhanced, text string) *smtp.SMTPError {

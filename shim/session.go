@@ -26,7 +26,7 @@ import (
 type backend struct{ s *Server }
 
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	ss := &session{s: b.s, remote: c.Conn().RemoteAddr()}
+	ss := &session{s: b.s, remote: c.Conn().RemoteAddr(), conn: limitedOf(c.Conn())}
 	ss.log = b.s.log.With("remote", ss.remote.String())
 	return ss, nil
 }
@@ -36,6 +36,7 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 type session struct {
 	s      *Server
 	remote net.Addr
+	conn   *limitedConn // nil when not from a shim listener
 	log    *slog.Logger
 
 	mu        sync.Mutex
@@ -67,17 +68,36 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	}
 	switch mech {
 	case sasl.Plain:
-		return sasl.NewPlainServer(func(identity, user, pass string) error {
+		return syntaxReplies{sasl.NewPlainServer(func(identity, user, pass string) error {
 			if identity != "" && identity != user {
 				ss.s.opts.Metrics.auth.WithLabelValues(mech, "bad_credentials").Inc()
 				return replyError(535, "5.7.8", "the authorization identity must be empty or the user name")
 			}
 			return check(user, pass)
-		}), nil
+		})}, nil
 	case sasl.Login:
-		return newLoginServer(check), nil
+		return syntaxReplies{newLoginServer(check)}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// syntaxReplies answers a SASL response that does not parse (go-sasl's errors, which are
+// not SMTP replies) with 501 5.5.2: go-smtp would answer 454 4.7.0, a temporary failure,
+// and the client would send the same response for ever. The shim's own replies (535,
+// 454 when the key could not be checked) pass unchanged.
+type syntaxReplies struct{ sasl.Server }
+
+func (s syntaxReplies) Next(response []byte) ([]byte, bool, error) {
+	challenge, done, err := s.Server.Next(response)
+	if err == nil {
+		return challenge, done, nil
+	}
+	// go-smtp writes an *SMTPError as it is, and only that.
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return nil, true, se
+	}
+	return nil, true, replyAuthSyntax
 }
 
 func (ss *session) authenticate(name, secret string) error {
@@ -86,17 +106,20 @@ func (ss *session) authenticate(name, secret string) error {
 	p, err := ss.s.opts.Submitter.Authenticate(ctx, name, secret)
 	switch {
 	case errors.Is(err, ErrBadCredentials):
-		ss.log.Info("smtp auth refused", "user", name)
+		ss.log.Info("smtp auth refused", userAttr(name))
 		r := mailerr.Unauthenticated.SMTPReply()
 		return replyError(r.Code, r.Enhanced, "Authentication credentials invalid: the user name is the API key's name, the password the key")
 	case err != nil:
-		ss.log.Warn("smtp auth could not be checked", "user", name, "error", err)
+		ss.log.Warn("smtp auth could not be checked", userAttr(name), "error", err)
 		return replyError(454, "4.7.0", "Temporary authentication failure; try again later")
 	}
 	ss.mu.Lock()
 	ss.principal = &p
 	ss.mu.Unlock()
-	ss.log.Debug("smtp auth", "key", p.Name)
+	if ss.conn != nil {
+		ss.conn.authenticated()
+	}
+	ss.log.Debug("smtp auth", keyAttr(p.Name))
 	return nil
 }
 
@@ -135,7 +158,14 @@ func (ss *session) Logout() error { return nil }
 func (ss *session) Data(r io.Reader) error {
 	raw, err := io.ReadAll(r)
 	if err != nil {
-		return err // go-smtp answers 552 for a message over SIZE
+		// go-smtp's own replies (552 for a message over SIZE) pass; go-smtp writes any
+		// other error's text after 554, and a read error's names the socket's addresses.
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return se
+		}
+		ss.log.Info("smtp message not received completely", "error", err)
+		return replyIncomplete
 	}
 	ss.mu.Lock()
 	p, from, rcpts := *ss.principal, ss.from, append([]string(nil), ss.rcpts...)
@@ -159,18 +189,18 @@ func (ss *session) Data(r io.Reader) error {
 	if err != nil && failureOf(err).kind == mailerr.KeyReused {
 		// The device gives different messages the same Message-ID (some firmware
 		// does): deduplicate this one by its content instead.
-		ss.log.Warn("device reuses Message-IDs; deduplicating by content", "key", p.Name, "message_id", msgID)
+		ss.log.Warn("device reuses Message-IDs; deduplicating by content", keyAttr(p.Name), "message_id", msgID)
 		req.IdempotencyKey = idempotencyKey(p.Name, msgID, from, rcpts, raw)
 		resp, err = ss.s.opts.Submitter.SendMail(ctx, p, req)
 	}
 	if err != nil {
 		reply := smtpReply(err)
 		ss.s.opts.Metrics.reply(reply.Code)
-		ss.log.Info("smtp message refused", "key", p.Name, "reply", reply.Error())
+		ss.log.Info("smtp message refused", keyAttr(p.Name), "reply", reply.Error())
 		return reply
 	}
 	ss.s.opts.Metrics.reply(250)
-	ss.log.Info("smtp message accepted", "key", p.Name, "id", resp.GetId(), "replayed", resp.GetReplayed())
+	ss.log.Info("smtp message accepted", keyAttr(p.Name), "id", resp.GetId(), "replayed", resp.GetReplayed())
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + resp.GetId()}
 }
 

@@ -76,8 +76,17 @@ type Options struct {
 	MaxRecipients int
 	// MaxConnections open at once; more are answered 421 and closed. 0: no limit.
 	MaxConnections int
-	ReadTimeout    time.Duration
-	WriteTimeout   time.Duration
+	// MaxConnectionsPerSource open at once from one IP address; more are answered 421
+	// and closed. 0: no limit.
+	MaxConnectionsPerSource int
+	// ReservedDeviceConnections of MaxConnections admit only clients in Devices' ranges,
+	// so that others cannot take the last ones. Without Devices, none are reserved.
+	ReservedDeviceConnections int
+	// AuthTimeout is how long a client outside Devices' ranges has, from connecting, to
+	// authenticate; then the session ends (421 4.4.2). 0: no limit but ReadTimeout.
+	AuthTimeout  time.Duration
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
 	// SubmitTimeout bounds one SendMail; default 3 min.
 	SubmitTimeout time.Duration
 	Devices       []Device
@@ -109,7 +118,19 @@ func New(opts Options) *Server {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
-	s := &Server{opts: opts, log: opts.Logger, conns: newConnLimit(opts.MaxConnections, opts.Metrics)}
+	s := &Server{opts: opts, log: opts.Logger}
+	s.conns = &connLimit{
+		max:         opts.MaxConnections,
+		perSource:   opts.MaxConnectionsPerSource,
+		authTimeout: opts.AuthTimeout,
+		isDevice:    func(ip netip.Addr) bool { _, ok := s.deviceAt(ip); return ok },
+		metrics:     opts.Metrics,
+		log:         s.log,
+		bySource:    make(map[netip.Addr]int),
+	}
+	if len(opts.Devices) > 0 {
+		s.conns.reserved = opts.ReservedDeviceConnections
+	}
 	srv := smtp.NewServer(&backend{s: s})
 	srv.Domain = opts.Hostname
 	srv.TLSConfig = opts.TLS
@@ -166,12 +187,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // device returns the principal for a client admitted by its address.
-func (s *Server) device(addr net.Addr) (Principal, bool) {
-	ap, err := netip.ParseAddrPort(addr.String())
-	if err != nil {
+func (s *Server) device(addr net.Addr) (Principal, bool) { return s.deviceAt(addrOf(addr)) }
+
+func (s *Server) deviceAt(ip netip.Addr) (Principal, bool) {
+	if !ip.IsValid() {
 		return Principal{}, false
 	}
-	ip := ap.Addr().Unmap()
 	for _, d := range s.opts.Devices {
 		if d.Prefix.Contains(ip) {
 			return d.Principal, true

@@ -96,7 +96,9 @@ func start(t *testing.T, adjust func(*shim.Options, *server.ServiceOptions)) *fi
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.Submitter = shim.InProcess(srv.Local())
+	if opts.Submitter == nil {
+		opts.Submitter = shim.InProcess(srv.Local())
+	}
 	s := shim.New(opts)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -67,19 +67,22 @@ func newShim(cfg *config.Config, sub shim.Submitter, devices []shim.Device, metr
 		maxBytes = cfg.Limits.MaxMessageBytes
 	}
 	a := &shimAdapter{srv: shim.New(shim.Options{
-		Submitter:         sub,
-		TLS:               tlsCfg,
-		AllowInsecureAuth: c.AllowInsecureAuth,
-		Hostname:          hostname,
-		MaxMessageBytes:   maxBytes,
-		MaxRecipients:     cfg.Limits.Mailbox.RecipientsPerMessage,
-		MaxConnections:    c.MaxConnections,
-		ReadTimeout:       c.ReadTimeout,
-		WriteTimeout:      c.WriteTimeout,
-		SubmitTimeout:     cfg.Limits.SendTimeout + 30*time.Second,
-		Devices:           devices,
-		Metrics:           metrics,
-		Logger:            log.With("component", "shim"),
+		Submitter:                 sub,
+		TLS:                       tlsCfg,
+		AllowInsecureAuth:         c.AllowInsecureAuth,
+		Hostname:                  hostname,
+		MaxMessageBytes:           maxBytes,
+		MaxRecipients:             cfg.Limits.Mailbox.RecipientsPerMessage,
+		MaxConnections:            c.MaxConnections,
+		MaxConnectionsPerSource:   c.MaxConnectionsPerSource,
+		ReservedDeviceConnections: c.ReservedDeviceConnections,
+		AuthTimeout:               c.AuthTimeout,
+		ReadTimeout:               c.ReadTimeout,
+		WriteTimeout:              c.WriteTimeout,
+		SubmitTimeout:             cfg.Limits.SendTimeout + 30*time.Second,
+		Devices:                   devices,
+		Metrics:                   metrics,
+		Logger:                    log.With("component", "shim"),
 	})}
 	var err error
 	if c.Listen != "" {
