@@ -77,7 +77,9 @@ func (d *dataWatch) check(ctx context.Context) {
 		d.metrics.dataLosses.Inc()
 	}
 	switch {
-	case st.Lost != nil && d.lost == nil:
+	case st.Lost != nil && (d.lost == nil || !st.Lost.At.Equal(d.lost.At)):
+		// A new loss, or another one recorded after the first record was lost with the
+		// rest of the data.
 		d.log.Error("Redis lost mailgate's data: idempotency records are gone, so retried requests may be sent a second time; this replica is not ready until an operator runs `mailgate admin store-ack` (see docs/operations.md#when-redis-lost-its-data)",
 			"reason", st.Lost.Reason, "noticed_by", st.Lost.By, "noticed_at", st.Lost.At)
 		d.setHealth(healthpb.HealthCheckResponse_NOT_SERVING)

@@ -131,3 +131,45 @@ redis: {url: "`+redisSrv.URL()+`", check_interval: 100ms}
 		return strings.Contains(body, "Redis lost mailgate's data")
 	})
 }
+
+type fakeWatcher struct{ states []store.DataState }
+
+func (f *fakeWatcher) CheckData(context.Context) (store.DataState, error) {
+	st := f.states[0]
+	f.states = f.states[1:]
+	return st, nil
+}
+
+// One error line per loss: a second loss recorded while the first is not acknowledged
+// (Redis lost the first record with the rest) is logged too; the same record seen again
+// is not.
+func TestDataWatchLogsEachLoss(t *testing.T) {
+	t.Parallel()
+	first := &store.Loss{At: time.Unix(1000, 0), Reason: "first"}
+	second := &store.Loss{At: time.Unix(2000, 0), Reason: "second"}
+	w := &fakeWatcher{states: []store.DataState{
+		{}, {Lost: first, Detected: true}, {Lost: first}, {Lost: second, Detected: true}, {Lost: second}, {},
+	}}
+	var logs strings.Builder
+	var health []healthpb.HealthCheckResponse_ServingStatus
+	d := &dataWatch{
+		w: w, interval: time.Second, timeout: time.Second, metrics: newMetrics(),
+		log:       slog.New(slog.NewTextHandler(&logs, nil)),
+		setHealth: func(s healthpb.HealthCheckResponse_ServingStatus) { health = append(health, s) },
+	}
+	for range 6 {
+		d.check(context.Background())
+	}
+	if n := strings.Count(logs.String(), "level=ERROR"); n != 2 {
+		t.Errorf("%d error lines, want 2:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "acknowledged") {
+		t.Errorf("no line for the acknowledgement:\n%s", logs.String())
+	}
+	if checked, lost := d.state(); !checked || lost != nil {
+		t.Errorf("state %v %v after the acknowledgement", checked, lost)
+	}
+	if len(health) == 0 || health[len(health)-1] != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health %v, want SERVING last", health)
+	}
+}

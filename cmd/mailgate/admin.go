@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/senders"
@@ -105,7 +109,7 @@ func checkPersistence(ctx context.Context, cfg *config.Config, w io.Writer) {
 	defer cancel()
 	ps, err := redisPersistence(ctx, cfg)
 	if err != nil {
-		fmt.Fprintf(w, "note: redis: persistence not checked, Redis did not answer: %v\n", err)
+		fmt.Fprintf(w, "note: redis: persistence not checked: %v\n", err)
 		return
 	}
 	for _, p := range ps {
@@ -117,7 +121,16 @@ func checkPersistence(ctx context.Context, cfg *config.Config, w io.Writer) {
 	}
 }
 
+// quietRedis keeps go-redis's own log lines (its pool's dial failures) off a command's
+// stderr: the command reports the error itself, once.
+func quietRedis() {
+	quietOnce.Do(func() { redis.SetLogger(redisLogger{slog.New(slog.DiscardHandler)}) })
+}
+
+var quietOnce sync.Once
+
 func redisPersistence(ctx context.Context, cfg *config.Config) ([]store.Persistence, error) {
+	quietRedis()
 	c, err := cfg.Redis.NewClient()
 	if err != nil {
 		return nil, err
@@ -155,6 +168,7 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !cfg.Redis.Enabled() {
 		return fmt.Errorf("%s: %s has no redis section: the in-process store has no marker to check", cmd, file)
 	}
+	quietRedis()
 	c, err := cfg.Redis.NewClient()
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)

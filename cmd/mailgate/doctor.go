@@ -99,6 +99,7 @@ func doctorCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 	}
 
+	quietRedis()
 	report := doctor.Run(ctx, cfg, doctor.Options{
 		Backends:  backends,
 		Timeout:   *timeout,
