@@ -51,16 +51,22 @@ func (r Report) WriteText(w io.Writer) error {
 	if backends > 0 {
 		b.WriteString("\n")
 	}
-	if n := r.Failed(); n > 0 {
+	switch n, skipped := r.Failed(), r.Skipped(); {
+	case n > 0:
 		fmt.Fprintf(&b, "%d of %d backends failed (%d failed %s)\n", failedBackends, backends, n, plural(n, "check", "checks"))
-	} else {
+	case skipped > 0:
+		// Not "passed": a skipped check was not verified, and its line says why.
+		fmt.Fprintf(&b, "no check failed in %d %s; %d %s skipped (see SKIP)\n", backends, plural(backends, "backend", "backends"),
+			skipped, plural(skipped, "check was", "checks were"))
+	default:
 		fmt.Fprintf(&b, "all %d %s passed\n", backends, plural(backends, "backend", "backends"))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
 
-// WriteJSON writes the report as one JSON object: {"ok": …, "failed": …, "checks": […]}.
+// WriteJSON writes the report as one JSON object: {"ok": …, "failed": …, "skipped": …,
+// "checks": […]}.
 func (r Report) WriteJSON(w io.Writer) error {
 	checks := r.Checks
 	if checks == nil {
@@ -69,10 +75,11 @@ func (r Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(struct {
-		OK     bool    `json:"ok"`
-		Failed int     `json:"failed"`
-		Checks []Check `json:"checks"`
-	}{r.OK(), r.Failed(), checks})
+		OK      bool    `json:"ok"`
+		Failed  int     `json:"failed"`
+		Skipped int     `json:"skipped"`
+		Checks  []Check `json:"checks"`
+	}{r.OK(), r.Failed(), r.Skipped(), checks})
 }
 
 func plural(n int, one, many string) string {

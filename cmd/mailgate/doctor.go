@@ -18,8 +18,10 @@ const doctorUsage = `usage: mailgate doctor FILE [flags]
 Checks each backend of FILE against the real endpoints, as Microsoft's own diagnostics
 do, and prints PASS, FAIL or SKIP for each check, with the fix for each failure. Nothing
 is sent: SMTP checks end with RSET and QUIT, Graph is asked only for a token.
-Exit status: 0 when every check passed (or was skipped), 1 when one failed, 2 for a
-usage mistake.
+Exit status: 0 when no check failed, 1 when one failed (or FILE is invalid), 2 for a
+usage mistake. A skipped check does not fail the run: it could not run (an earlier
+check failed, it needs a flag such as --mailbox, or there is nothing to check), and
+its SKIP line says why. --json counts them in "skipped".
 
 Flags:
 `

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -186,4 +187,24 @@ shim:
 			}
 		})
 	}
+}
+
+// runMailgate runs `mailgate ARGS...` in a child process to its end, and returns its
+// output and exit status.
+func runMailgate(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	argsJSON, err := json.Marshal(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(append(os.Environ(), childArgsEnv+"="+string(argsJSON)), env...)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), cmd.ProcessState.ExitCode()
 }
