@@ -65,10 +65,15 @@ type Report struct {
 func (r Report) OK() bool { return r.Failed() == 0 }
 
 // Failed is the number of failed checks.
-func (r Report) Failed() int {
+func (r Report) Failed() int { return r.count(Fail) }
+
+// Skipped is the number of checks that could not run.
+func (r Report) Skipped() int { return r.count(Skip) }
+
+func (r Report) count(st Status) int {
 	n := 0
 	for _, c := range r.Checks {
-		if c.Status == Fail {
+		if c.Status == st {
 			n++
 		}
 	}

@@ -58,11 +58,15 @@ func (r Report) WriteText(w io.Writer) error {
 	if len(r.Checks) > 0 {
 		b.WriteString("\n")
 	}
-	switch n := r.Failed(); {
+	switch n, skipped := r.Failed(), r.Skipped(); {
 	case n > 0 && failedBackends > 0:
 		fmt.Fprintf(&b, "%d of %d backends failed (%d failed %s)", failedBackends, backends, n, plural(n, "check", "checks"))
 	case n > 0:
 		fmt.Fprintf(&b, "%d failed %s (all %d %s passed)", n, plural(n, "check", "checks"), backends, plural(backends, "backend", "backends"))
+	case skipped > 0:
+		// Not "passed": a skipped check was not verified, and its line says why.
+		fmt.Fprintf(&b, "no check failed in %d %s; %d %s skipped (see SKIP)", backends, plural(backends, "backend", "backends"),
+			skipped, plural(skipped, "check was", "checks were"))
 	default:
 		fmt.Fprintf(&b, "all %d %s passed", backends, plural(backends, "backend", "backends"))
 	}
@@ -74,7 +78,8 @@ func (r Report) WriteText(w io.Writer) error {
 	return err
 }
 
-// WriteJSON writes the report as one JSON object: {"ok": …, "failed": …, "checks": […]}.
+// WriteJSON writes the report as one JSON object: {"ok": …, "failed": …, "skipped": …,
+// "checks": […]}.
 func (r Report) WriteJSON(w io.Writer) error {
 	checks := r.Checks
 	if checks == nil {
@@ -83,10 +88,11 @@ func (r Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(struct {
-		OK     bool    `json:"ok"`
-		Failed int     `json:"failed"`
-		Checks []Check `json:"checks"`
-	}{r.OK(), r.Failed(), checks})
+		OK      bool    `json:"ok"`
+		Failed  int     `json:"failed"`
+		Skipped int     `json:"skipped"`
+		Checks  []Check `json:"checks"`
+	}{r.OK(), r.Failed(), r.Skipped(), checks})
 }
 
 func plural(n int, one, many string) string {

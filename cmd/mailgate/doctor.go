@@ -19,8 +19,10 @@ Checks each backend of FILE against the real endpoints, as Microsoft's own diagn
 do, and (without --backend) its Redis: that it answers, persists its data and has not
 lost it. Prints PASS, FAIL, WARN or SKIP for each check, with the fix for each failure.
 Nothing is sent: SMTP checks end with RSET and QUIT, Graph is asked only for a token.
-Exit status: 0 when no check failed (warnings and skipped checks do not count), 1 when
-one failed, 2 for a usage mistake.
+Exit status: 0 when no check failed, 1 when one failed (or FILE is invalid), 2 for a
+usage mistake. Warnings and skipped checks do not fail the run: a skipped check could
+not run (an earlier check failed, it needs a flag such as --mailbox, or there is
+nothing to check), and its SKIP line says why. --json counts them in "skipped".
 
 Flags:
 `

@@ -58,6 +58,25 @@ func TestDoctorCommand(t *testing.T) {
 		t.Errorf("doctor --json --backend sink: %v\n%s", err, out)
 	}
 
+	// A skipped check (the directory does not exist yet, so nothing is written): no
+	// check failed, exit status 0, and the summary says what was not verified instead
+	// of "passed".
+	notYet := doctorConfig(t, filepath.Join(t.TempDir(), "not", "yet"))
+	out, errOut, err = doctorRun(notYet, "--backend", "outbox")
+	if err != nil || !strings.Contains(out, "SKIP  write      the directory does not exist yet") ||
+		!strings.HasSuffix(out, "no check failed in 1 backend; 1 check was skipped (see SKIP)\n") {
+		t.Errorf("doctor with a skipped check: %v\nstdout:\n%s\nstderr:\n%s", err, out, errOut)
+	}
+	out, _, err = doctorRun(notYet, "--json")
+	var skipped struct {
+		OK      bool
+		Failed  int
+		Skipped int
+	}
+	if err != nil || json.Unmarshal([]byte(out), &skipped) != nil || !skipped.OK || skipped.Failed != 0 || skipped.Skipped != 1 {
+		t.Errorf("doctor --json with a skipped check: %v\n%s", err, out)
+	}
+
 	// A failed check: exit status 1 (an error that is not a usage error).
 	blocker := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
@@ -92,5 +111,33 @@ func TestDoctorCommand(t *testing.T) {
 	}
 	if _, errOut, err := doctorRun(broken); err == nil || errors.Is(err, errUsage) || !strings.Contains(errOut, "invalid configuration") {
 		t.Errorf("doctor on an invalid file: %v\n%s", err, errOut)
+	}
+}
+
+// TestDoctorExitStatus: the process exits 0 when nothing failed, skipped checks
+// included, and 1 when a check failed, as a cron job or a monitor reads it.
+func TestDoctorExitStatus(t *testing.T) {
+	t.Parallel()
+	blocker := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		dir  string
+		code int
+		want string
+	}{
+		{"passed", t.TempDir(), 0, "all 2 backends passed\n"},
+		{"skipped", filepath.Join(t.TempDir(), "not", "yet"), 0, "1 check was skipped (see SKIP)\n"},
+		{"failed", filepath.Join(blocker, "outbox"), 1, "1 of 2 backends failed"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			out, errOut, code := runMailgate(t, nil, "doctor", doctorConfig(t, c.dir))
+			if code != c.code || !strings.Contains(out, c.want) {
+				t.Errorf("exit status %d, want %d; stdout lacks %q:\n%s\nstderr:\n%s", code, c.code, c.want, out, errOut)
+			}
+		})
 	}
 }

@@ -104,9 +104,13 @@ Exit status:
   69  the backend refused the message permanently (EX_UNAVAILABLE): do not retry
   70  an internal error in mailgate (EX_SOFTWARE)
   75  temporary: throttled, a retry still in flight, the service or its backend
-      unavailable or unreachable, no answer in time, or the outcome unknown
-      (EX_TEMPFAIL): retry later, with the same --idempotency-key
-  76  the server's answer is not mailgate's: check --server (EX_PROTOCOL)
+      unavailable, the server unreachable (connection refused or reset, no answer
+      in time), a proxy in front of it answering 502, 503 or 504, or the outcome
+      unknown (EX_TEMPFAIL): retry later, with the same --idempotency-key
+  76  --server is not a mailgate endpoint for its scheme: another protocol answered
+      (the gRPC port over http://, an SMTP port, TLS where none was asked for or
+      the reverse), or an HTTP answer without mailgate's JSON error body (another
+      web server, a wrong path, a redirect) (EX_PROTOCOL): fix --server, do not retry
   77  no API key, an unknown key, or the key may not send as --from (EX_NOPERM)
 `
 
@@ -133,6 +137,15 @@ type sendFailure struct {
 	retry  time.Duration
 	// mayHaveSent: the message may have gone out although the command failed.
 	mayHaveSent bool
+	// notMailgate: the answer did not come from a mailgate service (exit 76); msg says
+	// what came instead.
+	notMailgate bool
+}
+
+// notMailgateFailure is an answer that is not mailgate's: retrying cannot help, the
+// address must be fixed.
+func notMailgateFailure(format string, args ...any) *sendFailure {
+	return &sendFailure{code: exitProtocol, notMailgate: true, msg: fmt.Sprintf(format, args...)}
 }
 
 func localFailure(code int, format string, args ...any) *sendFailure {
@@ -155,7 +168,7 @@ func kindFailure(kind mailerr.Kind, reason, msg string) *sendFailure {
 		f.code = exitUnavailable
 	case mailerr.NotFound:
 		// SendMail never answers NOT_FOUND: this is a path that is not mailgate's.
-		f.code = exitProtocol
+		f.code, f.notMailgate = exitProtocol, true
 	default:
 		f.code = exitSoftware
 	}
@@ -253,13 +266,16 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		resp, f = sendREST(ctx, ep, tlsConfig, key, req)
 	}
 	if f != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil && !f.notMailgate {
 			// Our own deadline or an interrupt, not the service's: say which.
 			if errors.Is(ctxErr, context.DeadlineExceeded) {
 				f = kindFailure(mailerr.DeadlineExceeded, "", fmt.Sprintf("no answer within --timeout %s", o.timeout))
 			} else {
 				f = kindFailure(mailerr.Canceled, "", "interrupted before the service answered")
 			}
+		}
+		if f.notMailgate {
+			f.msg = fmt.Sprintf("this is not a mailgate %s endpoint; check %s (%s): %s", ep.api(), serverFrom, o.serverURL, f.msg)
 		}
 		return fail(f)
 	}
@@ -412,6 +428,26 @@ type sendEndpoint struct {
 	grpc, tls bool
 	// target is host:port for gRPC; the URL of SendMail for REST.
 	target string
+	// host is the server's host[:port], as given.
+	host string
+}
+
+func (ep sendEndpoint) api() string {
+	if ep.grpc {
+		return "gRPC"
+	}
+	return "REST"
+}
+
+// wants is the protocol the server must answer the first bytes in.
+func (ep sendEndpoint) wants() wireProtocol {
+	switch {
+	case ep.tls:
+		return wireTLS
+	case ep.grpc:
+		return wireHTTP2
+	}
+	return wireHTTP1
 }
 
 func parseSendEndpoint(s string) (sendEndpoint, error) {
@@ -423,7 +459,7 @@ func parseSendEndpoint(s string) (sendEndpoint, error) {
 	case "http", "https":
 		u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/messages:send"
 		u.RawPath = ""
-		return sendEndpoint{tls: u.Scheme == "https", target: u.String()}, nil
+		return sendEndpoint{tls: u.Scheme == "https", target: u.String(), host: u.Host}, nil
 	case "grpc", "grpcs":
 		if u.Path != "" && u.Path != "/" {
 			return sendEndpoint{}, fmt.Errorf("%q: a gRPC server has no path", s)
@@ -435,7 +471,7 @@ func parseSendEndpoint(s string) (sendEndpoint, error) {
 			}
 			host = net.JoinHostPort(u.Hostname(), "443")
 		}
-		return sendEndpoint{grpc: true, tls: u.Scheme == "grpcs", target: host}, nil
+		return sendEndpoint{grpc: true, tls: u.Scheme == "grpcs", target: host, host: host}, nil
 	}
 	return sendEndpoint{}, fmt.Errorf("%q: the scheme must be http, https, grpc or grpcs", s)
 }
@@ -686,6 +722,13 @@ func sendREST(ctx context.Context, ep sendEndpoint, tlsConfig *tls.Config, key s
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig = tlsConfig
 	defer transport.CloseIdleConnections()
+	// raw: the server's first bytes; app: with TLS, its first bytes inside TLS.
+	var raw, app sniffer
+	proxy, _ := transport.Proxy(hreq)
+	if proxy == nil {
+		// Through a proxy, the first bytes are the proxy's: nothing to learn from them.
+		sniffTransport(transport, tlsConfig, &raw, &app)
+	}
 	client := &http.Client{
 		Transport: transport,
 		// A redirect would turn the POST into a GET: report it instead.
@@ -693,6 +736,14 @@ func sendREST(ctx context.Context, ep sendEndpoint, tlsConfig *tls.Config, key s
 	}
 	resp, err := client.Do(hreq)
 	if err != nil {
+		if msg := wrongProtocol(classifyWire(raw.first()), ep.wants(), raw.first(), ep.host, "REST"); msg != "" {
+			return nil, notMailgateFailure("%s", msg)
+		}
+		if first := app.first(); len(first) > 0 {
+			if msg := wrongProtocol(classifyWire(first), wireHTTP1, first, ep.host, "REST"); msg != "" {
+				return nil, notMailgateFailure("inside TLS, %s", msg)
+			}
+		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
@@ -707,19 +758,60 @@ func sendREST(ctx context.Context, ep sendEndpoint, tlsConfig *tls.Config, key s
 		}
 		out := new(mailgatev1.SendMailResponse)
 		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b, out); err != nil || out.GetId() == "" {
-			return nil, &sendFailure{code: exitProtocol, mayHaveSent: true,
-				msg: fmt.Sprintf("HTTP 200 from %s, but not a SendMail response: %.200q", ep.target, b)}
+			f := notMailgateFailure("HTTP 200, but not a SendMail response: %.200q", b)
+			// A proxy that mangled mailgate's answer would look the same.
+			f.mayHaveSent = true
+			return nil, f
 		}
 		return out, nil
 	}
 	return nil, restFailure(resp, b)
 }
 
+// sniffTransport makes transport keep the server's first bytes: below TLS in raw, and
+// in app those HTTP/1.1 reads inside TLS. Over HTTP/2 (negotiated with ALPN) the framing
+// itself shows a server that is not HTTP.
+func sniffTransport(transport *http.Transport, tlsConfig *tls.Config, raw, app *sniffer) {
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return raw.wrap(c), nil
+	}
+	transport.DialContext = dial
+	if tlsConfig == nil {
+		return
+	}
+	transport.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg := tlsConfig.Clone()
+		cfg.NextProtos = []string{"h2", "http/1.1"}
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(c, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			// The transport speaks HTTP/2 only on a *tls.Conn it can see.
+			return tc, nil
+		}
+		return app.wrap(tc), nil
+	}
+}
+
 // restStatus is a google.rpc.Status as the REST API writes it, read with encoding/json
 // so that a detail of a type this build does not know is skipped, not an error.
 type restStatus struct {
-	Code    *int   `json:"code"`
-	Message string `json:"message"`
+	Code    *int    `json:"code"`
+	Message *string `json:"message"`
 	Details []struct {
 		Type            string `json:"@type"`
 		Reason          string `json:"reason"`
@@ -732,11 +824,27 @@ type restStatus struct {
 	} `json:"details"`
 }
 
-// restFailure classifies an error answer: by its google.rpc.Status, or, when it has none
-// (a proxy's answer), by the HTTP status.
-func restFailure(resp *http.Response, body []byte) *sendFailure {
+// mailgateStatus reads an error answer of mailgate's: a google.rpc.Status in JSON, with
+// a gRPC code (1 to 16) and a message. Every error mailgate's REST listener writes has
+// that shape; an answer without it came from something else.
+func mailgateStatus(resp *http.Response, body []byte) (*restStatus, bool) {
+	mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return nil, false
+	}
 	var st restStatus
-	if err := json.Unmarshal(body, &st); err == nil && st.Code != nil && *st.Code != 0 {
+	if err := json.Unmarshal(body, &st); err != nil || st.Code == nil || st.Message == nil ||
+		*st.Code <= int(codes.OK) || *st.Code > int(codes.Unauthenticated) {
+		return nil, false
+	}
+	return &st, true
+}
+
+// restFailure classifies an error answer: by its google.rpc.Status when it is
+// mailgate's; otherwise as a proxy's in front of mailgate, or as a server that is not
+// mailgate at all.
+func restFailure(resp *http.Response, body []byte) *sendFailure {
+	if st, ok := mailgateStatus(resp, body); ok {
 		var reason string
 		var fields []mailerr.FieldViolation
 		var retry time.Duration
@@ -757,44 +865,35 @@ func restFailure(resp *http.Response, body []byte) *sendFailure {
 		if retry == 0 {
 			retry = parseRetryAfter(resp.Header.Get("Retry-After"))
 		}
-		return statusFailure(codes.Code(*st.Code), reason, st.Message, fields, retry)
+		return statusFailure(codes.Code(*st.Code), reason, *st.Message, fields, retry)
 	}
 	msg := fmt.Sprintf("HTTP %s", resp.Status)
 	if text := strings.TrimSpace(string(body)); text != "" && utf8.ValidString(text) && !strings.ContainsAny(text, "<\n") {
 		msg += ": " + text
 	}
-	var kind mailerr.Kind
-	switch c := resp.StatusCode; {
-	case c == http.StatusBadRequest:
-		kind = mailerr.Invalid
-	case c == http.StatusUnauthorized:
-		kind = mailerr.Unauthenticated
-	case c == http.StatusForbidden:
-		kind = mailerr.PermissionDenied
-	case c == http.StatusConflict:
-		kind = mailerr.InFlight
-	case c == http.StatusRequestEntityTooLarge:
-		kind = mailerr.TooLarge
-	case c == http.StatusUnprocessableEntity:
-		kind = mailerr.Rejected
-	case c == http.StatusTooManyRequests:
-		f := kindFailure(mailerr.Throttled, "", msg)
+	// Statuses a proxy or load balancer in front of mailgate gives on its own: they
+	// mean what they say for the mailgate behind it. Any other answer is not mailgate's.
+	const fromProxy = " (not a mailgate answer: from a proxy in front of it? If this persists, check --server)"
+	switch resp.StatusCode {
+	case http.StatusRequestEntityTooLarge:
+		return kindFailure(mailerr.TooLarge, "", msg+" (a proxy's limit, not mailgate's)")
+	case http.StatusTooManyRequests:
+		f := kindFailure(mailerr.Throttled, "", msg+fromProxy)
 		f.retry = parseRetryAfter(resp.Header.Get("Retry-After"))
 		return f
-	case c == http.StatusRequestTimeout, c == http.StatusGatewayTimeout:
-		kind = mailerr.DeadlineExceeded
-	case c == http.StatusInternalServerError:
-		kind = mailerr.Internal
-	case c >= 500:
-		// A proxy in front of mailgate (502, 503): it did not get an answer either.
-		kind = mailerr.Unavailable
-	default:
-		if loc := resp.Header.Get("Location"); loc != "" {
-			msg += " to " + loc + ": give that address in --server"
-		}
-		return &sendFailure{code: exitProtocol, msg: msg + " (not a mailgate answer: check --server)"}
+	case http.StatusRequestTimeout, http.StatusGatewayTimeout:
+		return kindFailure(mailerr.DeadlineExceeded, "", msg+fromProxy)
+	case http.StatusBadGateway, http.StatusServiceUnavailable:
+		// It did not get an answer from mailgate either.
+		return kindFailure(mailerr.Unavailable, "", msg+fromProxy)
 	}
-	return kindFailure(kind, "", msg)
+	if loc := resp.Header.Get("Location"); loc != "" && resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return notMailgateFailure("%s to %s: give that address in --server", msg, loc)
+	}
+	if resp.Header.Get("Grpc-Status") != "" {
+		return notMailgateFailure("%s with gRPC headers, as a gRPC listener with TLS does: give grpcs://%s", msg, resp.Request.URL.Host)
+	}
+	return notMailgateFailure("%s, without mailgate's JSON error body", msg)
 }
 
 func parseRetryAfter(v string) time.Duration {
@@ -807,7 +906,7 @@ func parseRetryAfter(v string) time.Duration {
 // statusFailure classifies a status of the service's, from either transport.
 func statusFailure(code codes.Code, reason, msg string, fields []mailerr.FieldViolation, retry time.Duration) *sendFailure {
 	if code == codes.Unimplemented {
-		return &sendFailure{code: exitProtocol, msg: msg + " (this server does not serve mailgate's SendMail: check --server)"}
+		return notMailgateFailure("it does not serve mailgate's SendMail: %s", msg)
 	}
 	f := kindFailure(mailerr.KindOf(code, reason), reason, msg)
 	f.fields, f.retry = fields, retry
@@ -820,7 +919,21 @@ func sendGRPC(ctx context.Context, ep sendEndpoint, tlsConfig *tls.Config, key s
 	if ep.tls {
 		creds = credentials.NewTLS(tlsConfig)
 	}
-	cc, err := grpc.NewClient(ep.target, grpc.WithTransportCredentials(creds), grpc.WithUserAgent("mailgate-send/"+version))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithUserAgent("mailgate-send/" + version)}
+	var raw sniffer
+	if proxy, _ := http.ProxyFromEnvironment(&http.Request{URL: &url.URL{Scheme: "https", Host: ep.target}}); proxy == nil {
+		// gRPC connects through $HTTPS_PROXY only with its own dialer: keep it then (the
+		// first bytes would be the proxy's anyway).
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return raw.wrap(c), nil
+		}))
+	}
+	cc, err := grpc.NewClient(ep.target, opts...)
 	if err != nil {
 		return nil, localFailure(exitUsage, "--server: %v", err)
 	}
@@ -846,6 +959,12 @@ func sendGRPC(ctx context.Context, ep sendEndpoint, tlsConfig *tls.Config, key s
 			}
 		case *errdetails.RetryInfo:
 			retry = d.GetRetryDelay().AsDuration()
+		}
+	}
+	if reason == "" {
+		first := raw.first()
+		if msg := wrongProtocol(classifyWire(first), ep.wants(), first, ep.host, "gRPC"); msg != "" {
+			return nil, notMailgateFailure("%s", msg)
 		}
 	}
 	msg := st.Message()

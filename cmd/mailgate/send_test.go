@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/pem"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,6 +30,11 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/config/secret"
+	"github.com/mailgate/mailgate/senders/file"
+	"github.com/mailgate/mailgate/server"
+	"github.com/mailgate/mailgate/server/apikey"
 )
 
 const sendTestKey = "mg_unit_test_key"
@@ -128,10 +135,11 @@ func TestSendRequest(t *testing.T) {
 	}
 }
 
-// TestSendRESTErrors checks the exit status and message for each class of answer,
-// whether it is the service's google.rpc.Status or a proxy's.
+// TestSendRESTErrors checks the exit status and message for each class of answer:
+// the service's google.rpc.Status, a proxy's, or another server's.
 func TestSendRESTErrors(t *testing.T) {
 	t.Parallel()
+	const notMailgate = "this is not a mailgate REST endpoint; check --server"
 	status := func(code int, reason, msg, extra string) string {
 		return `{"code":` + strconv.Itoa(code) + `,"message":"` + msg + `","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"` +
 			reason + `","domain":"mailgate"}` + extra + `]}`
@@ -158,17 +166,32 @@ func TestSendRESTErrors(t *testing.T) {
 		{"in flight", 409, nil, status(10, "IDEMPOTENCY_KEY_IN_FLIGHT", "in flight", ""), 75, []string{"IDEMPOTENCY_KEY_IN_FLIGHT"}},
 		{"unavailable", 503, nil, status(14, "BACKEND_AUTH_FAILED", "backend down", ""), 75, []string{"BACKEND_AUTH_FAILED"}},
 		{"outcome unknown", 503, nil, status(14, "OUTCOME_UNKNOWN", "may have been sent", ""), 75, []string{"OUTCOME_UNKNOWN", "--idempotency-key"}},
-		{"bad gateway", 502, nil, "<html>Bad Gateway</html>", 75, []string{"HTTP 502 Bad Gateway\n"}},
+		{"bad gateway", 502, nil, "<html>Bad Gateway</html>", 75, []string{"HTTP 502 Bad Gateway (not a mailgate answer"}},
 		{"rejected", 422, nil, status(9, "BACKEND_REJECTED", "550 5.7.1 no", ""), 69, []string{"550 5.7.1 no (BACKEND_REJECTED)"}},
 		{"internal", 500, nil, status(13, "INTERNAL", "bug", ""), 70, []string{"bug (INTERNAL)"}},
-		{"wrong path", 404, nil, "404 page not found", 76, []string{"check --server"}},
-		{"redirect", 301, map[string]string{"Location": "https://mail.example.com/"}, "", 76, []string{"https://mail.example.com/"}},
-		{"not a response", 200, nil, "<html>hello</html>", 76, []string{"not a SendMail response", "may have been sent"}},
+		{"proxy unavailable", 503, nil, "<html>503 Service Unavailable</html>", 75, []string{"HTTP 503", "proxy"}},
+		{"proxy timeout", 504, nil, "", 75, []string{"HTTP 504"}},
+		{"wrong path", 404, nil, "404 page not found", 76, []string{notMailgate, "HTTP 404 Not Found: 404 page not found"}},
+		{"wrong path, mailgate's", 404, nil, `{"code":5,"message":"no such endpoint: /x/v1/messages:send","details":[]}`, 76, []string{notMailgate, "no such endpoint"}},
+		{"wrong method, mailgate's", 405, nil, `{"code":12,"message":"GET is not allowed","details":[]}`, 76, []string{notMailgate, "GET is not allowed"}},
+		{"redirect", 301, map[string]string{"Location": "https://mail.example.com/"}, "", 76, []string{notMailgate, "https://mail.example.com/"}},
+		{"not a response", 200, nil, "<html>hello</html>", 76, []string{notMailgate, "not a SendMail response", "may have been sent"}},
+		{"another server's 500", 500, nil, "<html>Internal Server Error</html>", 76, []string{notMailgate, "HTTP 500"}},
+		{"another server's 401", 401, map[string]string{"WWW-Authenticate": "Basic"}, "Unauthorized", 76, []string{notMailgate, "HTTP 401 Unauthorized: Unauthorized"}},
+		{"another server's 400", 400, nil, "Client sent an HTTP request to an HTTPS server.", 76, []string{notMailgate, "HTTPS server"}},
+		{"another server's JSON", 400, nil, `{"error":"bad request"}`, 76, []string{notMailgate}},
+		{"JSON with a code that is not gRPC's", 404, nil, `{"code":404,"message":"not found"}`, 76, []string{notMailgate}},
+		{"a status that is not JSON", 503, map[string]string{"Content-Type": "text/html"}, status(14, "UNAVAILABLE", "down", ""), 75, []string{"proxy"}},
+		{"a status as text", 401, map[string]string{"Content-Type": "text/plain"}, status(16, "UNAUTHENTICATED", "no", ""), 76, []string{notMailgate}},
+		{"gRPC with TLS", 415, map[string]string{"Grpc-Status": "3"}, "", 76, []string{notMailgate, "grpcs://"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if strings.HasPrefix(c.body, "{") {
+					w.Header().Set("Content-Type", "application/json")
+				}
 				for k, v := range c.header {
 					w.Header().Set(k, v)
 				}
@@ -377,6 +400,186 @@ func TestSplitAddresses(t *testing.T) {
 	} {
 		if got := splitAddresses(in); !slices.Equal(got, want) {
 			t.Errorf("splitAddresses(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// rawServer accepts connections and answers each with greeting: a server of another
+// protocol. Without a greeting, it reads the request and hangs up.
+func rawServer(t *testing.T, wrap func(net.Conn) net.Conn, greeting string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if wrap != nil {
+					c = wrap(c)
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				if greeting == "" {
+					c.Read(make([]byte, 1024))
+					return
+				}
+				io.WriteString(c, greeting)
+				// Read the request until the client gives up, as a server that waits for
+				// its own protocol's next command does.
+				io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// closedPort is a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestSendNotMailgate: a --server that is not mailgate's listener for the transport
+// asked (the gRPC port over REST, an SMTP port, TLS where there is none, another HTTP
+// server) exits 76 and says to check --server, so that a cron job does not retry it
+// forever; real network failures and mailgate's own 503 stay 75.
+func TestSendNotMailgate(t *testing.T) {
+	t.Parallel()
+	tlsSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(sendOKBody))
+	}))
+	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // the plain-HTTP request is expected
+	tlsSrv.StartTLS()
+	t.Cleanup(tlsSrv.Close)
+	cert := tlsSrv.TLS.Certificates[0]
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plainSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(sendOKBody))
+	}))
+	t.Cleanup(plainSrv.Close)
+
+	grpcAddr := fakeGRPCServer(t, nil, &fakeMailService{auth: make(chan []string, 10)})
+	grpcTLSAddr := fakeGRPCServer(t, credentials.NewServerTLSFromCert(&cert), &fakeMailService{auth: make(chan []string, 10)})
+	smtpAddr := rawServer(t, nil, "220 mx.example.com ESMTP ready\r\n")
+	smtpsAddr := rawServer(t, func(c net.Conn) net.Conn {
+		return tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert}})
+	}, "220 mx.example.com ESMTP ready\r\n")
+	hangUp := rawServer(t, nil, "")
+	closed := closedPort(t)
+
+	const notREST = "this is not a mailgate REST endpoint; check --server"
+	const notGRPC = "this is not a mailgate gRPC endpoint; check --server"
+	for _, c := range []struct {
+		name   string
+		server string
+		code   int
+		want   []string
+	}{
+		{"REST to the gRPC port", "http://" + grpcAddr, 76, []string{notREST, "HTTP/2 without TLS", "grpc://" + grpcAddr}},
+		{"REST with TLS to the gRPC port", "https://" + grpcAddr, 76, []string{notREST, "grpc://" + grpcAddr}},
+		{"REST with TLS to the gRPC port with TLS", "https://" + grpcTLSAddr, 76, []string{notREST, "grpcs://" + grpcTLSAddr}},
+		{"REST to an SMTP server", "http://" + smtpAddr, 76, []string{notREST, `"220 mx.example.com ESMTP ready"`, "listen.http"}},
+		{"REST with TLS to an SMTP server", "https://" + smtpAddr, 76, []string{notREST, "SMTP"}},
+		{"REST with TLS to an SMTP server with TLS", "https://" + smtpsAddr, 76, []string{notREST, "inside TLS", "SMTP"}},
+		{"REST with TLS to a server without TLS", "https://" + plainSrv.Listener.Addr().String(), 76, []string{notREST, "without TLS: give http://"}},
+		{"REST without TLS to a server with TLS", "http://" + tlsSrv.Listener.Addr().String(), 76, []string{notREST, "HTTP 400"}},
+		{"gRPC to a REST server", "grpc://" + plainSrv.Listener.Addr().String(), 76, []string{notGRPC, "HTTP/1.x", "http://" + plainSrv.Listener.Addr().String()}},
+		{"gRPC to an SMTP server", "grpc://" + smtpAddr, 76, []string{notGRPC, "SMTP", "listen.grpc"}},
+		// A TLS server hangs up on a request without TLS without a word, as a network
+		// failure does: that cannot be told apart.
+		{"gRPC without TLS to a server with TLS", "grpc://" + grpcTLSAddr, 75, []string{"cannot reach the service"}},
+		{"gRPC with TLS to a server without TLS", "grpcs://" + grpcAddr, 76, []string{notGRPC, "grpc://" + grpcAddr}},
+		{"gRPC with TLS to an HTTPS server", "grpcs://" + tlsSrv.Listener.Addr().String(), 76, []string{notGRPC, "not HTTP/2", "https://" + tlsSrv.Listener.Addr().String()}},
+
+		{"REST, connection refused", "http://" + closed, 75, []string{"cannot reach the service", "connection refused"}},
+		{"REST with TLS, connection refused", "https://" + closed, 75, []string{"connection refused"}},
+		{"REST, closed without an answer", "http://" + hangUp, 75, []string{"cannot reach the service"}},
+		{"gRPC, connection refused", "grpc://" + closed, 75, []string{"connection refused"}},
+		{"gRPC, closed without an answer", "grpc://" + hangUp, 75, []string{"cannot reach the service"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			args := append(minimalSendArgs, "--server", c.server, "--timeout", "10s")
+			if strings.HasPrefix(c.server, "https:") || strings.HasPrefix(c.server, "grpcs:") {
+				args = append(args, "--ca-file", caFile)
+			}
+			r := runSendTest(t, nil, args...)
+			if r.code != c.code || r.stdout != "" {
+				t.Errorf("exit %d, stdout %q; want %d; stderr:\n%s", r.code, r.stdout, c.code, r.stderr)
+			}
+			for _, s := range c.want {
+				if !strings.Contains(r.stderr, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
+				}
+			}
+		})
+	}
+}
+
+// TestSendMailgateUnavailable runs the real service with a file backend that cannot
+// write: its 503 UNAVAILABLE is mailgate's own, so it stays "retry later" (75) over both
+// transports, as an unknown key stays 77.
+func TestSendMailgateUnavailable(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "outbox")
+	cfg := config.Default()
+	cfg.Backends["outbox"].Settings.(*file.Config).Dir = dir
+	cfg.Keys = []config.Key{{Name: "dev", Hash: secret.New(apikey.Hash(sendTestKey)), Senders: []string{"*"}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.NewFromConfig(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The backend made its directory when it opened: a file in its place fails each write.
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, httpLn, grpcLn) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+
+	for _, url := range []string{"http://" + httpLn.Addr().String(), "grpc://" + grpcLn.Addr().String()} {
+		r := runSendTest(t, nil, append(minimalSendArgs, "--server", url)...)
+		if r.code != 75 || !strings.Contains(r.stderr, "(UNAVAILABLE)") {
+			t.Errorf("%s: exit %d, want 75 and UNAVAILABLE; stderr:\n%s", url, r.code, r.stderr)
+		}
+		r = runSendTest(t, nil, append(minimalSendArgs, "--server", url, "--key", "mg_not_a_key")...)
+		if r.code != 77 || !strings.Contains(r.stderr, "UNAUTHENTICATED") {
+			t.Errorf("%s with an unknown key: exit %d, want 77; stderr:\n%s", url, r.code, r.stderr)
 		}
 	}
 }

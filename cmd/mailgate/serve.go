@@ -46,6 +46,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	log := newLogger(cfg.Log, stderr)
+	defer ignoreSIGHUP(log)()
 	// go-redis logs through a package-level logger of its own; send it to ours, so that
 	// a JSON log stays JSON.
 	redis.SetLogger(redisLogger{log.With("component", "redis")})

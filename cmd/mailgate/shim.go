@@ -167,6 +167,7 @@ func shimCommand(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("%s:\n%w", *path, err)
 	}
 	log := newLogger(cfg.Log, stderr)
+	defer ignoreSIGHUP(log)()
 	u := cfg.Shim.Upstream
 	creds := insecure.NewCredentials()
 	if u.TLS {
