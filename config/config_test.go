@@ -138,6 +138,9 @@ func TestErrorsNameTheField(t *testing.T) {
 		{"bad duration", func(s string) string { return strings.Replace(s, "45s", "45", 1) }, "listen.shutdown_timeout", "duration"},
 		{"bad int", func(s string) string { return strings.Replace(s, "1048576", "lots", 1) }, "limits.max_message_bytes", "whole number"},
 		{"bad listen", func(s string) string { return strings.Replace(s, "127.0.0.1:8080", "8080", 1) }, "listen.http", "host:port"},
+		{"listen port too large", func(s string) string { return strings.Replace(s, "127.0.0.1:8080", "127.0.0.1:80800", 1) }, "listen.http", "a number from 0 to 65535"},
+		{"listen port a name", func(s string) string { return strings.Replace(s, "127.0.0.1:8080", "127.0.0.1:http", 1) }, "listen.http", "a number from 0 to 65535"},
+		{"shim port too large", func(s string) string { return s + "shim: {listen: \"127.0.0.1:99999\"}\n" }, "shim.listen", "a number from 0 to 65535"},
 		{"list expected", func(s string) string {
 			return strings.Replace(s, `senders: ["billing@contoso.com", "*@notify.contoso.com"]`, "senders: billing@contoso.com", 1)
 		}, "keys[0].senders", "want a list"},
