@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -322,6 +323,8 @@ func (c *Config) validateListen(v *validator) {
 		}
 		if _, port, err := net.SplitHostPort(l.addr); err != nil || port == "" {
 			v.add(l.path, "want host:port (e.g. 127.0.0.1:8080 or :8080), not %q", l.addr)
+		} else if !validPort(port) {
+			v.add(l.path, "%q: the port must be a number from 0 to 65535 (0: any free port)", l.addr)
 		}
 	}
 	if t := c.Listen.TLS; t.Enabled() {
@@ -334,6 +337,13 @@ func (c *Config) validateListen(v *validator) {
 	if c.Listen.ShutdownTimeout <= 0 {
 		v.add("listen.shutdown_timeout", "must be a positive duration such as 30s")
 	}
+}
+
+// validPort reports whether a listener's port is a number net.Listen takes; a service
+// name would depend on the machine's /etc/services.
+func validPort(port string) bool {
+	_, err := strconv.ParseUint(port, 10, 16)
+	return err == nil
 }
 
 func (c *Config) validateLimits(v *validator) {

@@ -144,6 +144,9 @@ func TestErrorsNameTheField(t *testing.T) {
 			return strings.Replace(s, "max_message_bytes: 1048576", "max_message_bytes: 1048576\n  max_inflight_bytes: 1000", 1)
 		}, "limits.max_inflight_bytes", "less than the largest request, 3145728 bytes"},
 		{"bad listen", func(s string) string { return strings.Replace(s, "127.0.0.1:8080", "8080", 1) }, "listen.http", "host:port"},
+		{"listen port too large", func(s string) string { return strings.Replace(s, "127.0.0.1:8080", "127.0.0.1:80800", 1) }, "listen.http", "a number from 0 to 65535"},
+		{"listen port a name", func(s string) string { return strings.Replace(s, "127.0.0.1:8080", "127.0.0.1:http", 1) }, "listen.http", "a number from 0 to 65535"},
+		{"shim port too large", func(s string) string { return s + "shim: {listen: \"127.0.0.1:99999\"}\n" }, "shim.listen", "a number from 0 to 65535"},
 		{"list expected", func(s string) string {
 			return strings.Replace(s, `senders: ["billing@contoso.com", "*@notify.contoso.com"]`, "senders: billing@contoso.com", 1)
 		}, "keys[0].senders", "want a list"},

@@ -87,8 +87,10 @@ func (c *Config) validateShim(v *validator, inProcess bool) {
 		if l.addr == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+		if _, port, err := net.SplitHostPort(l.addr); err != nil {
 			v.add(l.path, "want host:port, not %q", l.addr)
+		} else if port != "" && !validPort(port) {
+			v.add(l.path, "%q: the port must be a number from 0 to 65535 (0: any free port)", l.addr)
 		}
 	}
 	if _, ok := tlsVersions[s.MinTLS]; !ok {

@@ -16,7 +16,8 @@ import (
 const usage = `mailgate: one API to send mail through Microsoft 365.
 
 Usage:
-  mailgate serve [--config FILE]     run the service (no FILE: embedded defaults, for trying it out)
+  mailgate serve [--config FILE]     run the service (no FILE: embedded defaults, for trying it out;
+                                     --listen-http, --listen-grpc, --listen-smtp ADDR|off move its ports)
   mailgate shim --config FILE        run only the SMTP shim, sending to a remote mailgate over gRPC
   mailgate send [flags] [< BODY]     send one message over REST or gRPC (flags, exit codes: mailgate send -h)
   mailgate keys new NAME             make an API key; prints it once, with its config entry
@@ -27,6 +28,8 @@ Usage:
 
 Environment:
   MAILGATE_DEV_KEY   the development key of 'serve' without --config (default: random, printed)
+  MAILGATE_LISTEN_HTTP, MAILGATE_LISTEN_GRPC, MAILGATE_LISTEN_SMTP
+                     the listeners of 'serve' without --config, as its --listen-* flags
   MAILGATE_URL       the service 'send' talks to (default: http://127.0.0.1:8080)
   MAILGATE_API_KEY   the API key of 'send'
 `
