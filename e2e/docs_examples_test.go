@@ -66,9 +66,15 @@ func docExamples(t *testing.T, file string) []docExample {
 		if !strings.HasPrefix(b.text, "curl -sS") || !strings.Contains(b.text, "http://127.0.0.1:8080/v1/") {
 			continue
 		}
-		ex := docExample{where: fmt.Sprintf("%s:%d", filepath.Base(file), b.line), command: b.text}
-		if i+1 < len(blocks) && (strings.HasPrefix(blocks[i+1].text, "{") || strings.HasPrefix(blocks[i+1].text, "HTTP/")) {
-			ex.output = blocks[i+1].text
+		// A blank line ends the command; what follows in the same block is its output.
+		command, output, _ := strings.Cut(b.text, "\n\n")
+		ex := docExample{where: fmt.Sprintf("%s:%d", filepath.Base(file), b.line), command: command}
+		output = strings.TrimSpace(output)
+		if output == "" && i+1 < len(blocks) {
+			output = blocks[i+1].text
+		}
+		if strings.HasPrefix(output, "{") || strings.HasPrefix(output, "HTTP/") {
+			ex.output = output
 		}
 		out = append(out, ex)
 	}
