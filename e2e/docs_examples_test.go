@@ -23,7 +23,9 @@ type docExample struct {
 // docExamples finds the curl examples of a Markdown file: indented blocks whose first
 // line is a curl command to the embedded default's REST address, and the indented
 // block that follows them when it is JSON or an HTTP response.
-func docExamples(t *testing.T, file string) []docExample {
+// Examples after a line equal to stop (a heading whose examples need another setup) are
+// left out.
+func docExamples(t *testing.T, file, stop string) []docExample {
 	t.Helper()
 	f, err := os.Open(file)
 	if err != nil {
@@ -48,6 +50,9 @@ func docExamples(t *testing.T, file string) []docExample {
 	for sc.Scan() {
 		n++
 		l := sc.Text()
+		if stop != "" && l == stop {
+			break
+		}
 		switch {
 		case strings.HasPrefix(l, "    "):
 			if cur == nil {
@@ -119,7 +124,7 @@ func splitResponse(out string) (string, string) {
 
 var exampleID = regexp.MustCompile(`\b01m[0-9a-z]{23}\b`)
 
-// The README's curl examples, run verbatim (but for the port) in the quick start's
+// The curl examples of the README and of docs/idempotency.md's walk-through, run verbatim (but for the port) in the quick start's
 // flow against the embedded default, print what the README shows: the same HTTP status
 // and the same JSON fields.
 func TestDocsExamples(t *testing.T) {
@@ -143,12 +148,17 @@ func TestDocsExamples(t *testing.T) {
 	}
 	t.Cleanup(func() { p.stop(t) })
 
-	examples := docExamples(t, "../README.md")
-	if len(examples) < 3 {
-		t.Fatalf("found %d curl examples in README.md; the parser or the README changed", len(examples))
+	examples := docExamples(t, "../README.md", "")
+	idem := docExamples(t, "../docs/idempotency.md", "### A transient failure is not stored")
+	if len(examples) < 3 || len(idem) < 4 {
+		t.Fatalf("found %d curl examples in README.md and %d in docs/idempotency.md; the parser or the docs changed", len(examples), len(idem))
 	}
+	examples = append(examples, idem...)
 	var lastID string // the README's look-up example takes "the id from your own response"
 	for _, ex := range examples {
+		if !strings.Contains(ex.command, "/v1/") {
+			continue // /metrics and the like: not JSON
+		}
 		cmd := strings.ReplaceAll(ex.command, "127.0.0.1:8080", httpAddr)
 		if lastID != "" {
 			cmd = exampleID.ReplaceAllString(cmd, lastID)
