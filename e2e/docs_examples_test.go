@@ -202,3 +202,68 @@ func mustMarshal(v any) string {
 	b, _ := json.Marshal(v) // maps marshal with sorted keys
 	return string(b)
 }
+
+// mdSection returns the text of a Markdown file from the line heading to the next heading
+// of the same level.
+func mdSection(t *testing.T, file, heading string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "\n"+heading+"\n")
+	if !ok {
+		t.Fatalf("%s has no %q", file, heading)
+	}
+	level := heading[:strings.IndexByte(heading, ' ')+1]
+	if i := strings.Index(rest, "\n"+level); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest
+}
+
+// fencedYAML returns the n-th ```yaml block of text.
+func fencedYAML(t *testing.T, text string, n int) string {
+	t.Helper()
+	parts := strings.Split(text, "```yaml\n")
+	if len(parts) <= n {
+		t.Fatalf("no yaml block %d", n)
+	}
+	block, _, _ := strings.Cut(parts[n], "```")
+	return block
+}
+
+// The errors docs/configuration.md shows for its example files, with their line numbers,
+// are what check-config prints for those files.
+func TestConfigDocErrors(t *testing.T) {
+	t.Parallel()
+	const doc = "../docs/configuration.md"
+	dir := t.TempDir()
+	check := func(name, yaml string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := exec.Command(binary, "check-config", path)
+		c.Env = append(os.Environ(), "MAILGATE_SECRETS=")
+		out, _ := c.CombinedOutput()
+		return string(out)
+	}
+	checking := mdSection(t, doc, "## Checking a configuration")
+	complete := fencedYAML(t, mdSection(t, doc, "## A complete example"), 1)
+	broken := fencedYAML(t, checking, 1)
+	outputs := map[string]string{"example.yaml": check("example.yaml", complete), "broken.yaml": check("broken.yaml", broken)}
+	for _, line := range strings.Split(checking, "\n") {
+		l := strings.TrimSpace(line)
+		if !strings.Contains(l, "(line ") {
+			continue
+		}
+		found := false
+		for _, out := range outputs {
+			found = found || strings.Contains(out, l)
+		}
+		if !found {
+			t.Errorf("docs/configuration.md shows %q; check-config printed:\n%s\n%s", l, outputs["example.yaml"], outputs["broken.yaml"])
+		}
+	}
+}
