@@ -48,13 +48,9 @@ func checkConfig(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		fmt.Fprintln(stderr, "usage: mailgate check-config FILE")
 		return errUsage
 	}
-	cfg, err := config.Load(args[0])
+	cfg, err := loadConfig(args[0], stderr, "configuration check failed")
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: invalid configuration:\n", args[0])
-		for _, e := range flatten(err) {
-			fmt.Fprintln(stderr, "  "+e.Error())
-		}
-		return errors.New("configuration check failed")
+		return err
 	}
 	fmt.Fprintf(stdout, "%s: OK\n\n", args[0])
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -157,13 +153,9 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return errUsage
 	}
 	cmd, file := args[0], args[1]
-	cfg, err := config.Load(file)
+	cfg, err := loadConfig(file, stderr, "configuration check failed (see mailgate check-config)")
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: invalid configuration:\n", file)
-		for _, e := range flatten(err) {
-			fmt.Fprintln(stderr, "  "+e.Error())
-		}
-		return errors.New("configuration check failed (see mailgate check-config)")
+		return err
 	}
 	if !cfg.Redis.Enabled() {
 		return fmt.Errorf("%s: %s has no redis section: the in-process store has no marker to check", cmd, file)
@@ -205,6 +197,20 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 // flatten lists the errors joined in err.
+// loadConfig loads and validates file; when it is invalid, it prints every problem on
+// stderr, one a line, and returns failure as the command's error.
+func loadConfig(file string, stderr io.Writer, failure string) (*config.Config, error) {
+	cfg, err := config.Load(file)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: invalid configuration:\n", file)
+		for _, e := range flatten(err) {
+			fmt.Fprintln(stderr, "  "+e.Error())
+		}
+		return nil, errors.New(failure)
+	}
+	return cfg, nil
+}
+
 func flatten(err error) []error {
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		var out []error

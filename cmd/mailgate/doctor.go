@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/doctor"
 )
 
@@ -81,13 +80,9 @@ func doctorCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return errUsage
 	}
 
-	cfg, err := config.Load(file)
+	cfg, err := loadConfig(file, stderr, "configuration check failed (see mailgate check-config)")
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: invalid configuration:\n", file)
-		for _, e := range flatten(err) {
-			fmt.Fprintln(stderr, "  "+e.Error())
-		}
-		return errors.New("configuration check failed (see mailgate check-config)")
+		return err
 	}
 	for _, name := range backends {
 		if _, ok := cfg.Backends[name]; !ok {
