@@ -156,7 +156,7 @@ func (ss *session) Logout() error { return nil }
 // Data submits the message. The reply is the service's verdict: 250 with mailgate's id
 // once the message is accepted, else the code mailerr's table gives its error.
 func (ss *session) Data(r io.Reader) error {
-	raw, err := io.ReadAll(r)
+	raw, err := readMessage(r)
 	if err != nil {
 		// go-smtp's own replies (552 for a message over SIZE) pass; go-smtp writes any
 		// other error's text after 554, and a read error's names the socket's addresses.
@@ -209,7 +209,9 @@ func (ss *session) Data(r io.Reader) error {
 // again gets the same Message-ID, and so the same idempotency key. That needs a Date to
 // tell a resend from a new message with the same text (a door alarm sent twice): a
 // message with neither gets a random Message-ID, and is never taken for a resend.
-func withMessageID(raw []byte, principal, from string, rcpts []string) ([]byte, string) {
+// buf is the message as readMessage returns it.
+func withMessageID(buf []byte, principal, from string, rcpts []string) ([]byte, string) {
+	raw := buf[headroom:]
 	dated := false
 	if m, err := mail.ReadMessage(bytes.NewReader(raw)); err == nil {
 		if id := strings.TrimSpace(m.Header.Get("Message-ID")); id != "" {
@@ -234,7 +236,50 @@ func withMessageID(raw []byte, principal, from string, rcpts []string) ([]byte, 
 		domain = d
 	}
 	id := "<" + hex.EncodeToString(h.Sum(nil)[:16]) + ".shim@" + domain + ">"
-	return append([]byte("Message-ID: "+id+"\r\n"), raw...), id
+	return prepend(buf, "Message-ID: "+id+"\r\n"), id
+}
+
+// headroom is what readMessage leaves free in front of a message: room for the longest
+// Message-ID line withMessageID writes (a 253-character domain), so that adding it copies
+// nothing.
+const headroom = 320
+
+// readMessage reads a whole message in chunks, then into one slice of exactly its size
+// after headroom bytes: the message is buf[headroom:]. io.ReadAll's doubling would hold up to twice the message, and
+// prepending a field would copy it once more.
+func readMessage(r io.Reader) ([]byte, error) {
+	const chunk = 1 << 20
+	var chunks [][]byte
+	total := 0
+	for {
+		b := make([]byte, chunk)
+		n, err := io.ReadFull(r, b)
+		if n > 0 {
+			chunks = append(chunks, b[:n])
+			total += n
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	buf := make([]byte, headroom, headroom+total)
+	for _, c := range chunks {
+		buf = append(buf, c...)
+	}
+	return buf, nil
+}
+
+// prepend puts line before the message in buf (as readMessage returns it), in the
+// headroom when it fits.
+func prepend(buf []byte, line string) []byte {
+	if start := headroom - len(line); start >= 0 {
+		copy(buf[start:], line)
+		return buf[start:]
+	}
+	return append([]byte(line), buf[headroom:]...)
 }
 
 // idempotencyKey identifies one transaction of a message: its principal, Message-ID and

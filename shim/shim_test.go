@@ -66,7 +66,7 @@ type fixture struct {
 }
 
 // start runs the real service (in-process store) behind a shim on a loopback port.
-func start(t *testing.T, adjust func(*shim.Options, *server.ServiceOptions)) *fixture {
+func start(t testing.TB, adjust func(*shim.Options, *server.ServiceOptions)) *fixture {
 	t.Helper()
 	keys := apikey.NewKeyring()
 	keys.Add(&apikey.Key{Name: "app", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("*@contoso.com")}}, apikey.Hash(appKey))
@@ -117,7 +117,7 @@ func start(t *testing.T, adjust func(*shim.Options, *server.ServiceOptions)) *fi
 
 // dial opens a net/smtp session, with STARTTLS unless plain, and AUTH PLAIN when key
 // is set.
-func (f *fixture) dial(t *testing.T, plain bool, user, key string) (*smtp.Client, error) {
+func (f *fixture) dial(t testing.TB, plain bool, user, key string) (*smtp.Client, error) {
 	t.Helper()
 	c, err := smtp.Dial(f.addr)
 	if err != nil {
