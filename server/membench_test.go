@@ -6,52 +6,15 @@ import (
 	"encoding/base64"
 	"io"
 	"net/http"
-	"runtime"
-	rtmetrics "runtime/metrics"
-	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+	"github.com/mailgate/mailgate/internal/memtest"
 	"github.com/mailgate/mailgate/senders"
 )
-
-// heapPeak samples the live heap while f runs and returns the peak above the heap before.
-func heapPeak(f func()) uint64 {
-	runtime.GC()
-	sample := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	rtmetrics.Read(sample)
-	base := sample[0].Value.Uint64()
-	var peak uint64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		s := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-		t := time.NewTicker(200 * time.Microsecond)
-		defer t.Stop()
-		for {
-			rtmetrics.Read(s)
-			if v := s[0].Value.Uint64(); v > peak {
-				peak = v
-			}
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-		}
-	})
-	f()
-	close(stop)
-	wg.Wait()
-	if peak < base {
-		return 0
-	}
-	return peak - base
-}
 
 // BenchmarkLargeMessage sends one message with a 30 MB attachment over each API to a
 // backend that writes the MIME message out as the SMTP backends do, and reports the peak
@@ -77,7 +40,7 @@ func BenchmarkLargeMessage(b *testing.B) {
 	report := func(b *testing.B, send func()) {
 		var worst uint64
 		for b.Loop() {
-			if p := heapPeak(send); p > worst {
+			if p := memtest.HeapPeak(send); p > worst {
 				worst = p
 			}
 		}

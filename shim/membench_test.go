@@ -4,13 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"io"
-	"runtime"
-	rtmetrics "runtime/metrics"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
+	"github.com/mailgate/mailgate/internal/memtest"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server"
 	"github.com/mailgate/mailgate/shim"
@@ -47,7 +44,6 @@ func BenchmarkLargeMessage(b *testing.B) {
 	msg := "From: app@contoso.com\r\nTo: bob@fabrikam.com\r\nSubject: scan\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n" + body.String()
 	data := []byte(msg)
-	b.ReportMetric(float64(len(data))/(1<<20), "message-MB")
 	var worst uint64
 	for b.Loop() {
 		c, err := f.dial(b, false, "app", appKey)
@@ -60,7 +56,7 @@ func BenchmarkLargeMessage(b *testing.B) {
 		if err := c.Rcpt("bob@fabrikam.com"); err != nil {
 			b.Fatal(err)
 		}
-		p := heapPeak(func() { // the message's bytes exist before: the peak is the shim's
+		p := memtest.HeapPeak(func() { // the message's bytes exist before: the peak is the shim's
 			w, err := c.Data()
 			if err != nil {
 				b.Fatal(err)
@@ -74,35 +70,4 @@ func BenchmarkLargeMessage(b *testing.B) {
 	}
 	b.ReportMetric(float64(worst)/size, "peak-x")
 	b.ReportMetric(float64(worst)/(1<<20), "peak-MB")
-}
-
-func heapPeak(f func()) uint64 {
-	runtime.GC()
-	s := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-	rtmetrics.Read(s)
-	base := s[0].Value.Uint64()
-	var peak uint64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		s := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
-		t := time.NewTicker(200 * time.Microsecond)
-		defer t.Stop()
-		for {
-			rtmetrics.Read(s)
-			peak = max(peak, s[0].Value.Uint64())
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-		}
-	})
-	f()
-	close(stop)
-	wg.Wait()
-	if peak < base {
-		return 0
-	}
-	return peak - base
 }
