@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/senders/discard"
 	"github.com/mailgate/mailgate/senders/file"
 	"github.com/mailgate/mailgate/senders/graph"
@@ -216,9 +217,9 @@ func (d *doctor) routeMailboxes() []string {
 		if mb == "" && r.Match != "*" && !strings.HasPrefix(r.Match, "*@") {
 			mb = r.Match
 		}
-		if mb != "" && !slices.ContainsFunc(out, func(s string) bool { return strings.EqualFold(s, mb) }) {
+		if mb != "" && !slices.ContainsFunc(out, func(s string) bool { return mailaddr.Equal(s, mb) }) {
 			out = append(out, mb)
 		}
 	}
-	return slices.SortedFunc(slices.Values(out), func(a, b string) int { return cmp.Compare(strings.ToLower(a), strings.ToLower(b)) })
+	return slices.SortedFunc(slices.Values(out), func(a, b string) int { return cmp.Compare(mailaddr.Key(a), mailaddr.Key(b)) })
 }

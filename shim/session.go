@@ -179,7 +179,7 @@ func (ss *session) Data(r io.Reader) error {
 	// In a canonical order: a resend that lists the recipients in another order is
 	// still the same request to the service.
 	ordered := slices.Clone(rcpts)
-	slices.SortFunc(ordered, func(a, b string) int { return strings.Compare(strings.ToLower(a), strings.ToLower(b)) })
+	slices.SortFunc(ordered, func(a, b string) int { return strings.Compare(mailaddr.Key(a), mailaddr.Key(b)) })
 	for _, rcpt := range ordered {
 		req.To = append(req.To, &mailgatev1.Address{Address: rcpt})
 	}
