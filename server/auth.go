@@ -90,11 +90,15 @@ func quoteScheme(s string) string {
 }
 
 // authenticate returns a unary interceptor that admits MailService calls only with a
-// known API key. Health and reflection stay open: probes and grpcurl need no key.
+// known API key, unless an earlier stage (restFront, tapAuthenticate) put the key in the
+// context already: a caller cannot put it there. Health and reflection stay open: probes and grpcurl need no key.
 func authenticate(keys *apikey.Keyring) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		if !strings.HasPrefix(info.FullMethod, "/mailgate.") {
 			return handler(ctx, req)
+		}
+		if keyFrom(ctx) != nil {
+			return handler(ctx, req) // the REST front or the gRPC tap has checked it
 		}
 		md, _ := metadata.FromIncomingContext(ctx)
 		k, err := keyFromHeaders(md.Get("authorization"), md.Get("x-api-key"), keys)

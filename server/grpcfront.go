@@ -22,17 +22,18 @@ import (
 )
 
 // tapAuthenticate refuses a MailService call without a known API key as soon as its
-// headers arrive, before gRPC reads (and buffers) the request message. The interceptor
-// still authenticates the call too; this only makes the refusal cheap.
+// headers arrive, before gRPC reads (and buffers) the request message; the key it found
+// goes on in the call's context, where the interceptor finds it.
 func tapAuthenticate(keys *apikey.Keyring) tap.ServerInHandle {
 	return func(ctx context.Context, info *tap.Info) (context.Context, error) {
 		if !strings.HasPrefix(info.FullMethodName, "/mailgate.") {
 			return ctx, nil
 		}
-		if _, err := keyFromHeaders(info.Header.Get("authorization"), info.Header.Get("x-api-key"), keys); err != nil {
+		k, err := keyFromHeaders(info.Header.Get("authorization"), info.Header.Get("x-api-key"), keys)
+		if err != nil {
 			return ctx, toStatus(err).Err()
 		}
-		return ctx, nil
+		return withKey(ctx, k), nil
 	}
 }
 

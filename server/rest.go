@@ -34,10 +34,12 @@ func restFront(next http.Handler, keys *apikey.Keyring, max int64, budget *infli
 		// A request without a body has nothing to buffer: the gateway routes it first, so
 		// a wrong path or method gets 404 or 405 whatever the key.
 		if r.ContentLength != 0 {
-			if _, err := keyFromHeaders(r.Header.Values("Authorization"), r.Header.Values("X-Api-Key"), keys); err != nil {
+			k, err := keyFromHeaders(r.Header.Values("Authorization"), r.Header.Values("X-Api-Key"), keys)
+			if err != nil {
 				refuseUnread(w, err)
 				return
 			}
+			r = r.WithContext(withKey(r.Context(), k))
 		}
 		if err := checkIdempotencyHeaders(r.Header); err != nil {
 			refuseUnread(w, err)
