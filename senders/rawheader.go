@@ -354,6 +354,15 @@ func encodeAddressField(name string, list []*mail.Address) string {
 	return b.String()
 }
 
+// UTF8 is s when it is valid UTF-8, else s read as windows-1252: text from a raw message
+// for a backend that carries only UTF-8 (Graph's JSON).
+func UTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return decodeWindows1252(s)
+}
+
 // decodeWindows1252 reads s as windows-1252, the superset of ISO-8859-1 that mail
 // programs take for it. Its five undefined bytes become U+FFFD.
 func decodeWindows1252(s string) string {

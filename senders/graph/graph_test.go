@@ -508,13 +508,13 @@ func selfSigned(t *testing.T) (pkcs8Key, certDER []byte) {
 // JSON string on the draft path, and CRLF line endings.
 func TestRawLatin1FromAndLF(t *testing.T) {
 	t.Parallel()
-	head := "From: J\xf6rg M\xfcller <noreply@contoso.com>\nTo: Hans M\xfcller <alice@example.com>\nSubject: scan\n" +
+	head := "From: J\xf6rg M\xfcller <noreply@contoso.com>\nTo: Hans M\xfcller <alice@example.com>\nSubject: scan f\xfcr Hans\n" +
 		"Message-ID: <scan-2@mfp>\nDate: Tue, 24 Nov 2026 10:00:00 +0000\n"
 	for _, tt := range []struct {
 		name, raw, via string
 	}{
 		{"mime", head + "\nsee attached\n", "mime"},
-		{"draft", head + "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=zz\n\n--zz\nContent-Type: text/plain\n\nhello\n" +
+		{"draft", head + "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=zz\n\n--zz\nContent-Type: text/plain\n\nGr\xfc\xdfe\n" +
 			"--zz\nContent-Type: application/pdf\nContent-Disposition: attachment; filename=scan.pdf\nContent-Transfer-Encoding: base64\n\n" +
 			strings.Repeat(strings.Repeat("QUJD", 19)+"\n", 70_000) + "--zz--\n", "draft"},
 	} {
@@ -540,6 +540,9 @@ func TestRawLatin1FromAndLF(t *testing.T) {
 			}
 			if len(m.To) != 1 || m.To[0].Address != "alice@example.com" {
 				t.Errorf("Graph's To %+v", m.To)
+			}
+			if tt.via == "draft" && (m.Subject != "scan für Hans" || !strings.HasPrefix(m.Body, "Grüße")) {
+				t.Errorf("draft subject %q body %q: want UTF-8 read from Latin-1", m.Subject, m.Body)
 			}
 			if len(m.To) == 1 && m.To[0].Name != "Hans Müller" {
 				t.Errorf("To name %q", m.To[0].Name)

@@ -79,7 +79,10 @@ func contentFromMIME(msg *senders.Message) (*senders.Content, error) {
 	defer r.Close()
 	c := &senders.Content{From: msg.From}
 	h := r.Header
+	// Graph's JSON carries UTF-8 only: 8-bit text that is not UTF-8 (a Latin-1 subject
+	// or body without a charset) is read as windows-1252, as in the header's addresses.
 	c.Subject, _ = h.Subject()
+	c.Subject = senders.UTF8(c.Subject)
 	lists := map[string]*[]mail.Address{"To": &c.To, "Cc": &c.Cc, "Reply-To": &c.ReplyTo}
 	named := map[string]bool{}
 	for field, dst := range lists {
@@ -110,7 +113,7 @@ func contentFromMIME(msg *senders.Message) (*senders.Content, error) {
 	for fields.Next() {
 		if k := fields.Key(); strings.HasPrefix(strings.ToLower(k), "x-") {
 			v, _ := fields.Text()
-			c.Headers = append(c.Headers, senders.Header{Name: k, Value: v})
+			c.Headers = append(c.Headers, senders.Header{Name: k, Value: senders.UTF8(v)})
 		}
 	}
 	for {
@@ -131,15 +134,16 @@ func contentFromMIME(msg *senders.Message) (*senders.Content, error) {
 			cid := strings.Trim(ph.Get("Content-Id"), "<> ")
 			switch {
 			case ct == "text/html" && c.HTML == "" && cid == "":
-				c.HTML = string(b)
+				c.HTML = senders.UTF8(string(b))
 			case (ct == "text/plain" || ct == "") && c.Text == "" && cid == "":
-				c.Text = string(b)
+				c.Text = senders.UTF8(string(b))
 			default:
 				c.Attachments = append(c.Attachments, senders.Attachment{
 					Filename: partName(ph.Get("Content-Type"), "inline"), ContentType: orOctet(ct), ContentID: cid, Content: b})
 			}
 		case *gomail.AttachmentHeader:
 			name, _ := ph.Filename()
+			name = senders.UTF8(name)
 			ct, _, _ := ph.ContentType()
 			c.Attachments = append(c.Attachments, senders.Attachment{
 				Filename: orDefault(name, "attachment"), ContentType: orOctet(ct), Content: b})
