@@ -120,6 +120,9 @@ func TestRawForms(t *testing.T) {
 		{"Message-ID with spaces", "app", appKey, "app@contoso.com",
 			"From: app@contoso.com\r\nTo: bob@fabrikam.com\r\nMessage-ID: scan 3 Dec\r\n" + tail,
 			[]check{idLike(`^<[0-9a-f]{32}\.shim@contoso\.com>$`)}},
+		{"long Message-ID that is no msg-id", "app", appKey, "app@contoso.com",
+			"From: app@contoso.com\r\nTo: bob@fabrikam.com\r\nMessage-ID: " + strings.Repeat("scan ", 150) + "\r\n" + tail,
+			[]check{idLike(`^<[0-9a-f]{32}\.shim@contoso\.com>$`), contains("From: app@contoso.com\r\nTo: bob@fabrikam.com\r\nMessage-ID: <")}},
 		{"empty Message-ID", "app", appKey, "app@contoso.com",
 			"From: app@contoso.com\r\nTo: bob@fabrikam.com\r\nMessage-ID:\r\n" + tail,
 			[]check{idLike(`^<[0-9a-f]{32}\.shim@contoso\.com>$`)}},
@@ -196,18 +199,19 @@ func TestBracketlessMessageIDResend(t *testing.T) {
 	f := start(t, nil)
 	const rest = "From: app@contoso.com\r\nTo: bob@fabrikam.com\r\nSubject: scan\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\n\r\nPage 1.\r\n"
 	var replies []string
-	for _, id := range []string{"20261203.0001@mfp", "<20261203.0001@mfp>", "20261203.0001@mfp"} {
+	for _, id := range []string{"20261203.0001@mfp", "<20261203.0001@mfp>", "20261203.0001@mfp", "scan 3", "scan 3"} {
 		code, msg := f.sendRaw(t, "app", appKey, "app@contoso.com", []string{"bob@fabrikam.com"}, "Message-ID: "+id+"\r\n"+rest)
 		if code != 250 {
 			t.Fatalf("%s: reply %d %s", id, code, msg)
 		}
 		replies = append(replies, msg)
 	}
-	if n := len(f.box.sent()); n != 1 {
-		t.Errorf("%d deliveries, want 1", n)
+	// The replaced id is derived from the device's value: its resend is one too.
+	if n := len(f.box.sent()); n != 2 {
+		t.Errorf("%d deliveries, want 2", n)
 	}
-	if replies[0] != replies[1] || replies[1] != replies[2] {
-		t.Errorf("replies %q: want one id", replies)
+	if replies[0] != replies[1] || replies[1] != replies[2] || replies[3] != replies[4] || replies[2] == replies[3] {
+		t.Errorf("replies %q: want one id for each Message-ID", replies)
 	}
 }
 
