@@ -346,6 +346,8 @@ func TestNormalizeRawRewrites(t *testing.T) {
 			"Message-ID: <20261203.0001@mfp>\r\n" + date + rawMessage},
 		{"Message-ID with spaces", "Message-ID: scan 3\r\n" + date + rawMessage, "<01jx0000000000000000000000@example.com>",
 			"Message-ID: <01jx0000000000000000000000@example.com>\r\n" + date + rawMessage},
+		{"8-bit Message-ID", "Message-ID: <sc\xe4n@mfp>\r\n" + date + rawMessage, "<01jx0000000000000000000000@example.com>",
+			"Message-ID: <01jx0000000000000000000000@example.com>\r\n" + date + rawMessage},
 		{"LF only", strings.ReplaceAll("Message-ID: <a@b>\r\n"+date+rawMessage, "\r\n", "\n"), "<a@b>",
 			"Message-ID: <a@b>\r\n" + date + rawMessage},
 		{"Latin-1 From name", "Message-ID: <a@b>\r\n" + date + "From: J\xf6rg <scanner@example.com>\r\nTo: bob@example.com\r\n\r\nx\r\n", "<a@b>",
