@@ -720,7 +720,7 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12\x18\n" +
 	"\acontent\x18\x03 \x01(\fR\acontent\x12\x1d\n" +
 	"\n" +
-	"content_id\x18\x04 \x01(\tR\tcontentId\"\xe6\x05\n" +
+	"content_id\x18\x04 \x01(\tR\tcontentId\"\xfe\x05\n" +
 	"\x0fSendMailRequest\x12(\n" +
 	"\x04from\x18\x01 \x01(\v2\x14.mailgate.v1.AddressR\x04from\x12$\n" +
 	"\x02to\x18\x02 \x03(\v2\x14.mailgate.v1.AddressR\x02to\x12$\n" +
@@ -732,8 +732,10 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\x04html\x18\b \x01(\tR\x04html\x129\n" +
 	"\vattachments\x18\t \x03(\v2\x17.mailgate.v1.AttachmentR\vattachments\x12C\n" +
 	"\aheaders\x18\n" +
-	" \x03(\v2).mailgate.v1.SendMailRequest.HeadersEntryR\aheaders\x12G\n" +
-	"\x12save_to_sent_items\x18\x0f \x01(\v2\x1a.google.protobuf.BoolValueR\x0fsaveToSentItems\x12:\n" +
+	" \x03(\v2).mailgate.v1.SendMailRequest.HeadersEntryR\aheaders\x12_\n" +
+	"\x12save_to_sent_items\x18\x0f \x01(\v2\x1a.google.protobuf.BoolValueB\x16\x92A\x13\x82\x03\x10\n" +
+	"\n" +
+	"x-nullable\x12\x02 \x01R\x0fsaveToSentItems\x12:\n" +
 	"\x04tags\x18\f \x03(\v2&.mailgate.v1.SendMailRequest.TagsEntryR\x04tags\x12'\n" +
 	"\x0fidempotency_key\x18\r \x01(\tR\x0eidempotencyKey\x12\x19\n" +
 	"\braw_mime\x18\x0e \x01(\fR\arawMime\x1a:\n" +
