@@ -42,7 +42,7 @@ type MailServiceClient interface {
 	SendMail(ctx context.Context, in *SendMailRequest, opts ...grpc.CallOption) (*SendMailResponse, error)
 	// GetMessage returns what mailgate recorded about a message it accepted.
 	//
-	// Records are kept for the retention window (24 hours unless configured otherwise).
+	// Records are kept for idempotency.ttl (24 hours by default).
 	// Only the API key that sent a message can read it; for any other key it does not
 	// exist (404).
 	GetMessage(ctx context.Context, in *GetMessageRequest, opts ...grpc.CallOption) (*GetMessageResponse, error)
@@ -91,7 +91,7 @@ type MailServiceServer interface {
 	SendMail(context.Context, *SendMailRequest) (*SendMailResponse, error)
 	// GetMessage returns what mailgate recorded about a message it accepted.
 	//
-	// Records are kept for the retention window (24 hours unless configured otherwise).
+	// Records are kept for idempotency.ttl (24 hours by default).
 	// Only the API key that sent a message can read it; for any other key it does not
 	// exist (404).
 	GetMessage(context.Context, *GetMessageRequest) (*GetMessageResponse, error)
