@@ -51,7 +51,8 @@ fmt-check:
 vet:
 	go vet ./...
 
-# tools: build the pinned protoc plugins (tools/go.mod) into ./bin and buf into .cache/npm.
+# tools: build the pinned protoc plugins and go-swagger (tools/go.mod) into ./bin and buf into
+# .cache/npm.
 tools:
 	cd tools && GOBIN="$(BIN)" go install tool
 	@if [[ -x "$(BUF)" ]] && [[ "$$("$(BUF)" --version 2>/dev/null)" == "$(BUF_VERSION)" ]]; then \
