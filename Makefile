@@ -9,10 +9,14 @@ BIN         := $(CURDIR)/bin
 BUF_VERSION := 1.75.0
 NPM_PREFIX  := $(CURDIR)/.cache/npm
 BUF         := $(NPM_PREFIX)/node_modules/.bin/buf
+# Spectral lints the OpenAPI document; its own prefix, so that npm leaves buf alone.
+SPECTRAL_VERSION := 6.16.3
+SPECTRAL_PREFIX  := $(NPM_PREFIX)/spectral
+SPECTRAL         := $(SPECTRAL_PREFIX)/node_modules/.bin/spectral
 # Generated output; must match what `buf generate` produces from proto/.
 GEN_DIRS    := api openapi
 
-.PHONY: run test redis fmt-check vet tools generate check-generated bench build
+.PHONY: run test redis fmt-check vet tools generate check-generated spectral lint-openapi bench build
 
 # run: build the service and start it with its embedded default config. The first build
 # compiles the Microsoft Graph SDK (about 3 minutes on a small machine), so it counts the
@@ -22,10 +26,12 @@ run:
 	@go build -v -o "$(BIN)/mailgate" ./cmd/mailgate 2>&1 | awk '/ / { print; next } { n++; if (n % 50 == 0) printf "  %d packages compiled\n", n; fflush() }'
 	"$(BIN)/mailgate" serve
 
-# test: everything CI checks, in order: redis, formatting, vet, tests, generated code.
+# test: everything CI checks, in order: redis, formatting, vet, tests, generated code,
+# the OpenAPI document's lint.
 test: redis fmt-check vet
 	go test -race -count=1 ./...
 	@$(MAKE) --no-print-directory check-generated
+	@$(MAKE) --no-print-directory lint-openapi
 
 # redis: make sure Redis answers on 127.0.0.1:6379 (installs/starts it if needed).
 redis:
@@ -45,7 +51,8 @@ fmt-check:
 vet:
 	go vet ./...
 
-# tools: build the pinned protoc plugins (tools/go.mod) into ./bin and buf into .cache/npm.
+# tools: build the pinned protoc plugins and go-swagger (tools/go.mod) into ./bin and buf into
+# .cache/npm.
 tools:
 	cd tools && GOBIN="$(BIN)" go install tool
 	@if [[ -x "$(BUF)" ]] && [[ "$$("$(BUF)" --version 2>/dev/null)" == "$(BUF_VERSION)" ]]; then \
@@ -78,6 +85,23 @@ check-generated: tools
 		echo "generated code is stale: run make generate and commit"; exit 1; \
 	fi; \
 	echo "generated code is up to date"
+
+# spectral: install the pinned Spectral CLI into .cache/npm/spectral (once).
+spectral:
+	@if [[ -x "$(SPECTRAL)" ]] && [[ "$$("$(SPECTRAL)" --version 2>/dev/null)" == "$(SPECTRAL_VERSION)" ]]; then \
+		echo "spectral $(SPECTRAL_VERSION) already installed in $(SPECTRAL_PREFIX)"; \
+	else \
+		echo "installing spectral $(SPECTRAL_VERSION) into $(SPECTRAL_PREFIX)"; \
+		npm install --no-save --no-package-lock --no-audit --no-fund --prefix "$(SPECTRAL_PREFIX)" \
+			@stoplight/spectral-cli@$(SPECTRAL_VERSION); \
+		rm -f "$(SPECTRAL_PREFIX)/node_modules/.package-lock.json"; \
+		"$(SPECTRAL)" --version; \
+	fi
+
+# lint-openapi: lint the committed OpenAPI document with Spectral's recommended OpenAPI
+# rules (.spectral.yaml says which are off, and why); any warning fails.
+lint-openapi: spectral
+	"$(SPECTRAL)" lint --ruleset .spectral.yaml --fail-severity warn openapi/mailgate.swagger.json
 
 # bench: run all benchmarks (no tests).
 bench:

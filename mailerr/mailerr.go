@@ -132,6 +132,9 @@ var reasons = map[string]Kind{
 	"GRAPH_REQUEST_TOO_LARGE": TooLarge,
 	// The sending mailbox is missing, unlicensed or full: the operator's to fix.
 	"BACKEND_MAILBOX_UNAVAILABLE": Unavailable,
+	// The REST listener serves no such path. (A wrong method, METHOD_NOT_ALLOWED, comes
+	// with UNIMPLEMENTED, a code no kind has.)
+	"NO_SUCH_ENDPOINT": NotFound,
 }
 
 func init() {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -94,12 +95,98 @@ func jsonError(data []byte, md protoreflect.MessageDescriptor, perr error) *mail
 	if _, err := dec.Token(); err != io.EOF {
 		return mailerr.New(mailerr.Invalid, "request body: data after the JSON object; send exactly one object")
 	}
+	if path, key := invalidUTF8Path(data); path != "" {
+		rule := "not valid UTF-8: JSON text must be UTF-8 (RFC 8259); send other bytes base64-encoded, as an attachment or in rawMime"
+		if key {
+			rule = "the name is " + rule
+		}
+		return &mailerr.Error{Kind: mailerr.Invalid, Msg: "request body: " + path + ": " + rule,
+			Fields: []mailerr.FieldViolation{{Field: path, Description: rule}}}
+	}
 	if path, rule := shapeViolation(md, v, ""); path != "" {
 		return &mailerr.Error{Kind: mailerr.Invalid, Msg: "request body: " + path + ": " + rule,
 			Fields: []mailerr.FieldViolation{{Field: path, Description: rule}}}
 	}
 	msg := strings.TrimPrefix(perr.Error(), "proto: ")
 	return mailerr.New(mailerr.Invalid, "%s", "request body: "+msg)
+}
+
+// invalidUTF8Path finds the first JSON string in data with a byte that is not UTF-8 (which
+// encoding/json reads as U+FFFD, and protojson refuses without naming the field) and
+// returns its path, as shapeViolation names paths, and whether the string is an object's
+// key rather than a value; "" when there is none.
+func invalidUTF8Path(data []byte) (path string, key bool) {
+	bad := firstInvalidUTF8(data)
+	if bad < 0 {
+		return "", false
+	}
+	type frame struct {
+		array bool
+		key   string // an object's current key
+		value bool   // an object's key was read: a value comes next
+		index int    // an array's current index
+	}
+	var stack []frame
+	current := func() string {
+		p := ""
+		for _, f := range stack {
+			if f.array {
+				p += "[" + strconv.Itoa(f.index) + "]"
+			} else {
+				p = join(p, f.key)
+			}
+		}
+		return p
+	}
+	valueDone := func() {
+		if n := len(stack); n > 0 {
+			if stack[n-1].array {
+				stack[n-1].index++
+			} else {
+				stack[n-1].value = false
+			}
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		n := len(stack)
+		s, isString := tok.(string)
+		isKey := isString && n > 0 && !stack[n-1].array && !stack[n-1].value
+		if isKey {
+			stack[n-1].key, stack[n-1].value = s, true
+		}
+		if dec.InputOffset() > int64(bad) {
+			return current(), isKey
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{})
+		case json.Delim('['):
+			stack = append(stack, frame{array: true})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:n-1]
+			valueDone()
+		default:
+			if !isKey {
+				valueDone()
+			}
+		}
+	}
+}
+
+func firstInvalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return -1
 }
 
 func firstByte(data []byte) byte {

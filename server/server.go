@@ -163,10 +163,15 @@ func New(opts Options) (*Server, error) {
 	reflection.Register(s.grpc)
 	grpcMetrics.InitializeMetrics(s.grpc)
 
+	api, err := apiEndpoints(openapi.JSON)
+	if err != nil {
+		return nil, err
+	}
+	rt := &routes{api: api}
 	gw := runtime.NewServeMux(
 		runtime.WithIncomingHeaderMatcher(headerMatcher),
 		runtime.WithErrorHandler(gatewayErrorHandler),
-		runtime.WithRoutingErrorHandler(routingErrorHandler),
+		runtime.WithRoutingErrorHandler(rt.gatewayRoutingError),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, newJSONMarshaler()),
 	)
 	// In-process adapters authenticate their clients themselves: every interceptor but
@@ -180,15 +185,23 @@ func New(opts Options) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", restFront(gw, opts.Keys, maxBody, budget))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(openapi.JSON)
-	})
+	for _, op := range []struct {
+		endpoint
+		h http.HandlerFunc
+	}{
+		{endpoint{"GET", "/healthz"}, func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") }},
+		{endpoint{"GET", "/readyz"}, s.readyz},
+		{endpoint{"GET", "/metrics"}, promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}).ServeHTTP},
+		{endpoint{"GET", "/openapi.json"}, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(openapi.JSON)
+		}},
+	} {
+		mux.HandleFunc(op.String(), op.h)
+		rt.ops = append(rt.ops, op.endpoint)
+	}
 	s.http = &http.Server{
-		Handler:           mux,
+		Handler:           rt.jsonRoutingErrors(mux),
 		TLSConfig:         s.tls,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       10 * time.Minute, // a large message over a slow link, not forever

@@ -254,23 +254,6 @@ func post(t *testing.T, url, key, body string) (*http.Response, restError) {
 	return resp, e
 }
 
-func TestRESTRoutingErrors(t *testing.T) {
-	t.Parallel()
-	srv := startServer(t, nil)
-	for path, want := range map[string]int{"/v1/messages:send": 405, "/v1/nope": 404} {
-		resp, err := http.Get(srv.url + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var e restError
-		json.NewDecoder(resp.Body).Decode(&e)
-		resp.Body.Close()
-		if resp.StatusCode != want || e.Message == "" {
-			t.Errorf("GET %s = %d %+v, want %d with a message", path, resp.StatusCode, e, want)
-		}
-	}
-}
-
 func TestRESTErrors(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, nil)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"math"
 	"net/http"
@@ -22,19 +23,28 @@ import (
 
 // toStatus turns a classified error into the gRPC status callers see: the kind's code,
 // the caller-facing message, and ErrorInfo, BadRequest and RetryInfo details. The cause
-// (e.Err) stays in the log.
+// (e.Err) stays in the log. This is where every mailgate error becomes a status, for
+// gRPC and REST alike, so it is here that the text quoting callers' input is made fit to
+// carry (errorText): without that, a byte that is not UTF-8 loses the details.
 func toStatus(e *mailerr.Error) *status.Status {
-	st := status.New(e.Kind.GRPCCode(), e.Msg)
+	st := status.New(e.Kind.GRPCCode(), errorText(e.Msg, maxErrorMessage))
+	var metadata map[string]string
+	if len(e.Metadata) > 0 {
+		metadata = make(map[string]string, len(e.Metadata))
+		for k, v := range e.Metadata {
+			metadata[errorText(k, maxErrorDetail)] = errorText(v, maxErrorDetail)
+		}
+	}
 	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{
-		Reason:   e.ReasonOrDefault(),
+		Reason:   errorText(e.ReasonOrDefault(), maxErrorDetail),
 		Domain:   mailerr.Domain,
-		Metadata: e.Metadata,
+		Metadata: metadata,
 	}}
 	if len(e.Fields) > 0 {
 		br := &errdetails.BadRequest{}
 		for _, f := range e.Fields {
 			br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{
-				Field: f.Field, Description: f.Description,
+				Field: errorText(f.Field, maxErrorDetail), Description: errorText(f.Description, maxErrorDetail),
 			})
 		}
 		details = append(details, br)
@@ -130,27 +140,39 @@ func gatewayErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.M
 	writeStatus(w, kind.HTTPStatus(), st)
 }
 
-// routingErrorHandler answers requests the gateway has no route for (unknown path,
-// wrong method) with their own HTTP status and the usual error body.
-func routingErrorHandler(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
-	code := codes.NotFound
-	msg := "no such endpoint: " + r.URL.Path
-	switch httpStatus {
-	case http.StatusMethodNotAllowed:
-		code, msg = codes.Unimplemented, r.Method+" is not allowed on "+r.URL.Path
-	case http.StatusBadRequest:
-		code, msg = codes.InvalidArgument, "malformed request path"
-	}
-	writeStatus(w, httpStatus, status.New(code, msg))
-}
-
+// writeStatus answers a REST request with st as the documented JSON error body.
 func writeStatus(w http.ResponseWriter, httpStatus int, st *status.Status) {
-	buf, err := protojson.Marshal(st.Proto())
+	p := st.Proto()
+	// The gateway's own errors, and the routing errors, did not come through toStatus.
+	p.Message = errorText(p.GetMessage(), maxErrorMessage)
+	buf, err := protojson.Marshal(p)
 	if err != nil {
-		http.Error(w, st.Message(), httpStatus)
-		return
+		buf = fallbackStatusJSON(st, p.GetMessage())
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(httpStatus)
 	w.Write(buf)
+}
+
+// fallbackStatusJSON is the error body for a status whose details protojson cannot write
+// (a detail of a type it does not know): the code, the message and an ErrorInfo, without
+// the other details. encoding/json cannot fail on these, so a REST error is always the
+// documented JSON, never net/http's plain text.
+func fallbackStatusJSON(st *status.Status, msg string) []byte {
+	_, reason, _ := statusKind(st)
+	type errorInfo struct {
+		Type   string `json:"@type"`
+		Reason string `json:"reason"`
+		Domain string `json:"domain"`
+	}
+	b, _ := json.Marshal(struct {
+		Code    int32       `json:"code"`
+		Message string      `json:"message"`
+		Details []errorInfo `json:"details"`
+	}{
+		Code:    int32(st.Code()),
+		Message: msg,
+		Details: []errorInfo{{"type.googleapis.com/google.rpc.ErrorInfo", errorText(reason, maxErrorDetail), mailerr.Domain}},
+	})
+	return b
 }

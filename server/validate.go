@@ -12,6 +12,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/encoding/protowire"
+
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/mailerr"
@@ -192,6 +194,7 @@ func headerAddresses(v *violations, h *senders.RawHeader, envelope bool) {
 
 // checkCommon checks the fields structured and raw requests share.
 func checkCommon(v *violations, req *mailgatev1.SendMailRequest) {
+	checkRetiredFields(v, req)
 	if len(req.GetTags()) > maxTagCount {
 		v.add("tags", "at most %d tags", maxTagCount)
 	}
@@ -268,11 +271,38 @@ func mb(n int64) string {
 }
 
 func optionalBool(req *mailgatev1.SendMailRequest) *bool {
-	if req.SaveToSentItems == nil {
+	if req.GetSaveToSentItems() == nil {
 		return nil
 	}
-	b := req.GetSaveToSentItems()
+	b := req.GetSaveToSentItems().GetValue()
 	return &b
+}
+
+// oldSaveToSentItems is the field number save_to_sent_items had as a proto3 `optional
+// bool`, before it became a google.protobuf.BoolValue that older protoc can compile.
+const oldSaveToSentItems protowire.Number = 11
+
+// checkRetiredFields refuses a request from a client built from an older mailgate.proto:
+// its save_to_sent_items arrives as the unknown field 11, which decoding would otherwise
+// drop, sending with the backend's default instead of the caller's choice.
+func checkRetiredFields(v *violations, req *mailgatev1.SendMailRequest) {
+	b := req.ProtoReflect().GetUnknown()
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return // the decoder accepted these bytes; nothing to recognise in them
+		}
+		if num == oldSaveToSentItems && typ == protowire.VarintType {
+			v.add("saveToSentItems", "sent as protobuf field 11, an optional bool in an older mailgate.proto; "+
+				"it is now field 15, a google.protobuf.BoolValue: regenerate the client from the current proto/mailgate/v1/mail.proto")
+			return
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return
+		}
+		b = b[n+m:]
+	}
 }
 
 // address validates one Address. The address must be a bare addr-spec; a display name

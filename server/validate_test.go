@@ -9,7 +9,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/mailerr"
@@ -181,7 +183,7 @@ func TestNormalizeStructured(t *testing.T) {
 	req.Bcc = []*mailgatev1.Address{addr("bob@EXAMPLE.com"), addr("dave@example.com")}
 	req.Headers = map[string]string{"X-B": "2", "X-A": "1"}
 	req.Attachments = []*mailgatev1.Attachment{{Filename: "report.pdf", Content: []byte("%PDF")}, {Filename: "logo.png", ContentId: "<logo>"}}
-	req.SaveToSentItems = proto.Bool(false)
+	req.SaveToSentItems = wrapperspb.Bool(false)
 	now := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
 	msg, err := normalize(req, "01jx0000000000000000000000", now, testLimits)
 	if err != nil {
@@ -407,4 +409,65 @@ func FuzzNormalize(f *testing.F) {
 			t.Fatalf("EstimatedSize %d < actual %d: the size limit could be passed", msg.Content.EstimatedSize(), b.Len())
 		}
 	})
+}
+
+// A client generated from the mailgate.proto that had `optional bool save_to_sent_items
+// = 11` still sends field 11; it must be told, not have its choice dropped.
+func TestNormalizeRetiredSaveToSentItems(t *testing.T) {
+	t.Parallel()
+	field := func(num protowire.Number, typ protowire.Type, v uint64) []byte {
+		b := protowire.AppendTag(nil, num, typ)
+		switch typ {
+		case protowire.VarintType:
+			return protowire.AppendVarint(b, v)
+		default:
+			return protowire.AppendBytes(b, []byte("x"))
+		}
+	}
+	tests := []struct {
+		name    string
+		unknown []byte
+		raw     bool
+		refused bool
+	}{
+		{"old field 11, true", field(11, protowire.VarintType, 1), false, true},
+		{"old field 11, false", field(11, protowire.VarintType, 0), false, true},
+		{"old field 11 with rawMime", field(11, protowire.VarintType, 0), true, true},
+		{"old field 11 after another unknown field", append(field(99, protowire.BytesType, 0), field(11, protowire.VarintType, 1)...), false, true},
+		{"an unknown field from a newer client", field(99, protowire.VarintType, 1), false, false},
+		{"field 11 of another wire type is not the old bool", field(11, protowire.BytesType, 0), false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			req := validRequest()
+			if tt.raw {
+				req = &mailgatev1.SendMailRequest{RawMime: []byte(rawMessage)}
+			}
+			// Through the wire encoding, as a gRPC request arrives.
+			b, err := proto.Marshal(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := new(mailgatev1.SendMailRequest)
+			if err := proto.Unmarshal(append(b, tt.unknown...), got); err != nil {
+				t.Fatal(err)
+			}
+			_, err = normalize(got, "01jx0000000000000000000000", testNow, testLimits)
+			if !tt.refused {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			var e *mailerr.Error
+			if !errors.As(err, &e) || e.Kind != mailerr.Invalid {
+				t.Fatalf("err = %v, want INVALID_ARGUMENT", err)
+			}
+			if len(e.Fields) != 1 || e.Fields[0].Field != "saveToSentItems" ||
+				!strings.Contains(e.Fields[0].Description, "field 15") || !strings.Contains(e.Fields[0].Description, "regenerate") {
+				t.Errorf("violations %+v: want saveToSentItems, naming the new field and the fix", e.Fields)
+			}
+		})
+	}
 }

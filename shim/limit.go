@@ -31,13 +31,15 @@ type connLimit struct {
 	bySource map[netip.Addr]int
 }
 
-func (l *connLimit) wrap(ln net.Listener) net.Listener {
-	return &limitListener{Listener: ln, l: l}
+// wrap admits ln's connections; implicitTLS says that they start with a TLS handshake.
+func (l *connLimit) wrap(ln net.Listener, implicitTLS bool) net.Listener {
+	return &limitListener{Listener: ln, l: l, implicitTLS: implicitTLS}
 }
 
 type limitListener struct {
 	net.Listener
-	l *connLimit
+	l           *connLimit
+	implicitTLS bool
 }
 
 // Refusal texts; all 421 4.7.0, a temporary refusal, so a client tries again later.
@@ -66,7 +68,7 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 		}
 		ll.l.metrics.connections.WithLabelValues("accepted").Inc()
 		ll.l.metrics.open.Inc()
-		lc := &limitedConn{Conn: c, l: ll.l, ip: ip}
+		lc := &limitedConn{Conn: c, l: ll.l, ip: ip, implicitTLS: ll.implicitTLS}
 		if !device && ll.l.authTimeout > 0 {
 			lc.authBy = time.Now().Add(ll.l.authTimeout)
 			_ = c.SetReadDeadline(lc.authBy)
@@ -120,9 +122,10 @@ func addrOf(a net.Addr) netip.Addr {
 // the client to the auth deadline until authenticated.
 type limitedConn struct {
 	net.Conn
-	l    *connLimit
-	ip   netip.Addr
-	once sync.Once
+	l           *connLimit
+	ip          netip.Addr
+	implicitTLS bool
+	once        sync.Once
 
 	mu sync.Mutex
 	// authBy is the auth deadline; zero once the client authenticated, or when there is
@@ -131,6 +134,9 @@ type limitedConn struct {
 	// readWant is the read deadline go-smtp last asked for, to restore after AUTH.
 	readWant time.Time
 	expired  bool
+	// hello is what the client's ClientHello offered, once there was one.
+	hello     offer
+	helloSeen bool
 }
 
 func (c *limitedConn) Close() error {
@@ -172,6 +178,18 @@ func (c *limitedConn) Read(p []byte) (int, error) {
 		c.mu.Unlock()
 	}
 	return n, err
+}
+
+func (c *limitedConn) setOffer(o offer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hello, c.helloSeen = o, true
+}
+
+func (c *limitedConn) offered() (offer, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hello, c.helloSeen
 }
 
 // authenticated lifts the auth deadline: the session goes on under read_timeout alone.

@@ -169,16 +169,20 @@ func TestAuthTimeout(t *testing.T) {
 	t.Parallel()
 	const authTimeout = time.Second
 	tests := []struct {
-		name   string
-		local  string
-		lines  bool // NOOP lines, each within read_timeout; else a byte at a time
-		auth   bool
-		tls    bool
-		cutOff bool
+		name  string
+		local string
+		lines bool // NOOP lines, each within read_timeout; else a byte at a time
+		// badAuth: AUTH lines that are not base64 instead of NOOP, each answered 501:
+		// a client that tries is held to the deadline as one that does not.
+		badAuth bool
+		auth    bool
+		tls     bool
+		cutOff  bool
 	}{
 		{name: "a byte at a time", local: "127.0.0.1", cutOff: true},
 		{name: "NOOP lines", local: "127.0.0.1", lines: true, cutOff: true},
 		{name: "NOOP lines after STARTTLS", local: "127.0.0.1", lines: true, tls: true, cutOff: true},
+		{name: "AUTH lines that are not base64", local: "127.0.0.1", lines: true, badAuth: true, cutOff: true},
 		{name: "authenticated", local: "127.0.0.1", lines: true, auth: true},
 		{name: "authenticated after STARTTLS", local: "127.0.0.1", lines: true, auth: true, tls: true},
 		{name: "device", local: deviceAddr, lines: true},
@@ -249,6 +253,9 @@ func TestAuthTimeout(t *testing.T) {
 					if n := metricValue(t, reg, "mailgate_shim_auth_timeouts_total"); n != 1 {
 						t.Errorf("auth timeouts %v, want 1", n)
 					}
+					if n := metricValue(t, reg, `mailgate_shim_auth_total{mechanism="PLAIN",result="malformed"}`); tt.badAuth && n == 0 {
+						t.Error("the malformed AUTH lines were not counted")
+					}
 					return
 				case <-tick.C:
 					if time.Since(connected) > 20*time.Second {
@@ -257,6 +264,9 @@ func TestAuthTimeout(t *testing.T) {
 					b := drip[i%len(drip) : i%len(drip)+1]
 					if tt.lines {
 						b = "NOOP\r\n"
+					}
+					if tt.badAuth {
+						b = "AUTH PLAIN !!!\r\n"
 					}
 					r.conn.Write([]byte(b))
 				}

@@ -12,6 +12,7 @@ type Metrics struct {
 	connections  *prometheus.CounterVec
 	open         prometheus.Gauge
 	authTimeouts prometheus.Counter
+	tlsFailures  *prometheus.CounterVec
 	auth         *prometheus.CounterVec
 	replies      *prometheus.CounterVec
 }
@@ -31,9 +32,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "mailgate_shim_auth_timeouts_total",
 			Help: "SMTP sessions ended because the client had not authenticated within auth_timeout of connecting.",
 		}),
+		tlsFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailgate_shim_tls_handshake_failures_total",
+			Help: "Failed TLS handshakes with SMTP clients, by mode: starttls, or implicit (implicit_tls_listen). The connection is closed.",
+		}, []string{"mode"}),
 		auth: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailgate_shim_auth_total",
-			Help: "SMTP AUTH attempts by mechanism and result: ok, bad_credentials, or error (the key could not be checked).",
+			Help: "SMTP AUTH attempts by mechanism and result: ok, bad_credentials, error (the key could not be checked), malformed (a response that is not base64 or does not parse, 501), or cancelled (the client's \"*\").",
 		}, []string{"mechanism", "result"}),
 		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mailgate_shim_messages_total",
@@ -41,7 +46,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"code"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connections, m.open, m.authTimeouts, m.auth, m.replies)
+		reg.MustRegister(m.connections, m.open, m.authTimeouts, m.tlsFailures, m.auth, m.replies)
 	}
 	return m
 }

@@ -6,43 +6,69 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mailgate/mailgate/server"
 	"github.com/mailgate/mailgate/shim"
 )
 
 // An AUTH response that does not parse is the client's mistake, for good: 501 5.5.2, not
-// the temporary 454 that had devices send it again for ever. The session goes on, and a
-// well-formed AUTH then succeeds.
+// the temporary 454 that had devices send it again for ever; a "*" cancels with 501
+// (RFC 4954 §4). Each is counted and logged as an AUTH that failed, though no key was
+// checked. The connection goes on, and a well-formed AUTH then succeeds.
 func TestAuthSyntaxErrors(t *testing.T) {
 	t.Parallel()
-	f := start(t, nil)
 	tests := []struct {
-		name  string
-		lines []string // each answered 334 but the last
+		name     string
+		lines    []string // each answered 334 but the last
+		enhanced string
+		mech     string // in the metric and the log
+		result   string
 	}{
-		{"PLAIN, initial response not base64", []string{"AUTH PLAIN !!!"}},
-		{"PLAIN, empty initial response", []string{"AUTH PLAIN ="}},
-		{"PLAIN, empty response", []string{"AUTH PLAIN", ""}},
-		{"PLAIN, response not base64", []string{"AUTH PLAIN", "not base64!"}},
-		{"PLAIN, one NUL", []string{"AUTH PLAIN " + b64("app\x00"+appKey)}},
-		{"PLAIN, no NUL", []string{"AUTH PLAIN", b64(appKey)}},
-		{"LOGIN, initial response not base64", []string{"AUTH LOGIN ***"}},
-		{"LOGIN, user not base64", []string{"AUTH LOGIN", "@@@"}},
-		{"LOGIN, password not base64", []string{"AUTH LOGIN", b64("app"), "%%%"}},
+		{"PLAIN, initial response not base64", []string{"AUTH PLAIN !!!"}, "5.5.2", "PLAIN", "malformed"},
+		{"PLAIN, empty initial response", []string{"AUTH PLAIN ="}, "5.5.2", "PLAIN", "malformed"},
+		{"PLAIN, empty response", []string{"AUTH PLAIN", ""}, "5.5.2", "PLAIN", "malformed"},
+		{"PLAIN, response not base64", []string{"AUTH PLAIN", "not base64!"}, "5.5.2", "PLAIN", "malformed"},
+		{"PLAIN, one NUL", []string{"AUTH PLAIN " + b64("app\x00"+appKey)}, "5.5.2", "PLAIN", "malformed"},
+		{"PLAIN, no NUL", []string{"AUTH PLAIN", b64(appKey)}, "5.5.2", "PLAIN", "malformed"},
+		{"PLAIN, cancelled", []string{"AUTH PLAIN", "*"}, "5.0.0", "PLAIN", "cancelled"},
+		{"LOGIN, initial response not base64", []string{"AUTH LOGIN ***"}, "5.5.2", "LOGIN", "malformed"},
+		{"LOGIN, user not base64", []string{"AUTH LOGIN", "@@@"}, "5.5.2", "LOGIN", "malformed"},
+		{"LOGIN, password not base64", []string{"AUTH LOGIN", b64("app"), "%%%"}, "5.5.2", "LOGIN", "malformed"},
+		{"LOGIN, cancelled at the user name", []string{"AUTH LOGIN", "*"}, "5.0.0", "LOGIN", "cancelled"},
+		{"LOGIN, cancelled at the password", []string{"AUTH LOGIN " + b64("app"), "*"}, "5.0.0", "LOGIN", "cancelled"},
+		{"lower-case mechanism", []string{"auth login", "@@@"}, "5.5.2", "LOGIN", "malformed"},
+		{"a mechanism not offered", []string{"AUTH XOAUTH2 !!!"}, "5.5.2", "other", "malformed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			var logs logBuffer
+			reg := prometheus.NewRegistry()
+			f := start(t, func(o *shim.Options, _ *server.ServiceOptions) {
+				o.Logger = logs.logger()
+				o.Metrics = shim.NewMetrics(reg)
+			})
 			r := dialRaw(t, f.addr, "")
 			r.startTLS()
 			for _, l := range tt.lines[:len(tt.lines)-1] {
 				r.want(334, "%s", l)
 			}
 			code, msg := r.cmd("%s", tt.lines[len(tt.lines)-1])
-			if code != 501 || !strings.HasPrefix(msg, "5.5.2 ") {
-				t.Errorf("reply %d %s, want 501 5.5.2", code, msg)
+			if code != 501 || !strings.HasPrefix(msg, tt.enhanced+" ") {
+				t.Errorf("reply %d %s, want 501 %s", code, msg, tt.enhanced)
+			}
+			series := `mailgate_shim_auth_total{mechanism="` + tt.mech + `",result="` + tt.result + `"}`
+			if n := metricValue(t, reg, series); n != 1 {
+				t.Errorf("%s = %v, want 1", series, n)
+			}
+			if want := `"msg":"smtp auth ` + tt.result + `",`; !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), `"mechanism":"`+tt.mech+`"`) {
+				t.Errorf("no %s line for %s in the log:\n%s", want, tt.mech, logs.String())
 			}
 			r.want(235, "AUTH PLAIN %s", b64("\x00app\x00"+appKey))
+			if n := metricValue(t, reg, `mailgate_shim_auth_total{mechanism="PLAIN",result="ok"}`); n != 1 {
+				t.Errorf("AUTH ok counted %v times, want 1", n)
+			}
 		})
 	}
 }

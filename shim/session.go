@@ -71,9 +71,10 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 		ss.s.opts.Metrics.auth.WithLabelValues(mech, result).Inc()
 		return err
 	}
+	malformed := func() { ss.authAborted(mech, "malformed") }
 	switch mech {
 	case sasl.Plain:
-		return syntaxReplies{sasl.NewPlainServer(func(identity, user, pass string) error {
+		return syntaxReplies{malformed, sasl.NewPlainServer(func(identity, user, pass string) error {
 			if identity != "" && identity != user {
 				ss.s.opts.Metrics.auth.WithLabelValues(mech, "bad_credentials").Inc()
 				return replyError(535, "5.7.8", "the authorization identity must be empty or the user name")
@@ -81,7 +82,7 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 			return check(user, pass)
 		})}, nil
 	case sasl.Login:
-		return syntaxReplies{newLoginServer(check)}, nil
+		return syntaxReplies{malformed, newLoginServer(check)}, nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
@@ -90,7 +91,10 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 // not SMTP replies) with 501 5.5.2: go-smtp would answer 454 4.7.0, a temporary failure,
 // and the client would send the same response for ever. The shim's own replies (535,
 // 454 when the key could not be checked) pass unchanged.
-type syntaxReplies struct{ sasl.Server }
+type syntaxReplies struct {
+	malformed func() // counts the attempt
+	sasl.Server
+}
 
 func (s syntaxReplies) Next(response []byte) ([]byte, bool, error) {
 	challenge, done, err := s.Server.Next(response)
@@ -102,7 +106,31 @@ func (s syntaxReplies) Next(response []byte) ([]byte, bool, error) {
 	if errors.As(err, &se) {
 		return nil, true, se
 	}
+	s.malformed()
 	return nil, true, replyAuthSyntax
+}
+
+var _ smtp.AuthAborter = (*session)(nil)
+
+// AuthAborted counts an AUTH that go-smtp answered 501 itself: a response that is not
+// base64, or the client's "*". No key was checked, so the client is no closer to
+// sending; a client outside the devices' ranges still has only auth_timeout to succeed.
+func (ss *session) AuthAborted(mech string, cancelled bool) {
+	result := "malformed"
+	if cancelled {
+		result = "cancelled"
+	}
+	ss.authAborted(mech, result)
+}
+
+func (ss *session) authAborted(mech, result string) {
+	mech = strings.ToUpper(mech)
+	if !slices.Contains(ss.AuthMechanisms(), mech) {
+		// Any word the client sent: the metric's labels stay the mechanisms offered.
+		mech = "other"
+	}
+	ss.s.opts.Metrics.auth.WithLabelValues(mech, result).Inc()
+	ss.log.Info("smtp auth "+result, "mechanism", mech)
 }
 
 func (ss *session) authenticate(name, secret string) error {

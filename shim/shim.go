@@ -133,7 +133,8 @@ func New(opts Options) *Server {
 	}
 	srv := smtp.NewServer(&backend{s: s})
 	srv.Domain = opts.Hostname
-	srv.TLSConfig = opts.TLS
+	srv.TLSConfig = recordingHellos(opts.TLS)
+	srv.TLSHandshakeFailed = s.handshakeFailed
 	srv.AllowInsecureAuth = opts.AllowInsecureAuth
 	srv.MaxMessageBytes = opts.MaxMessageBytes
 	srv.MaxRecipients = opts.MaxRecipients
@@ -156,12 +157,12 @@ func New(opts Options) *Server {
 func (s *Server) Serve(ln net.Listener, implicitTLS bool) error {
 	// The limit counts TCP connections, under TLS: go-smtp must see the *tls.Conn itself
 	// to know a session is encrypted.
-	ln = s.conns.wrap(ln)
+	ln = s.conns.wrap(ln, implicitTLS)
 	if implicitTLS {
-		if s.opts.TLS == nil {
+		if s.smtp.TLSConfig == nil {
 			return errors.New("shim: implicit TLS needs a certificate")
 		}
-		ln = tls.NewListener(ln, s.opts.TLS)
+		ln = tls.NewListener(ln, s.smtp.TLSConfig)
 	}
 	err := s.smtp.Serve(ln)
 	if errors.Is(err, smtp.ErrServerClosed) {
@@ -201,7 +202,8 @@ func (s *Server) deviceAt(ip netip.Addr) (Principal, bool) {
 	return Principal{}, false
 }
 
-// errorLog routes go-smtp's own messages (accept errors, handshake failures) to slog.
+// errorLog routes go-smtp's own messages (accept errors, broken connections) to slog;
+// failed TLS handshakes have their own line (handshakeFailed).
 type errorLog struct{ log *slog.Logger }
 
 func (l errorLog) Printf(format string, v ...any) {

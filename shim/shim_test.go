@@ -66,7 +66,9 @@ func (o *outbox) sent() [][]byte {
 
 type fixture struct {
 	addr string
-	box  *outbox
+	// implicitAddr is the same shim's implicit TLS listener.
+	implicitAddr string
+	box          *outbox
 }
 
 // start runs the real service (in-process store) behind a shim on a loopback port.
@@ -109,15 +111,24 @@ func start(t testing.TB, adjust func(*shim.Options, *server.ServiceOptions)) *fi
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
+	implicit, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
 	go func() { done <- s.Serve(ln, false) }()
+	go func() { done <- s.Serve(implicit, true) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		s.Shutdown(ctx)
+		// A Serve that had not started yet when Shutdown ran still returns.
+		ln.Close()
+		implicit.Close()
+		<-done
 		<-done
 	})
-	return &fixture{addr: ln.Addr().String(), box: box}
+	return &fixture{addr: ln.Addr().String(), implicitAddr: implicit.Addr().String(), box: box}
 }
 
 // dial opens a net/smtp session, with STARTTLS unless plain, and AUTH PLAIN when key

@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/mailerr"
@@ -313,7 +314,7 @@ type sendOptions struct {
 	parts                []partSpec
 	headers              [][2]string
 	tags                 [][2]string
-	saveToSentItems      *bool
+	saveToSentItems      *wrapperspb.BoolValue
 	idempotencyKey       string
 	json                 bool
 }
@@ -390,7 +391,7 @@ func parseSendFlags(args []string, stderr io.Writer) (*sendOptions, error) {
 		if err != nil {
 			return errors.New("give true or false")
 		}
-		o.saveToSentItems = &b
+		o.saveToSentItems = wrapperspb.Bool(b)
 		return nil
 	})
 	fs.StringVar(&o.idempotencyKey, "idempotency-key", "", "")

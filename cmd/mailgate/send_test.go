@@ -28,6 +28,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/config"
@@ -118,7 +119,7 @@ func TestSendRequest(t *testing.T) {
 		},
 		Headers:         map[string]string{"X-A": "1"},
 		Tags:            map[string]string{"k": "v=w"},
-		SaveToSentItems: proto.Bool(false),
+		SaveToSentItems: wrapperspb.Bool(false),
 	}
 	key := got[0].GetIdempotencyKey()
 	if !strings.HasPrefix(key, "auto-") || got[1].GetIdempotencyKey() != key {

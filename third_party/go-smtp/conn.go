@@ -846,6 +846,7 @@ func (c *Conn) handleAuth(arg string) {
 		if err != nil {
 			// mailgate: a syntax error is permanent (RFC 4954 §4); 454 made clients
 			// retry the same bad response for ever.
+			c.authAborted(mechanism, false)
 			c.writeResponse(501, EnhancedCode{5, 5, 2}, "Invalid base64 data")
 			return
 		}
@@ -882,6 +883,7 @@ func (c *Conn) handleAuth(arg string) {
 
 		if encoded == "*" {
 			// https://tools.ietf.org/html/rfc4954#page-4
+			c.authAborted(mechanism, true) // mailgate
 			c.writeResponse(501, EnhancedCode{5, 0, 0}, "Negotiation cancelled")
 			return
 		}
@@ -889,6 +891,7 @@ func (c *Conn) handleAuth(arg string) {
 		response, err = decodeSASLResponse(encoded)
 		if err != nil {
 			// mailgate: as for the initial response.
+			c.authAborted(mechanism, false)
 			c.writeResponse(501, EnhancedCode{5, 5, 2}, "Invalid base64 data")
 			return
 		}
@@ -896,6 +899,20 @@ func (c *Conn) handleAuth(arg string) {
 
 	c.writeResponse(235, EnhancedCode{2, 0, 0}, "Authentication succeeded")
 	c.didAuth = true
+}
+
+// mailgate: AuthAborter is implemented by a Session that wants to know of the AUTH
+// exchanges that go-smtp ends itself, answering 501 without asking the SASL server: a
+// response that is not base64, or the client's "*" (cancelled). mech is as the client
+// sent it, upper-cased; it need not be one the Session offers.
+type AuthAborter interface {
+	AuthAborted(mech string, cancelled bool)
+}
+
+func (c *Conn) authAborted(mech string, cancelled bool) {
+	if a, ok := c.Session().(AuthAborter); ok {
+		a.AuthAborted(mech, cancelled)
+	}
 }
 
 func decodeSASLResponse(s string) ([]byte, error) {
@@ -936,7 +953,11 @@ func (c *Conn) handleStartTLS() {
 	tlsConn := tls.Server(c.conn, c.server.TLSConfig)
 
 	if err := tlsConn.Handshake(); err != nil {
-		c.writeResponse(550, EnhancedCode{5, 0, 0}, "Handshake error")
+		// mailgate: the client speaks TLS now, so a plaintext reply after the alert
+		// is noise to it, and the connection stayed open until the read timeout. Say
+		// why in the log, as for implicit TLS, and close it.
+		c.server.handshakeFailed(c.conn, err)
+		c.Close()
 		return
 	}
 

@@ -41,6 +41,11 @@ type Server struct {
 	ReadTimeout       time.Duration
 	WriteTimeout      time.Duration
 
+	// mailgate: TLSHandshakeFailed, when set, is told of each failed TLS handshake,
+	// at connect (implicit TLS) or after STARTTLS, instead of ErrorLog. conn is the
+	// connection under TLS; go-smtp closes it once TLSHandshakeFailed returns.
+	TLSHandshakeFailed func(conn net.Conn, err error)
+
 	// Advertise SMTPUTF8 (RFC 6531) capability.
 	// Should be used only if backend supports it.
 	EnableSMTPUTF8 bool
@@ -169,6 +174,10 @@ func (s *Server) handleConn(c *Conn) error {
 			c.conn.SetWriteDeadline(time.Now().Add(d))
 		}
 		if err := tlsConn.Handshake(); err != nil {
+			if s.TLSHandshakeFailed != nil { // mailgate
+				s.TLSHandshakeFailed(tlsConn.NetConn(), err)
+				return nil
+			}
 			return err
 		}
 	}
@@ -203,6 +212,15 @@ func (s *Server) handleConn(c *Conn) error {
 			return err
 		}
 	}
+}
+
+// mailgate: handshakeFailed reports a failed STARTTLS handshake on conn.
+func (s *Server) handshakeFailed(conn net.Conn, err error) {
+	if s.TLSHandshakeFailed != nil {
+		s.TLSHandshakeFailed(conn, err)
+		return
+	}
+	s.ErrorLog.Printf("STARTTLS handshake with %v failed: %s", conn.RemoteAddr(), err)
 }
 
 func (s *Server) network() string {

@@ -16,6 +16,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
+	wrapperspb "google.golang.org/protobuf/types/known/wrapperspb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -135,7 +136,7 @@ func (x *Address) GetName() string {
 	return ""
 }
 
-// A file attached to the message, or an inline part when content_id is set.
+// A file attached to the message, or an inline part when contentId is set.
 type Attachment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// File name shown to recipients. Required; no path separators or control characters.
@@ -209,13 +210,14 @@ func (x *Attachment) GetContentId() string {
 }
 
 // A message to send: either structured fields (subject, text/html, attachments...) or
-// a complete RFC 5322 message in raw_mime.
+// a complete RFC 5322 message in rawMime. Field names in these descriptions are the JSON
+// ones (lowerCamelCase, such as rawMime); gRPC uses the proto names (raw_mime).
 type SendMailRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The author. Must match one of the key's allowed senders and a configured route.
-	// With raw_mime it is the envelope sender and may be omitted (the From header is used).
+	// With rawMime it is the envelope sender and may be omitted (the From header is used).
 	From *Address `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
-	// Recipients. At least one of to, cc, bcc is required (with raw_mime, the To, Cc and
+	// Recipients. At least one of to, cc, bcc is required (with rawMime, the To, Cc and
 	// Bcc headers are used when all three are empty).
 	To []*Address `protobuf:"bytes,2,rep,name=to,proto3" json:"to,omitempty"`
 	Cc []*Address `protobuf:"bytes,3,rep,name=cc,proto3" json:"cc,omitempty"`
@@ -223,21 +225,23 @@ type SendMailRequest struct {
 	Bcc     []*Address `protobuf:"bytes,4,rep,name=bcc,proto3" json:"bcc,omitempty"`
 	ReplyTo []*Address `protobuf:"bytes,5,rep,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
 	Subject string     `protobuf:"bytes,6,opt,name=subject,proto3" json:"subject,omitempty"`
-	// Plain-text body. At least one of text, html, raw_mime is required.
+	// Plain-text body. At least one of text, html, rawMime is required.
 	Text string `protobuf:"bytes,7,opt,name=text,proto3" json:"text,omitempty"`
 	// HTML body. With text, the message is multipart/alternative.
 	Html        string        `protobuf:"bytes,8,opt,name=html,proto3" json:"html,omitempty"`
 	Attachments []*Attachment `protobuf:"bytes,9,rep,name=attachments,proto3" json:"attachments,omitempty"`
 	// Custom header fields. Names must start with `X-`.
 	Headers map[string]string `protobuf:"bytes,10,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Keep a copy in the sending mailbox's Sent Items (Graph only; default from the backend).
-	SaveToSentItems *bool `protobuf:"varint,11,opt,name=save_to_sent_items,json=saveToSentItems,proto3,oneof" json:"save_to_sent_items,omitempty"`
+	// Keep a copy in the sending mailbox's Sent Items (Graph only). Absent: the backend's
+	// default. In gRPC a google.protobuf.BoolValue, field 15; field 11 (an optional bool in
+	// mailgate.proto before) is refused with INVALID_ARGUMENT.
+	SaveToSentItems *wrapperspb.BoolValue `protobuf:"bytes,15,opt,name=save_to_sent_items,json=saveToSentItems,proto3" json:"save_to_sent_items,omitempty"`
 	// Free-form labels for logs and GetMessage. Keys: up to 64 of `[A-Za-z0-9_.-]`.
 	Tags map[string]string `protobuf:"bytes,12,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Same as the Idempotency-Key header. A retry with the same key never sends twice.
 	IdempotencyKey string `protobuf:"bytes,13,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// A complete RFC 5322 message, sent as is (Message-ID and Date are added when missing).
-	// Excludes subject, text, html, attachments, headers and reply_to.
+	// Excludes subject, text, html, attachments, headers and replyTo.
 	RawMime       []byte `protobuf:"bytes,14,opt,name=raw_mime,json=rawMime,proto3" json:"raw_mime,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -343,11 +347,11 @@ func (x *SendMailRequest) GetHeaders() map[string]string {
 	return nil
 }
 
-func (x *SendMailRequest) GetSaveToSentItems() bool {
-	if x != nil && x.SaveToSentItems != nil {
-		return *x.SaveToSentItems
+func (x *SendMailRequest) GetSaveToSentItems() *wrapperspb.BoolValue {
+	if x != nil {
+		return x.SaveToSentItems
 	}
-	return false
+	return nil
 }
 
 func (x *SendMailRequest) GetTags() map[string]string {
@@ -706,7 +710,7 @@ var File_mailgate_v1_mail_proto protoreflect.FileDescriptor
 
 const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\n" +
-	"\x16mailgate/v1/mail.proto\x12\vmailgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"<\n" +
+	"\x16mailgate/v1/mail.proto\x12\vmailgate.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a.protoc-gen-openapiv2/options/annotations.proto\"<\n" +
 	"\aAddress\x12\x1d\n" +
 	"\aaddress\x18\x01 \x01(\tB\x03\xe0A\x02R\aaddress\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\x89\x01\n" +
@@ -716,7 +720,7 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12\x18\n" +
 	"\acontent\x18\x03 \x01(\fR\acontent\x12\x1d\n" +
 	"\n" +
-	"content_id\x18\x04 \x01(\tR\tcontentId\"\xe0\x05\n" +
+	"content_id\x18\x04 \x01(\tR\tcontentId\"\xfe\x05\n" +
 	"\x0fSendMailRequest\x12(\n" +
 	"\x04from\x18\x01 \x01(\v2\x14.mailgate.v1.AddressR\x04from\x12$\n" +
 	"\x02to\x18\x02 \x03(\v2\x14.mailgate.v1.AddressR\x02to\x12$\n" +
@@ -728,8 +732,10 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\x04html\x18\b \x01(\tR\x04html\x129\n" +
 	"\vattachments\x18\t \x03(\v2\x17.mailgate.v1.AttachmentR\vattachments\x12C\n" +
 	"\aheaders\x18\n" +
-	" \x03(\v2).mailgate.v1.SendMailRequest.HeadersEntryR\aheaders\x120\n" +
-	"\x12save_to_sent_items\x18\v \x01(\bH\x00R\x0fsaveToSentItems\x88\x01\x01\x12:\n" +
+	" \x03(\v2).mailgate.v1.SendMailRequest.HeadersEntryR\aheaders\x12_\n" +
+	"\x12save_to_sent_items\x18\x0f \x01(\v2\x1a.google.protobuf.BoolValueB\x16\x92A\x13\x82\x03\x10\n" +
+	"\n" +
+	"x-nullable\x12\x02 \x01R\x0fsaveToSentItems\x12:\n" +
 	"\x04tags\x18\f \x03(\v2&.mailgate.v1.SendMailRequest.TagsEntryR\x04tags\x12'\n" +
 	"\x0fidempotency_key\x18\r \x01(\tR\x0eidempotencyKey\x12\x19\n" +
 	"\braw_mime\x18\x0e \x01(\fR\arawMime\x1a:\n" +
@@ -738,8 +744,7 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x15\n" +
-	"\x13_save_to_sent_items\"\xbc\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\v\x10\f\"\xbc\x02\n" +
 	"\x10SendMailResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -776,11 +781,62 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04SENT\x10\x01\x12\n" +
 	"\n" +
-	"\x06QUEUED\x10\x022\xde\x01\n" +
-	"\vMailService\x12e\n" +
-	"\bSendMail\x12\x1c.mailgate.v1.SendMailRequest\x1a\x1d.mailgate.v1.SendMailResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/messages:send\x12h\n" +
+	"\x06QUEUED\x10\x022\xf7\x18\n" +
+	"\vMailService\x12\xa9\x13\n" +
+	"\bSendMail\x12\x1c.mailgate.v1.SendMailRequest\x1a\x1d.mailgate.v1.SendMailResponse\"\xdf\x12\x92A\xbf\x12J\xb4\x01\n" +
+	"\x03400\x12\xac\x01\n" +
+	"\x86\x01INVALID_ARGUMENT: the request is malformed. A BadRequest detail lists every field violation by its JSON path, such as `to[0].address`.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJg\n" +
+	"\x03401\x12`\n" +
+	";UNAUTHENTICATED: no API key, or one mailgate does not know.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJ\xb5\x02\n" +
+	"\x03403\x12\xad\x02\n" +
+	"\x87\x02PERMISSION_DENIED: the key may not send as the From address (SENDER_NOT_ALLOWED), no route matches it (NO_ROUTE), or Microsoft 365 refused the sender (SEND_AS_DENIED, PERMISSION_DENIED, SENDER_DOMAIN_NOT_ACCEPTED, RECIPIENT_DOMAIN_NOT_ACCEPTED). Nothing was sent.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJ\xa6\x01\n" +
+	"\x03409\x12\x9e\x01\n" +
+	"yIDEMPOTENCY_KEY_IN_FLIGHT: a request with the same idempotency key is still in progress. Retry shortly with the same key.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJ\xa4\x01\n" +
+	"\x03413\x12\x9c\x01\n" +
+	"wMESSAGE_TOO_LARGE or GRAPH_REQUEST_TOO_LARGE: the message or the request body is over the size limit. Nothing was sent.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJ\xdc\x01\n" +
+	"\x03422\x12\xd4\x01\n" +
+	"\xae\x01IDEMPOTENCY_KEY_REUSED (the key was used for a different request) or BACKEND_REJECTED (the backend refused the message permanently; the ErrorInfo metadata carries its reply).\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJ\xfa\x01\n" +
+	"\x03429\x12\xf2\x01\n" +
+	"\x84\x01THROTTLED: a rate limit refused the message. Nothing was sent; retry after Retry-After (a RetryInfo detail carries the exact delay).\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatus\x1aF\n" +
+	"\vRetry-After\x127\n" +
+	",Seconds to wait before retrying, rounded up.\x12\aintegerJ\x8b\x03\n" +
+	"\x03503\x12\x83\x03\n" +
+	"\xdc\x01UNAVAILABLE, STORE_UNAVAILABLE, SERVER_BUSY, BACKEND_AUTH_FAILED, BACKEND_MAILBOX_UNAVAILABLE: nothing was sent, retrying is safe. OUTCOME_UNKNOWN: the message may have gone out; retry only with the same idempotency key.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatus\x1a\x7f\n" +
+	"\vRetry-After\x12p\n" +
+	"eSeconds to wait before retrying, when the details carry a RetryInfo (SERVER_BUSY, a backend's pause).\x12\aintegerJ\x9f\x01\n" +
+	"\x03504\x12\x97\x01\n" +
+	"rDEADLINE_EXCEEDED: the caller's deadline or limits.send_timeout passed first. Retry with the same idempotency key.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJu\n" +
+	"\adefault\x12j\n" +
+	"EAny other error (CANCELED 499, INTERNAL 500), as a google.rpc.Status.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusr\x91\x02\n" +
+	"\x8e\x02\n" +
+	"\x0fIdempotency-Key\x12\xf8\x01A key of up to 255 printable ASCII characters, bare or as a quoted string (`\"abc\"`). A retry with the same key is answered from the first request's record and never sends twice. Same as the idempotencyKey field; given both ways, they must be equal.\x18\x01\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/messages:send\x12\xbb\x05\n" +
 	"\n" +
-	"GetMessage\x12\x1e.mailgate.v1.GetMessageRequest\x1a\x1f.mailgate.v1.GetMessageResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/messages/{id}B\xc4\x04\x92A\x87\x04\x12\xc9\x02\n" +
+	"GetMessage\x12\x1e.mailgate.v1.GetMessageRequest\x1a\x1f.mailgate.v1.GetMessageResponse\"\xeb\x04\x92A\xce\x04Jq\n" +
+	"\x03400\x12j\n" +
+	"EINVALID_ARGUMENT: the id is not one SendMail returns (26 characters).\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJg\n" +
+	"\x03401\x12`\n" +
+	";UNAUTHENTICATED: no API key, or one mailgate does not know.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJ|\n" +
+	"\x03404\x12u\n" +
+	"PNOT_FOUND: no message with this id for this API key within the retention window.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJ{\n" +
+	"\x03503\x12t\n" +
+	"OSTORE_UNAVAILABLE: the message records are unavailable (Redis does not answer).\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJu\n" +
+	"\adefault\x12j\n" +
+	"EAny other error (CANCELED 499, INTERNAL 500), as a google.rpc.Status.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatus\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/messages/{id}B\xc4\x04\x92A\x87\x04\x12\xc9\x02\n" +
 	"\bmailgate\x12\xb8\x02Send mail through Microsoft 365 with one API. Authenticate with an API key in `Authorization: Bearer <key>` or `X-API-Key: <key>`. Errors are google.rpc.Status objects whose details carry an ErrorInfo (reason, metadata) and, when the request was throttled, a RetryInfo; HTTP 429 responses also carry Retry-After.2\x02v1*\x02\x01\x022\x10application/json:\x10application/jsonZl\n" +
 	"4\n" +
 	"\fApiKeyHeader\x12$\b\x02\x12\x13The API key itself.\x1a\tX-API-Key \x02\n" +
@@ -817,7 +873,8 @@ var file_mailgate_v1_mail_proto_goTypes = []any{
 	nil,                           // 8: mailgate.v1.SendMailRequest.HeadersEntry
 	nil,                           // 9: mailgate.v1.SendMailRequest.TagsEntry
 	nil,                           // 10: mailgate.v1.GetMessageResponse.TagsEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*wrapperspb.BoolValue)(nil),  // 11: google.protobuf.BoolValue
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_mailgate_v1_mail_proto_depIdxs = []int32{
 	1,  // 0: mailgate.v1.SendMailRequest.from:type_name -> mailgate.v1.Address
@@ -827,22 +884,23 @@ var file_mailgate_v1_mail_proto_depIdxs = []int32{
 	1,  // 4: mailgate.v1.SendMailRequest.reply_to:type_name -> mailgate.v1.Address
 	2,  // 5: mailgate.v1.SendMailRequest.attachments:type_name -> mailgate.v1.Attachment
 	8,  // 6: mailgate.v1.SendMailRequest.headers:type_name -> mailgate.v1.SendMailRequest.HeadersEntry
-	9,  // 7: mailgate.v1.SendMailRequest.tags:type_name -> mailgate.v1.SendMailRequest.TagsEntry
-	0,  // 8: mailgate.v1.SendMailResponse.status:type_name -> mailgate.v1.Status
-	5,  // 9: mailgate.v1.SendMailResponse.rejected_recipients:type_name -> mailgate.v1.RejectedRecipient
-	0,  // 10: mailgate.v1.GetMessageResponse.status:type_name -> mailgate.v1.Status
-	10, // 11: mailgate.v1.GetMessageResponse.tags:type_name -> mailgate.v1.GetMessageResponse.TagsEntry
-	11, // 12: mailgate.v1.GetMessageResponse.accept_time:type_name -> google.protobuf.Timestamp
-	5,  // 13: mailgate.v1.GetMessageResponse.rejected_recipients:type_name -> mailgate.v1.RejectedRecipient
-	3,  // 14: mailgate.v1.MailService.SendMail:input_type -> mailgate.v1.SendMailRequest
-	6,  // 15: mailgate.v1.MailService.GetMessage:input_type -> mailgate.v1.GetMessageRequest
-	4,  // 16: mailgate.v1.MailService.SendMail:output_type -> mailgate.v1.SendMailResponse
-	7,  // 17: mailgate.v1.MailService.GetMessage:output_type -> mailgate.v1.GetMessageResponse
-	16, // [16:18] is the sub-list for method output_type
-	14, // [14:16] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	11, // 7: mailgate.v1.SendMailRequest.save_to_sent_items:type_name -> google.protobuf.BoolValue
+	9,  // 8: mailgate.v1.SendMailRequest.tags:type_name -> mailgate.v1.SendMailRequest.TagsEntry
+	0,  // 9: mailgate.v1.SendMailResponse.status:type_name -> mailgate.v1.Status
+	5,  // 10: mailgate.v1.SendMailResponse.rejected_recipients:type_name -> mailgate.v1.RejectedRecipient
+	0,  // 11: mailgate.v1.GetMessageResponse.status:type_name -> mailgate.v1.Status
+	10, // 12: mailgate.v1.GetMessageResponse.tags:type_name -> mailgate.v1.GetMessageResponse.TagsEntry
+	12, // 13: mailgate.v1.GetMessageResponse.accept_time:type_name -> google.protobuf.Timestamp
+	5,  // 14: mailgate.v1.GetMessageResponse.rejected_recipients:type_name -> mailgate.v1.RejectedRecipient
+	3,  // 15: mailgate.v1.MailService.SendMail:input_type -> mailgate.v1.SendMailRequest
+	6,  // 16: mailgate.v1.MailService.GetMessage:input_type -> mailgate.v1.GetMessageRequest
+	4,  // 17: mailgate.v1.MailService.SendMail:output_type -> mailgate.v1.SendMailResponse
+	7,  // 18: mailgate.v1.MailService.GetMessage:output_type -> mailgate.v1.GetMessageResponse
+	17, // [17:19] is the sub-list for method output_type
+	15, // [15:17] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_mailgate_v1_mail_proto_init() }
@@ -850,7 +908,6 @@ func file_mailgate_v1_mail_proto_init() {
 	if File_mailgate_v1_mail_proto != nil {
 		return
 	}
-	file_mailgate_v1_mail_proto_msgTypes[2].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

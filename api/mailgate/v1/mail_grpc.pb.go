@@ -37,11 +37,14 @@ type MailServiceClient interface {
 	// operator configured, and returns once the backend has accepted it (status SENT) or
 	// mailgate has taken responsibility for it (status QUEUED).
 	//
-	// Send `Idempotency-Key` (header or metadata) or `idempotency_key` so that a retried
-	// request never sends twice.
+	// Send the `Idempotency-Key` header (gRPC metadata `idempotency-key`) or the
+	// idempotencyKey field so that a retried request never sends twice.
 	SendMail(ctx context.Context, in *SendMailRequest, opts ...grpc.CallOption) (*SendMailResponse, error)
-	// GetMessage returns what mailgate recorded about a message it accepted, within the
-	// retention window. Only the API key that sent a message can read it.
+	// GetMessage returns what mailgate recorded about a message it accepted.
+	//
+	// Records are kept for idempotency.ttl (24 hours by default).
+	// Only the API key that sent a message can read it; for any other key it does not
+	// exist (404).
 	GetMessage(ctx context.Context, in *GetMessageRequest, opts ...grpc.CallOption) (*GetMessageResponse, error)
 }
 
@@ -83,11 +86,14 @@ type MailServiceServer interface {
 	// operator configured, and returns once the backend has accepted it (status SENT) or
 	// mailgate has taken responsibility for it (status QUEUED).
 	//
-	// Send `Idempotency-Key` (header or metadata) or `idempotency_key` so that a retried
-	// request never sends twice.
+	// Send the `Idempotency-Key` header (gRPC metadata `idempotency-key`) or the
+	// idempotencyKey field so that a retried request never sends twice.
 	SendMail(context.Context, *SendMailRequest) (*SendMailResponse, error)
-	// GetMessage returns what mailgate recorded about a message it accepted, within the
-	// retention window. Only the API key that sent a message can read it.
+	// GetMessage returns what mailgate recorded about a message it accepted.
+	//
+	// Records are kept for idempotency.ttl (24 hours by default).
+	// Only the API key that sent a message can read it; for any other key it does not
+	// exist (404).
 	GetMessage(context.Context, *GetMessageRequest) (*GetMessageResponse, error)
 	mustEmbedUnimplementedMailServiceServer()
 }
