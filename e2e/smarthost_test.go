@@ -100,11 +100,11 @@ func (c *smtpConn) reply() (int, string, error) {
 			return 0, strings.Join(text, "\n"), err
 		}
 		line = strings.TrimRight(line, "\r\n")
-		if len(line) < 4 {
+		if len(line) < 3 {
 			return 0, line, fmt.Errorf("malformed reply %q", line)
 		}
 		text = append(text, line)
-		if line[3] == ' ' {
+		if len(line) == 3 || line[3] == ' ' {
 			code, err := strconv.Atoi(line[:3])
 			return code, strings.Join(text, "\n"), err
 		}
@@ -201,7 +201,7 @@ type smarthostCase struct {
 	rcpts    []string // RCPT TO
 	smtputf8 bool
 	eol      string // line ending of the file: "\r\n", or "\n" for an LF-only file
-	// header is the case's header lines before X-Test-Id, with %d for i.
+	// header is the case's header lines before X-Test-Id, with a verb such as %d for i.
 	header []string
 	// msgIDDomain: the message has no Message-ID, and the shim adds
 	// <32 hex digits.shim@msgIDDomain>.
@@ -216,7 +216,7 @@ func (c smarthostCase) testID(i int) string { return fmt.Sprintf("%s-%d", c.name
 func (c smarthostCase) lines(i int, fix bool) []string {
 	var h []string
 	for _, l := range c.header {
-		if strings.Contains(l, "%d") {
+		if strings.Contains(l, "%") {
 			l = fmt.Sprintf(l, i)
 		}
 		h = append(h, l)
@@ -289,7 +289,7 @@ func smarthostCases() []smarthostCase {
 		{
 			name: "msgid-bare", from: "app@contoso.com", rcpts: []string{"bob@example.com"}, eol: "\r\n",
 			header: []string{"From: app@contoso.com", "To: bob@example.com", "Subject: Scan %d",
-				"Message-ID: 20261203.%d@mfp", date},
+				"Message-ID: 20261203.%04d@mfp", date},
 			fix: func(lines []string) []string {
 				out := slices.Clone(lines)
 				for j, l := range out {
@@ -321,9 +321,12 @@ func smarthostCases() []smarthostCase {
 			msgIDDomain: "contoso.com",
 		},
 		{
-			name: "plain", from: "app@contoso.com", rcpts: []string{"bob@example.com"}, eol: "\r\n",
-			header: []string{"From: Scanner <app@contoso.com>", "To: Bob <bob@example.com>", "Subject: Scan %d",
-				"Message-ID: <plain-%d@mfp.contoso.com>", date},
+			name: "plain", from: "app@contoso.com", rcpts: []string{"bob@example.com", "audit@contoso.com"}, eol: "\r\n",
+			header: []string{"From: Scanner <app@contoso.com>", "To: Bob <bob@example.com>", "Bcc: audit@contoso.com",
+				"Subject: Scan %d", "Message-ID: <plain-%d@mfp.contoso.com>", date},
+			fix: func(lines []string) []string {
+				return slices.DeleteFunc(slices.Clone(lines), func(l string) bool { return strings.HasPrefix(l, "Bcc: ") })
+			},
 		},
 	}
 }
@@ -338,10 +341,10 @@ type submission struct {
 var (
 	postfixQueuedRE = regexp.MustCompile(`^250 2\.0\.0 Ok: queued as ([0-9A-Za-z]+)$`)
 	// Postfix's own Received field, at the top of what it relays (smtpd_peername_lookup
-	// = no: the client's name is unknown). "for" is there for a single recipient.
+	// = no: the client's name is unknown). "for <recipient>" is there for a single one.
 	postfixReceivedRE = regexp.MustCompile(`^Received: from device\.test \(unknown \[127\.0\.0\.1\]\)\r\n` +
-		`\tby mx\.contoso\.test \(Postfix\) with (?:ESMTP|UTF8SMTP) id ([0-9A-Za-z]+)\r\n` +
-		`(?:\tfor <[^>\r\n]+>; |\t?)[A-Z][a-z]{2}, [ 0-9]{2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \([A-Z]+\)\r\n$`)
+		`\tby mx\.contoso\.test \(Postfix\) with (?:ESMTP|UTF8SMTP) id ([0-9A-Za-z]+)` +
+		`(?:\r\n\tfor <[^>\r\n]+>; |;\r\n\t)[A-Z][a-z]{2}, [ 0-9]{2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d [+-]\d{4} \([A-Z]+\)\r\n$`)
 	// The shim's Received field: from the client's EHLO name and address, by the shim's
 	// host name, with the date it took the message.
 	shimReceivedRE = regexp.MustCompile(`^Received: from (\S+) \([^)]*\[127\.0\.0\.1\][^)]*\)\s+by shim\.test\b[^;]*; [A-Z][a-z]{2}, [ 0-9]{1,2} [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d [+-]\d{4}(?: \([A-Z]+\))?\r\n$`)
@@ -365,68 +368,62 @@ func nextField(msg []byte) (field, rest []byte) {
 	}
 }
 
-// checkDelivered compares a delivered file with the message as sent: it must be the
-// message's bytes with the documented changes, below the fields Postfix and the shim
-// add in front: Postfix's Received line (when it came through Postfix), and the shim's
-// Received line, with a Message-ID and a Date where the message has none.
+// checkDelivered compares a delivered file with the message as sent. The file must be,
+// in this order: the shim's Received field (trace fields go on top, RFC 5321 §4.4);
+// Postfix's Received field, when the message came through Postfix; the Message-ID and
+// the Date added when the message has none, below the trace fields; then exactly the
+// message's bytes with the documented changes (CRLF line endings, a bracketed
+// Message-ID, a re-encoded From display name, no Bcc).
 func checkDelivered(got []byte, s submission) error {
 	if i := bareLF(got); i >= 0 {
 		return fmt.Errorf("an LF without CR at byte %d: the delivered message must have CRLF line endings only", i)
 	}
-	want := s.c.want(s.i)
-	if !bytes.HasSuffix(got, want) {
-		return fmt.Errorf("the delivered message does not end with the message as sent (with the documented changes):\n%q", want)
+	rest := got
+	next := func() string {
+		f, r := nextField(rest)
+		rest = r
+		return string(f)
 	}
-	var added []string
-	for prefix := got[:len(got)-len(want)]; len(prefix) > 0; {
-		var f []byte
-		f, prefix = nextField(prefix)
-		added = append(added, string(f))
+	f := next()
+	m := shimReceivedRE.FindStringSubmatch(f)
+	switch {
+	case m == nil:
+		return fmt.Errorf("the first field is not the shim's Received field: %q", f)
+	case m[1] != s.helo():
+		return fmt.Errorf("the shim's Received names the client %q, want its EHLO name %q: %q", m[1], s.helo(), f)
 	}
 	if s.queue != "" {
-		var m []string
-		if len(added) > 0 {
-			m = postfixReceivedRE.FindStringSubmatch(added[len(added)-1])
-		}
+		f = next()
+		m = postfixReceivedRE.FindStringSubmatch(f)
 		switch {
 		case m == nil:
-			return fmt.Errorf("no Received field of Postfix's right above the message; the fields above it: %q", added)
+			return fmt.Errorf("the second field is not Postfix's Received field: %q", f)
 		case m[1] != s.queue:
 			return fmt.Errorf("Postfix's Received names queue id %s, want %s", m[1], s.queue)
 		}
-		added = added[:len(added)-1]
 	}
-	var received, msgID, date int
-	for _, f := range added {
+	if s.c.msgIDDomain != "" {
+		f = next()
+		m = derivedMsgIDRE.FindStringSubmatch(f)
 		switch {
-		case shimReceivedRE.MatchString(f):
-			if from := shimReceivedRE.FindStringSubmatch(f)[1]; from != s.helo() {
-				return fmt.Errorf("the shim's Received names the client %q, want its EHLO name %q: %q", from, s.helo(), f)
-			}
-			received++
-		case derivedMsgIDRE.MatchString(f):
-			if d := derivedMsgIDRE.FindStringSubmatch(f)[1]; d != s.c.msgIDDomain {
-				return fmt.Errorf("the Message-ID the shim added is in %q, want %q: %q", d, s.c.msgIDDomain, f)
-			}
-			msgID++
-		case addedDateRE.MatchString(f):
-			d, err := time.Parse(time.RFC1123Z, strings.TrimSuffix(strings.TrimPrefix(f, "Date: "), "\r\n"))
-			if err != nil || time.Since(d).Abs() > 10*time.Minute {
-				return fmt.Errorf("the Date added is not the time it was sent: %q", f)
-			}
-			date++
-		default:
-			return fmt.Errorf("a field above the message that is none of the shim's Received, a Message-ID or a Date added: %q", f)
+		case m == nil:
+			return fmt.Errorf("below the trace fields, want the Message-ID the shim adds, <32 hex digits.shim@%s>; got %q", s.c.msgIDDomain, f)
+		case m[1] != s.c.msgIDDomain:
+			return fmt.Errorf("the Message-ID the shim added is in %q, want %q: %q", m[1], s.c.msgIDDomain, f)
 		}
 	}
-	if received != 1 {
-		return fmt.Errorf("want one Received field of the shim's above the message, got %d: %q", received, added)
+	if !s.c.dated() {
+		f = next()
+		if !addedDateRE.MatchString(f) {
+			return fmt.Errorf("want the Date mailgate adds next; got %q", f)
+		}
+		d, err := time.Parse(time.RFC1123Z, strings.TrimSuffix(strings.TrimPrefix(f, "Date: "), "\r\n"))
+		if err != nil || time.Since(d).Abs() > 10*time.Minute {
+			return fmt.Errorf("the Date added is not the time the message was sent: %q", f)
+		}
 	}
-	if want := btoi(s.c.msgIDDomain != ""); msgID != want {
-		return fmt.Errorf("%d Message-ID fields added above the message, want %d: %q", msgID, want, added)
-	}
-	if want := btoi(!s.c.dated()); date != want {
-		return fmt.Errorf("%d Date fields added above the message, want %d: %q", date, want, added)
+	if want := s.c.want(s.i); !bytes.Equal(rest, want) {
+		return fmt.Errorf("below the fields added, the message differs from what was sent (with the documented changes):\n got %q\nwant %q", rest, want)
 	}
 	return nil
 }
@@ -443,13 +440,6 @@ func (s submission) helo() string {
 // dated reports whether the case's messages have a Date field.
 func (c smarthostCase) dated() bool {
 	return slices.ContainsFunc(c.header, func(l string) bool { return strings.HasPrefix(l, "Date: ") })
-}
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // bareLF is the index of the first LF not after a CR, or -1.
