@@ -355,8 +355,8 @@ var (
 	derivedMsgIDRE = regexp.MustCompile(`^Message-ID: <[0-9a-f]{32}\.shim@([^>\r\n]+)>\r\n$`)
 )
 
-// headerFields splits the start of msg into its header fields (each with its
-// continuation lines and CRLF); rest is what follows the last field returned.
+// nextField splits off the first header field of msg, with its continuation lines and
+// CRLF; rest is what follows it.
 func nextField(msg []byte) (field, rest []byte) {
 	end := 0
 	for {
@@ -565,8 +565,8 @@ func waitPostfix(t *testing.T, dir string, n int) {
 	}
 }
 
-// submitAll sends the messages to addr over conns connections at once, and returns
-// each message's Postfix queue id. A refusal fails the test.
+// submitAll sends the messages to addr over conns connections at once, and records
+// each message's Postfix queue id in it. A refusal fails the test.
 func submitAll(t *testing.T, addr string, subs []submission, conns int) {
 	t.Helper()
 	var wg sync.WaitGroup
@@ -660,11 +660,6 @@ func TestPostfixSmarthostIntoShim(t *testing.T) {
 	px := newReplyCutter(t, shimAddr)
 	pdir, paddr := postfixRelay(t, "--relayhost", px.addr, "--no-client-cert", "--no-tls")
 	t.Logf("mailgate and Postfix ready after %s", time.Since(started).Round(time.Millisecond))
-	defer func() {
-		if t.Failed() {
-			t.Logf("mailgate's log:\n%s", lastLines(p.logs(), 30))
-		}
-	}()
 
 	var subs []submission
 	rcpts := 0
