@@ -1,10 +1,13 @@
 package senders
 
 import (
+	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"io"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,8 +45,14 @@ type Message struct {
 
 	rawHeader *RawHeader // what ParseRawHeader read from raw
 	raw       []byte     // the caller's bytes, for a raw message
-	rawPrefix []byte     // header fields mailgate adds in front of raw (Message-ID, Date)
-	rawBcc    [][2]int   // byte ranges of raw's Bcc fields, left out when writing
+	rawEdits  []rawEdit  // what writing changes in raw, in order
+}
+
+// rawEdit replaces raw[start:end] (whole lines) with with (CRLF lines): a Bcc field
+// left out, a Message-ID or From field rewritten, a field added (start == end).
+type rawEdit struct {
+	start, end int
+	with       string
 }
 
 // Content is a structured message.
@@ -95,11 +104,14 @@ func NewMessage(id string, c *Content, now time.Time) *Message {
 }
 
 // NewRawMessage wraps an RFC 5322 message whose header h was parsed by ParseRawHeader.
-// The bytes are kept as they are; a Message-ID and a Date are prepended when missing.
-// From and the envelope come from the header; callers may override Recipients and
-// EnvelopeFrom afterwards.
+// The bytes are kept as they are, and written with these changes: CRLF line endings;
+// a Message-ID and a Date added after the trace fields when missing; a Message-ID
+// without angle brackets bracketed, one that is no msg-id (or empty) replaced, in place;
+// a From whose display name is not UTF-8 re-encoded; Bcc fields left out. From and the
+// envelope come from the header; callers may override Recipients and EnvelopeFrom
+// afterwards.
 func NewRawMessage(id string, raw []byte, h *RawHeader, now time.Time) *Message {
-	m := &Message{ID: id, Date: now, raw: raw, rawHeader: h, MessageID: h.MessageID}
+	m := &Message{ID: id, Date: now, raw: raw, rawHeader: h}
 	if len(h.From) > 0 {
 		m.From = *h.From[0]
 		m.EnvelopeFrom = h.From[0].Address
@@ -111,11 +123,35 @@ func NewRawMessage(id string, raw []byte, h *RawHeader, now time.Time) *Message 
 		}
 	}
 	m.Recipients = rcpts.list
-	if m.MessageID == "" {
+	var edits []rawEdit
+	var added string
+	switch normal, ok := NormalMessageID(h.MessageID); {
+	case ok:
+		m.MessageID = normal
+		if normal != strings.TrimSpace(h.MessageID) {
+			f := h.MessageIDField
+			edits = append(edits, rawEdit{f.Start, f.End, MessageIDLine(f.Name, normal)})
+		}
+	case h.MessageIDField != nil:
 		m.MessageID = newMessageID(id, m.From.Address)
+		f := h.MessageIDField
+		edits = append(edits, rawEdit{f.Start, f.End, MessageIDLine(f.Name, m.MessageID)})
+	default:
+		m.MessageID = newMessageID(id, m.From.Address)
+		added = MessageIDLine("", m.MessageID)
 	}
-	m.rawPrefix = prefixFor(m, h, now)
-	m.rawBcc = h.blind
+	if !h.HasDate {
+		added += "Date: " + now.Format(time.RFC1123Z) + "\r\n"
+	}
+	if added != "" {
+		edits = append(edits, rawEdit{h.TraceEnd, h.TraceEnd, added})
+	}
+	edits = append(edits, h.rewrites...)
+	for _, b := range h.blind {
+		edits = append(edits, rawEdit{start: b[0], end: b[1]})
+	}
+	slices.SortFunc(edits, func(a, b rawEdit) int { return cmp.Or(cmp.Compare(a.start, b.start), cmp.Compare(a.end, b.end)) })
+	m.rawEdits = edits
 	return m
 }
 
@@ -125,18 +161,7 @@ func NewRawMessage(id string, raw []byte, h *RawHeader, now time.Time) *Message 
 // is written: blind recipients are in Recipients only.
 func (m *Message) WriteTo(w io.Writer) (int64, error) {
 	if m.Content == nil {
-		n, err := w.Write(m.rawPrefix)
-		total := int64(n)
-		at := 0
-		for _, r := range append(m.rawBcc, [2]int{len(m.raw), len(m.raw)}) {
-			if err != nil {
-				break
-			}
-			n, err = w.Write(m.raw[at:r[0]])
-			total += int64(n)
-			at = r[1]
-		}
-		return total, err
+		return m.writeRaw(w)
 	}
 	var sp splice
 	msg, err := m.compose(&sp)
@@ -168,13 +193,96 @@ func (m *Message) HeaderRecipients() []string {
 	return out
 }
 
+// HeaderRecipientsUnparsed reports whether a raw message's To or Cc field did not parse:
+// a backend that takes the recipients from the header cannot know whom it names.
+func (m *Message) HeaderRecipientsUnparsed() bool {
+	return m.rawHeader != nil && m.rawHeader.unparsed
+}
+
 // RawSize is how many bytes WriteTo writes for a raw message.
 func (m *Message) RawSize() int {
-	n := len(m.rawPrefix) + len(m.raw)
-	for _, r := range m.rawBcc {
-		n -= r[1] - r[0]
+	n := len(m.raw)
+	if m.rawHeader != nil {
+		n += m.rawHeader.BareLF
+	}
+	for _, e := range m.rawEdits {
+		n += len(e.with) - (e.end - e.start)
+		if m.rawHeader != nil && m.rawHeader.BareLF > 0 {
+			n -= CountBareLF(m.raw[e.start:e.end])
+		}
 	}
 	return n
+}
+
+// writeRaw writes raw with its edits, bare LFs as CRLF. Nothing is copied: a 35 MB
+// message is written from the caller's bytes.
+func (m *Message) writeRaw(w io.Writer) (int64, error) {
+	cw := &countWriter{w: w}
+	var bw *bufio.Writer
+	var out io.Writer = cw
+	lf := m.rawHeader != nil && m.rawHeader.BareLF > 0
+	if lf {
+		// One write per line would be hundreds of thousands of writes for a large
+		// message; the buffer makes them a few.
+		bw = bufio.NewWriterSize(cw, 64<<10)
+		out = bw
+	}
+	at := 0
+	for _, e := range append(m.rawEdits, rawEdit{start: len(m.raw), end: len(m.raw)}) {
+		if err := m.writeSpan(out, at, e.start, lf); err != nil {
+			return cw.n, err
+		}
+		if _, err := io.WriteString(out, e.with); err != nil {
+			return cw.n, err
+		}
+		at = e.end
+	}
+	if bw != nil {
+		if err := bw.Flush(); err != nil {
+			return cw.n, err
+		}
+	}
+	return cw.n, nil
+}
+
+// writeSpan writes raw[a:b], each LF without a CR before it (in raw) as CRLF when lf.
+// Spans start at line starts, so the byte before a is the end of the line before.
+func (m *Message) writeSpan(w io.Writer, a, b int, lf bool) error {
+	if !lf {
+		_, err := w.Write(m.raw[a:b])
+		return err
+	}
+	for from := a; a < b; {
+		i := bytes.IndexByte(m.raw[from:b], '\n')
+		if i < 0 {
+			_, err := w.Write(m.raw[a:b])
+			return err
+		}
+		i += from
+		if i > 0 && m.raw[i-1] == '\r' {
+			from = i + 1
+			continue
+		}
+		if _, err := w.Write(m.raw[a:i]); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(w, "\r\n"); err != nil {
+			return err
+		}
+		a, from = i+1, i+1
+	}
+	return nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // WriteRawWithBcc writes a raw message as WriteTo does, with one Bcc field listing bcc
@@ -186,12 +294,8 @@ func (m *Message) WriteRawWithBcc(w io.Writer, bcc []string) (int64, error) {
 	}
 	var n int64
 	if len(bcc) > 0 {
-		eol := "\n"
-		if m.rawHeader != nil && m.rawHeader.CRLF {
-			eol = "\r\n"
-		}
 		// One address per line keeps every line far below RFC 5322's 998 characters.
-		k, err := io.WriteString(w, "Bcc: "+strings.Join(bcc, ","+eol+" ")+eol)
+		k, err := io.WriteString(w, "Bcc: "+strings.Join(bcc, ",\r\n ")+"\r\n")
 		n += int64(k)
 		if err != nil {
 			return n, err
@@ -301,10 +405,13 @@ func qpSize(s string) int64 {
 	return n + n/75*3
 }
 
+// newMessageID is the Message-ID mailgate gives a message: its id at the From address's
+// domain, in ASCII (A-labels), as a msg-id must be; go-mail would write a Unicode domain
+// as an RFC 2047 word, which is no msg-id.
 func newMessageID(id, from string) string {
-	domain := "mailgate.invalid"
-	if i := strings.LastIndexByte(from, '@'); i >= 0 && i < len(from)-1 {
-		domain = from[i+1:]
+	domain := mailaddr.Domain(from)
+	if domain == "" {
+		domain = "mailgate.invalid"
 	}
 	return "<" + id + "@" + domain + ">"
 }

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
 	"net/mail"
 	"strings"
-	"time"
+	"unicode/utf8"
+
+	"github.com/emersion/go-message/charset"
 )
 
 // Limits of a raw message's header section.
@@ -134,6 +138,23 @@ func bareCR(b []byte) int {
 	}
 }
 
+// CountBareLF counts the LFs in b that no CR precedes: what writing b with CRLF line
+// endings adds.
+func CountBareLF(b []byte) int {
+	n := 0
+	for i := 0; ; {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return n
+		}
+		i += j
+		if i == 0 || b[i-1] != '\r' {
+			n++
+		}
+		i++
+	}
+}
+
 // quoteStart quotes the start of b for an error message: at most 40 bytes, so that an
 // error never echoes a whole oversized line.
 func quoteStart(b []byte) string {
@@ -143,34 +164,61 @@ func quoteStart(b []byte) string {
 	return fmt.Sprintf("%q", b)
 }
 
+// FieldSpan is where a header field is in a message: raw[Start:End], continuation lines
+// and line ending included.
+type FieldSpan struct {
+	Name       string // as written
+	Start, End int
+}
+
 // RawHeader is what mailgate reads from the header of a raw message.
 type RawHeader struct {
-	From        []*mail.Address
-	To, Cc, Bcc []*mail.Address
-	MessageID   string
-	HasDate     bool
-	CRLF        bool // the header uses CRLF line endings
+	From []*mail.Address
+	// To, Cc and Bcc are the addresses of those fields. A field that does not parse
+	// leaves its list empty and RecipientsErr says why: its addresses matter only when
+	// the header gives the recipients.
+	To, Cc, Bcc   []*mail.Address
+	RecipientsErr error
+	// MessageID is the Message-ID field's value, unfolded, as the message gives it; ""
+	// without one or when it is empty. MessageIDField is the field, nil without one.
+	MessageID      string
+	MessageIDField *FieldSpan
+	HasDate        bool
+	// TraceEnd is where the trace fields (Received, Return-Path) at the top of the
+	// message end: fields mailgate adds go there.
+	TraceEnd int
+	// BareLF counts the message's LFs without a CR before them; written, each becomes
+	// CRLF.
+	BareLF int
 
-	blind [][2]int // byte ranges of the Bcc and Resent-Bcc fields
+	blind    [][2]int  // byte ranges of the Bcc and Resent-Bcc fields
+	rewrites []rawEdit // From, To and Cc fields whose display names were not UTF-8, re-encoded
+	unparsed bool      // a To or Cc field did not parse
 }
 
 // ParseRawHeader reads the header section of an RFC 5322 message, strictly where the
-// header decides who sends and who receives. It fails when a structural field is
-// ambiguous (a second From, To, Subject…; white space before a structural field's
-// colon; group syntax in From), when an address field does not parse, and on what
-// scanHeader refuses. Errors say which field and which rule.
+// header decides who sends, leniently where it does not. It fails when a structural
+// field is ambiguous (a second From, To, Subject…; white space before a structural
+// field's colon; group syntax in From), when From does not parse, and on what
+// scanHeader refuses. To, Cc and Bcc that do not parse are reported in RecipientsErr,
+// not refused: they decide nothing when an envelope gives the recipients. Errors say
+// which field and which rule.
 func ParseRawHeader(raw []byte) (*RawHeader, error) {
 	fields, _, err := scanHeader(raw)
 	if err != nil {
 		return nil, err
 	}
-	h := &RawHeader{}
-	if i := bytes.IndexByte(raw, '\n'); i > 0 && raw[i-1] == '\r' {
-		h.CRLF = true
-	}
+	h := &RawHeader{BareLF: CountBareLF(raw)}
 	seen := map[string]bool{}
 	values := map[string]string{}
+	var spans = map[string]*FieldSpan{}
+	trace := true
 	for _, f := range fields {
+		if trace && (f.key == "received" || f.key == "return-path") {
+			h.TraceEnd = f.end
+		} else {
+			trace = false
+		}
 		canonical, single := singleFields[f.key]
 		if blindFields[f.key] {
 			h.blind = append(h.blind, [2]int{f.start, f.end})
@@ -189,33 +237,186 @@ func ParseRawHeader(raw []byte) (*RawHeader, error) {
 		}
 		seen[f.key] = true
 		values[f.key] = f.unfolded()
+		spans[f.key] = &FieldSpan{Name: f.name, Start: f.start, End: f.end}
 	}
 	if len(values["subject"]) > MaxRawSubject {
 		return nil, fmt.Errorf("Subject header: %d characters unfolded; the limit is %d", len(values["subject"]), MaxRawSubject)
 	}
 	h.MessageID = values["message-id"]
+	h.MessageIDField = spans["message-id"]
 	h.HasDate = values["date"] != ""
 	if hasGroup(values["from"]) {
 		return nil, errors.New("From header: group syntax (name: addresses;) is not allowed in From; give one address")
 	}
+	if v := values["from"]; v != "" {
+		list, latin, err := parseAddressList(v)
+		if err != nil {
+			return nil, fmt.Errorf("From header: %w", err)
+		}
+		h.From = list
+		if f := spans["from"]; latin {
+			h.rewrites = append(h.rewrites, rawEdit{f.Start, f.End, encodeAddressField(f.Name, list)})
+		}
+	}
 	for _, f := range []struct {
 		key, name string
 		dst       *[]*mail.Address
-	}{{"from", "From", &h.From}, {"to", "To", &h.To}, {"cc", "Cc", &h.Cc}, {"bcc", "Bcc", &h.Bcc}} {
+	}{{"to", "To", &h.To}, {"cc", "Cc", &h.Cc}, {"bcc", "Bcc", &h.Bcc}} {
 		v := values[f.key]
 		if v == "" {
 			continue
 		}
-		list, err := (&mail.AddressParser{}).ParseList(v)
+		list, latin, err := parseAddressList(v)
 		if err != nil {
-			return nil, fmt.Errorf("%s header: %w", f.name, err)
+			if h.RecipientsErr == nil {
+				h.RecipientsErr = fmt.Errorf("%s header: %w", f.name, err)
+			}
+			h.unparsed = h.unparsed || f.key != "bcc"
+			continue
 		}
 		*f.dst = list
-	}
-	if h.MessageID != "" && (!strings.HasPrefix(h.MessageID, "<") || !strings.HasSuffix(h.MessageID, ">")) {
-		return nil, errors.New("Message-ID header must be of the form <id@domain>")
+		if s := spans[f.key]; latin && f.key != "bcc" {
+			h.rewrites = append(h.rewrites, rawEdit{s.Start, s.End, encodeAddressField(s.Name, list)})
+		}
 	}
 	return h, nil
+}
+
+// ParseAddressList reads an address field's value as ParseRawHeader does: a value that
+// is not valid UTF-8 is read as windows-1252 (old devices write Latin-1 display names),
+// encoded words in any charset go-message knows are decoded, and display names come
+// back as valid UTF-8. The addresses themselves must be ASCII or, in a UTF-8 value,
+// UTF-8.
+func ParseAddressList(v string) ([]*mail.Address, error) {
+	list, _, err := parseAddressList(v)
+	return list, err
+}
+
+// parseAddressList is ParseAddressList; latin reports a value read as windows-1252.
+func parseAddressList(v string) (list []*mail.Address, latin bool, err error) {
+	if !utf8.ValidString(v) {
+		v, latin = decodeWindows1252(v), true
+	}
+	list, err = (&mail.AddressParser{WordDecoder: wordDecoder}).ParseList(v)
+	if err != nil {
+		return nil, latin, shorten(err)
+	}
+	for _, a := range list {
+		if latin && !isASCII(a.Address) {
+			return nil, latin, errors.New("8-bit bytes that are not UTF-8 in an address: only a display name may hold them")
+		}
+		a.Name = strings.ToValidUTF8(a.Name, "\uFFFD")
+	}
+	return list, latin, nil
+}
+
+// shorten keeps a parse error short: net/mail quotes the rest of the field, which may
+// be long.
+func shorten(err error) error {
+	if s := err.Error(); len(s) > 200 {
+		return errors.New(s[:200] + "…")
+	}
+	return err
+}
+
+// wordDecoder decodes RFC 2047 words in display names. A charset go-message does not
+// know leaves the word's bytes as they are (made valid UTF-8 afterwards): a display name
+// is never a reason to refuse a message.
+var wordDecoder = &mime.WordDecoder{CharsetReader: func(cs string, input io.Reader) (io.Reader, error) {
+	if r, err := charset.Reader(cs, input); err == nil {
+		return r, nil
+	}
+	return input, nil
+}}
+
+// encodeAddressField writes an address field whose display names were not UTF-8 again,
+// each name as RFC 2047 words of UTF-8, one a line, so that every backend gets a header
+// it can read (Graph needs UTF-8; a recipient's client would guess the raw bytes'
+// charset). Comments and group names are not kept.
+func encodeAddressField(name string, list []*mail.Address) string {
+	var b strings.Builder
+	b.WriteString(name + ":")
+	for i, a := range list {
+		if i > 0 {
+			b.WriteString(",\r\n")
+		}
+		if a.Name != "" {
+			// Encode splits a long name into words of at most 75 characters; between
+			// two encoded words, folding white space is not part of the name (RFC 2047
+			// §6.2).
+			for _, w := range strings.Fields(mime.QEncoding.Encode("utf-8", a.Name)) {
+				b.WriteString(" " + w + "\r\n")
+			}
+		}
+		b.WriteString(" <" + a.Address + ">")
+	}
+	b.WriteString("\r\n")
+	return b.String()
+}
+
+// decodeWindows1252 reads s as windows-1252, the superset of ISO-8859-1 that mail
+// programs take for it. Its five undefined bytes become U+FFFD.
+func decodeWindows1252(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) * 2)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c < 0x80:
+			b.WriteByte(c)
+		case c < 0xa0:
+			b.WriteRune(cp1252[c-0x80])
+		default:
+			b.WriteRune(rune(c))
+		}
+	}
+	return b.String()
+}
+
+// cp1252 maps windows-1252's bytes 0x80 to 0x9F.
+var cp1252 = [32]rune{
+	'€', '\uFFFD', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\uFFFD', 'Ž', '\uFFFD',
+	'\uFFFD', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\uFFFD', 'ž', 'Ÿ',
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// NormalMessageID is the Message-ID mailgate sends for a field's value v: v itself when
+// it is one msg-id, <v> when v is one without its angle brackets (20261203.0001@mfp), and
+// ok false otherwise (spaces, no @, 8-bit bytes, several ids, comments): such a value is
+// replaced. A msg-id here is "<", a left part, "@", a right part, ">", both parts
+// non-empty printable ASCII without "<", ">" or "@".
+func NormalMessageID(v string) (id string, ok bool) {
+	v = strings.TrimSpace(v)
+	inner := v
+	if strings.HasPrefix(v, "<") && strings.HasSuffix(v, ">") {
+		inner = v[1 : len(v)-1]
+	}
+	left, right, found := strings.Cut(inner, "@")
+	if !found || left == "" || right == "" {
+		return "", false
+	}
+	for i := 0; i < len(inner); i++ {
+		if c := inner[i]; c <= ' ' || c > '~' || c == '<' || c == '>' || c == '@' && i != len(left) {
+			return "", false
+		}
+	}
+	return "<" + inner + ">", true
+}
+
+// MessageIDLine is a Message-ID field holding id, under the name the message gave it.
+func MessageIDLine(name, id string) string {
+	if name == "" {
+		name = "Message-ID"
+	}
+	return name + ": " + id + "\r\n"
 }
 
 // hasGroup reports whether an address field uses group syntax: a colon outside quoted
@@ -244,21 +445,4 @@ func hasGroup(v string) bool {
 		}
 	}
 	return false
-}
-
-// prefixFor builds the header fields mailgate adds in front of a raw message: a
-// Message-ID and a Date when it has none.
-func prefixFor(m *Message, h *RawHeader, now time.Time) []byte {
-	eol := "\n"
-	if h.CRLF {
-		eol = "\r\n"
-	}
-	var prefix bytes.Buffer
-	if h.MessageID == "" {
-		prefix.WriteString("Message-ID: " + m.MessageID + eol)
-	}
-	if !h.HasDate {
-		prefix.WriteString("Date: " + now.Format(time.RFC1123Z) + eol)
-	}
-	return prefix.Bytes()
 }

@@ -544,3 +544,30 @@ func TestMetricsSeries(t *testing.T) {
 		}
 	}
 }
+
+// The Received fields at the top of a raw message are no part of its fingerprint: the
+// shim adds one per attempt, with the time. Anything after them is.
+func TestFingerprintRawTrace(t *testing.T) {
+	t.Parallel()
+	const msg = "Message-ID: <a@b>\r\nFrom: a@example.com\r\nTo: b@example.com\r\n\r\nhi\r\n"
+	raw := func(s string) *mailgatev1.SendMailRequest { return &mailgatev1.SendMailRequest{RawMime: []byte(s)} }
+	base := fingerprint(raw(msg))
+	for _, same := range []string{
+		"Received: from mfp ([192.0.2.1])\r\n\tby shim.test (mailgate) with ESMTPSA id 1;\r\n\tMon, 23 Nov 2026 10:00:00 +0000\r\n" + msg,
+		"received: from a\r\nReceived: from b\r\n by c\r\n" + msg,
+	} {
+		if fingerprint(raw(same)) != base {
+			t.Errorf("leading Received fields changed the fingerprint: %q", same)
+		}
+	}
+	for _, other := range []string{
+		strings.Replace(msg, "hi", "ho", 1),
+		"X-A: 1\r\nReceived: from a\r\n" + msg,
+		msg + "Received: from a\r\n",
+		"Received: from a\r\n" + strings.Replace(msg, "<a@b>", "<c@d>", 1),
+	} {
+		if fingerprint(raw(other)) == base {
+			t.Errorf("%q: same fingerprint as a different message", other)
+		}
+	}
+}

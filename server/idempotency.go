@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -123,8 +124,35 @@ func hashMessage(h hash.Hash, m protoreflect.Message, skip protoreflect.Name) {
 			}
 			continue
 		}
-		writeChunk(h, m.Get(fd).Bytes())
+		b := m.Get(fd).Bytes()
+		if fd.Name() == "raw_mime" {
+			b = b[traceEnd(b):]
+		}
+		writeChunk(h, b)
 	}
+}
+
+// traceEnd is where the Received fields at the top of a raw message end. They are not
+// part of the fingerprint: each relay adds its own, and the SMTP shim one per attempt,
+// with its time, so a resend differs from the first attempt only there.
+func traceEnd(raw []byte) int {
+	at := 0
+	for len(raw)-at > len("Received:") && strings.EqualFold(string(raw[at:at+len("Received:")]), "Received:") {
+		// The field ends at the first line ending not followed by a continuation line.
+		end := at
+		for {
+			i := bytes.IndexByte(raw[end:], '\n')
+			if i < 0 {
+				return at
+			}
+			end += i + 1
+			if end >= len(raw) || raw[end] != ' ' && raw[end] != '\t' {
+				break
+			}
+		}
+		at = end
+	}
+	return at
 }
 
 func writeChunk(h hash.Hash, b []byte) {

@@ -61,6 +61,30 @@ func BenchmarkLargeMessage(b *testing.B) {
 			}
 		})
 	})
+	// A raw message with LF line endings, as curl --upload-file sends it: the backend
+	// writes it with CRLF.
+	var raw bytes.Buffer
+	raw.WriteString("From: app@example.com\nTo: bob@example.com\nSubject: scan\nMIME-Version: 1.0\n" +
+		"Content-Type: application/pdf\nContent-Transfer-Encoding: base64\n\n")
+	enc := base64.StdEncoding.EncodeToString(content)
+	for len(enc) > 76 {
+		raw.WriteString(enc[:76] + "\n")
+		enc = enc[76:]
+	}
+	raw.WriteString(enc + "\n")
+	rawWire, err := proto.Marshal(&mailgatev1.SendMailRequest{RawMime: raw.Bytes()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw = bytes.Buffer{}
+	b.Run("grpc-raw-lf", func(b *testing.B) {
+		report(b, func() {
+			var resp mailgatev1.SendMailResponse
+			if err := srv.grpc.Invoke(withAPIKey(appKey), mailgatev1.MailService_SendMail_FullMethodName, wireMessage(rawWire), &resp, grpc.ForceCodecV2(rawCodec{})); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
 	b.Run("rest", func(b *testing.B) {
 		report(b, func() {
 			r, _ := http.NewRequest("POST", srv.url+"/v1/messages:send", bytes.NewReader(body))

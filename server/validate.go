@@ -158,21 +158,31 @@ func normalizeRaw(req *mailgatev1.SendMailRequest, id string, now time.Time, lim
 
 // headerAddresses checks the addresses of a raw message's header that decide who sends
 // and, when the request gives no envelope, who receives, by the rules of the API's
-// address fields; each is rewritten to the ASCII form the backends send.
+// address fields; each is rewritten to the ASCII form the backends send. With an
+// envelope, To, Cc and Bcc decide nothing, and need not even parse.
 func headerAddresses(v *violations, h *senders.RawHeader, envelope bool) {
 	type field struct {
 		name string
 		list []*mail.Address
 	}
 	lists := []field{{"From", h.From}}
+	hint := ""
 	if envelope {
 		lists = append(lists, field{"To", h.To}, field{"Cc", h.Cc}, field{"Bcc", h.Bcc})
+		hint = "; or give the recipients in to, cc or bcc"
+		if h.RecipientsErr != nil {
+			v.add("rawMime", "%v: without to, cc or bcc in the request, the recipients come from these fields; give them in to, cc or bcc", h.RecipientsErr)
+		}
 	}
 	for _, l := range lists {
 		for _, a := range l.list {
 			p, err := mailaddr.Parse(a.Address)
 			if err != nil {
-				v.add("rawMime", "%s header: %q is not a valid address: %v", l.name, a.Address, err)
+				h := ""
+				if l.name != "From" {
+					h = hint
+				}
+				v.add("rawMime", "%s header: %q is not a valid address: %v%s", l.name, a.Address, err, h)
 				continue
 			}
 			a.Address = p.String()

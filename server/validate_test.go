@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -281,6 +282,95 @@ func TestNormalizeRaw(t *testing.T) {
 			t.Errorf("message id %q; bytes changed: %q", msg.MessageID, b.String())
 		}
 	})
+}
+
+// To, Cc and Bcc fields mailgate does not use need not parse when the request gives the
+// recipients; without them, the error says to give them.
+func TestNormalizeRawRecipientForms(t *testing.T) {
+	t.Parallel()
+	for _, to := range []string{
+		"To: Mueller, Hans <bob@example.com>\r\n",
+		"To: bob@example.com;carol@example.com\r\n",
+		"To: undisclosed recipients\r\n",
+		"To: Hans M\xfcller <bob@example.com>\r\nCc: Mueller, Hans <carol@example.com>\r\n",
+		"To: bob@example.com\r\nBcc: secret;other\r\n",
+	} {
+		raw := []byte("From: scanner@example.com\r\n" + to + "Subject: scan\r\n\r\nbody\r\n")
+		for _, env := range []*mailgatev1.SendMailRequest{
+			{To: []*mailgatev1.Address{addr("bob@example.com")}},
+			{Cc: []*mailgatev1.Address{addr("bob@example.com")}},
+			{Bcc: []*mailgatev1.Address{addr("bob@example.com")}},
+		} {
+			req := proto.Clone(env).(*mailgatev1.SendMailRequest)
+			req.RawMime = raw
+			msg, err := normalize(req, "01jx0000000000000000000000", testNow, testLimits)
+			if err != nil {
+				t.Errorf("%q with an envelope: %v", to, err)
+				continue
+			}
+			if !slices.Equal(msg.Recipients, []string{"bob@example.com"}) {
+				t.Errorf("%q: recipients %v, want the envelope", to, msg.Recipients)
+			}
+		}
+	}
+	for _, to := range []string{
+		"To: Mueller, Hans <bob@example.com>\r\n",
+		"To: bob@example.com;carol@example.com\r\n",
+		"To: undisclosed recipients\r\n",
+		"To: bob@example.com\r\nBcc: secret;other\r\n",
+		"To: b\xf6b@example.com\r\n",
+		"To: bob@my_host.example.com\r\n",
+	} {
+		raw := []byte("From: scanner@example.com\r\n" + to + "Subject: scan\r\n\r\nbody\r\n")
+		_, err := normalize(&mailgatev1.SendMailRequest{RawMime: raw}, "01jx0000000000000000000000", testNow, testLimits)
+		var e *mailerr.Error
+		if !errors.As(err, &e) || e.Kind != mailerr.Invalid || len(e.Fields) == 0 {
+			t.Errorf("%q without an envelope: %v, want a field violation", to, err)
+			continue
+		}
+		if f := e.Fields[0]; f.Field != "rawMime" || !strings.Contains(f.Description, "give them in to, cc or bcc") && !strings.Contains(f.Description, "give the recipients in to, cc or bcc") {
+			t.Errorf("%q: %s: %s, want rawMime and a hint to give to, cc or bcc", to, f.Field, f.Description)
+		}
+	}
+}
+
+// What mailgate changes in a raw message, over the API as through the shim.
+func TestNormalizeRawRewrites(t *testing.T) {
+	t.Parallel()
+	const date = "Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+	tests := []struct {
+		name, raw, wantID string
+		want              string // the written message
+	}{
+		{"bracketless Message-ID", "Message-ID: 20261203.0001@mfp\r\n" + date + rawMessage, "<20261203.0001@mfp>",
+			"Message-ID: <20261203.0001@mfp>\r\n" + date + rawMessage},
+		{"Message-ID with spaces", "Message-ID: scan 3\r\n" + date + rawMessage, "<01jx0000000000000000000000@example.com>",
+			"Message-ID: <01jx0000000000000000000000@example.com>\r\n" + date + rawMessage},
+		{"LF only", strings.ReplaceAll("Message-ID: <a@b>\r\n"+date+rawMessage, "\r\n", "\n"), "<a@b>",
+			"Message-ID: <a@b>\r\n" + date + rawMessage},
+		{"Latin-1 From name", "Message-ID: <a@b>\r\n" + date + "From: J\xf6rg <scanner@example.com>\r\nTo: bob@example.com\r\n\r\nx\r\n", "<a@b>",
+			"Message-ID: <a@b>\r\n" + date + "From: =?utf-8?q?J=C3=B6rg?=\r\n <scanner@example.com>\r\nTo: bob@example.com\r\n\r\nx\r\n"},
+		{"IDN From", date + "From: scan@exämple.com\r\nTo: bob@example.com\r\n\r\nx\r\n", "<01jx0000000000000000000000@xn--exmple-cua.com>",
+			"Message-ID: <01jx0000000000000000000000@xn--exmple-cua.com>\r\n" + date + "From: scan@exämple.com\r\nTo: bob@example.com\r\n\r\nx\r\n"},
+	}
+	for _, tt := range tests {
+		msg, err := normalize(&mailgatev1.SendMailRequest{RawMime: []byte(tt.raw)}, "01jx0000000000000000000000", testNow, testLimits)
+		if err != nil {
+			t.Errorf("%s: %v", tt.name, err)
+			continue
+		}
+		var b strings.Builder
+		msg.WriteTo(&b)
+		if msg.MessageID != tt.wantID || b.String() != tt.want {
+			t.Errorf("%s: Message-ID %q, wrote\n%q\nwant %q,\n%q", tt.name, msg.MessageID, b.String(), tt.wantID, tt.want)
+		}
+		if !utf8.ValidString(msg.From.Name) {
+			t.Errorf("%s: From name %q is not UTF-8", tt.name, msg.From.Name)
+		}
+		if _, err := proto.Marshal(&mailgatev1.SendMailResponse{MessageId: msg.MessageID}); err != nil {
+			t.Errorf("%s: the response does not encode: %v", tt.name, err)
+		}
+	}
 }
 
 func FuzzNormalize(f *testing.F) {

@@ -7,13 +7,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"hash"
 	"io"
 	"log/slog"
 	"net"
-	"net/mail"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -21,12 +23,13 @@ import (
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/senders"
 )
 
 type backend struct{ s *Server }
 
 func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	ss := &session{s: b.s, remote: c.Conn().RemoteAddr(), conn: limitedOf(c.Conn())}
+	ss := &session{s: b.s, smtp: c, remote: c.Conn().RemoteAddr(), conn: limitedOf(c.Conn())}
 	ss.log = b.s.log.With("remote", ss.remote.String())
 	return ss, nil
 }
@@ -35,12 +38,14 @@ func (b *backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 // from before TLS (in particular no AUTH) carries over.
 type session struct {
 	s      *Server
+	smtp   *smtp.Conn // for the HELO name and TLS state, in the Received field
 	remote net.Addr
 	conn   *limitedConn // nil when not from a shim listener
 	log    *slog.Logger
 
 	mu        sync.Mutex
 	principal *Principal
+	authed    bool // the principal came by AUTH, not by the client's address
 	from      string
 	rcpts     []string
 }
@@ -114,7 +119,7 @@ func (ss *session) authenticate(name, secret string) error {
 		return replyError(454, "4.7.0", "Temporary authentication failure; try again later")
 	}
 	ss.mu.Lock()
-	ss.principal = &p
+	ss.principal, ss.authed = &p, true
 	ss.mu.Unlock()
 	if ss.conn != nil {
 		ss.conn.authenticated()
@@ -168,11 +173,19 @@ func (ss *session) Data(r io.Reader) error {
 		return replyIncomplete
 	}
 	ss.mu.Lock()
-	p, from, rcpts := *ss.principal, ss.from, append([]string(nil), ss.rcpts...)
+	p, from, rcpts, authed := *ss.principal, ss.from, append([]string(nil), ss.rcpts...), ss.authed
 	ss.mu.Unlock()
 
-	raw, msgID := withMessageID(raw, p.Name, from, rcpts)
-	req := &mailgatev1.SendMailRequest{RawMime: raw, IdempotencyKey: idempotencyKey(p.Name, msgID, from, rcpts, nil)}
+	msg := &message{buf: raw, off: headroom}
+	msgID, ok := withMessageID(msg, p.Name, from, rcpts)
+	raw = msg.bytes() // what the device sent, with its Message-ID: the content a key may hash
+	traceID := newTraceID()
+	if ok {
+		// Only on a message the service can take: its refusal of another names lines
+		// and bytes of the message as the device sent it.
+		msg.replace(0, 0, ss.received(traceID, authed, time.Now()))
+	}
+	req := &mailgatev1.SendMailRequest{RawMime: msg.bytes(), IdempotencyKey: idempotencyKey(p.Name, msgID, from, rcpts, nil)}
 	if from != "" {
 		req.From = &mailgatev1.Address{Address: from}
 	}
@@ -196,67 +209,168 @@ func (ss *session) Data(r io.Reader) error {
 	if err != nil {
 		reply := smtpReply(err)
 		ss.s.opts.Metrics.reply(reply.Code)
-		ss.log.Info("smtp message refused", keyAttr(p.Name), "reply", reply.Error())
+		ss.log.Info("smtp message refused", keyAttr(p.Name), "received_id", traceID, "reply", reply.Error())
 		return reply
 	}
 	ss.s.opts.Metrics.reply(250)
-	ss.log.Info("smtp message accepted", keyAttr(p.Name), "id", resp.GetId(), "replayed", resp.GetReplayed())
+	ss.log.Info("smtp message accepted", keyAttr(p.Name), "id", resp.GetId(), "received_id", traceID, "replayed", resp.GetReplayed())
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + resp.GetId()}
 }
 
-// withMessageID returns raw with a Message-ID, and the Message-ID. When the device sent
-// none, the one added is derived from the message itself, so that the same message sent
-// again gets the same Message-ID, and so the same idempotency key. That needs a Date to
-// tell a resend from a new message with the same text (a door alarm sent twice): a
-// message with neither gets a random Message-ID, and is never taken for a resend.
-// buf is the message as readMessage returns it.
-func withMessageID(buf []byte, principal, from string, rcpts []string) ([]byte, string) {
-	raw := buf[headroom:]
-	dated := false
-	if m, err := mail.ReadMessage(bytes.NewReader(raw)); err == nil {
-		if id := strings.TrimSpace(m.Header.Get("Message-ID")); id != "" {
-			return raw, id
-		}
-		dated = m.Header.Get("Date") != ""
+// withMessageID gives msg a Message-ID mailgate can send, and returns it; ok is false
+// for a message whose header the service will refuse, which is left as it is.
+//
+//   - A msg-id (<id@domain>) is kept.
+//   - One without its angle brackets (20261203.0001@mfp) is bracketed, in place: the
+//     same id with or without brackets is the same message, and gets the same key.
+//   - Any other value (spaces, no @, 8-bit bytes) is replaced, in place, by one derived
+//     from the principal, the envelope sender and that value: a resend of it gets the
+//     same Message-ID, and so the same key, as if it were a msg-id.
+//   - None (or an empty field): one is added, derived from the message itself, so that
+//     the same message sent again gets the same Message-ID. That needs a Date to tell a
+//     resend from a new message with the same text (a door alarm sent twice): a message
+//     with neither gets a random Message-ID, and is never taken for a resend.
+//
+// Generated ids are at the envelope sender's domain, or for a null reverse-path
+// (MAIL FROM:<>, a bounce) the From header's, in ASCII (A-labels).
+func withMessageID(msg *message, principal, from string, rcpts []string) (string, bool) {
+	raw := msg.bytes()
+	h, err := senders.ParseRawHeader(raw)
+	if err != nil {
+		return randomMessageID("shim.mailgate.invalid"), false
 	}
-	h := sha256.New()
-	if dated {
-		for _, part := range append([]string{principal, from}, rcpts...) {
-			h.Write([]byte(part))
-			h.Write([]byte{0})
+	domain := mailaddr.Domain(from)
+	if domain == "" && len(h.From) == 1 {
+		domain = mailaddr.Domain(h.From[0].Address)
+	}
+	if domain == "" {
+		domain = "shim.mailgate.invalid"
+	}
+	f := h.MessageIDField
+	if id, ok := senders.NormalMessageID(h.MessageID); ok {
+		if id != strings.TrimSpace(h.MessageID) {
+			msg.replace(f.Start, f.End, senders.MessageIDLine(f.Name, id))
 		}
-		h.Write(raw)
+		return id, true
+	}
+	var id string
+	switch {
+	case h.MessageID != "":
+		sum := hashParts(principal, from, h.MessageID).Sum(nil)
+		id = "<" + hex.EncodeToString(sum[:16]) + ".shim@" + domain + ">"
+	case h.HasDate:
+		hp := hashParts(append([]string{principal, from}, rcpts...)...)
+		hp.Write(raw)
+		id = "<" + hex.EncodeToString(hp.Sum(nil)[:16]) + ".shim@" + domain + ">"
+	default:
+		id = randomMessageID(domain)
+	}
+	if f != nil {
+		msg.replace(f.Start, f.End, senders.MessageIDLine(f.Name, id))
 	} else {
-		var nonce [16]byte
-		_, _ = rand.Read(nonce[:])
-		h.Write(nonce[:])
+		msg.replace(h.TraceEnd, h.TraceEnd, senders.MessageIDLine("", id))
 	}
-	domain := "shim.mailgate.invalid"
-	if d := mailaddr.Domain(from); mailaddr.ValidDomain(d) {
-		domain = d
-	}
-	id := "<" + hex.EncodeToString(h.Sum(nil)[:16]) + ".shim@" + domain + ">"
-	return prepend(buf, "Message-ID: "+id+"\r\n"), id
+	return id, true
 }
 
-// headroom is what readMessage leaves free in front of a message: room for the longest
-// Message-ID line withMessageID writes (a 253-character domain), so that adding it copies
-// nothing.
-const headroom = 320
+func randomMessageID(domain string) string {
+	var nonce [16]byte
+	_, _ = rand.Read(nonce[:])
+	sum := sha256.Sum256(nonce[:])
+	return "<" + hex.EncodeToString(sum[:16]) + ".shim@" + domain + ">"
+}
+
+// hashParts starts a hash of strings, each ended by a NUL so that no two lists hash
+// alike.
+func hashParts(parts ...string) hash.Hash {
+	h := sha256.New()
+	for _, part := range parts {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return h
+}
+
+// received is the shim's trace field (RFC 5321 §4.4), on top of the message: the
+// client's HELO name and address (no reverse lookup: it would delay every message and
+// depend on DNS), the shim's host name, the protocol (RFC 3848: ESMTP, S with TLS, A
+// with AUTH), and id, a fresh id the shim logs with mailgate's id (which exists only
+// once the message is submitted). No "for" clause: it would name a blind recipient to
+// every recipient.
+func (ss *session) received(id string, authed bool, now time.Time) string {
+	helo := "unknown"
+	if ss.smtp != nil && validHelo(ss.smtp.Hostname()) {
+		helo = ss.smtp.Hostname()
+	}
+	addr := "unknown"
+	if ap, err := netip.ParseAddrPort(ss.remote.String()); err == nil {
+		ip := ap.Addr().Unmap()
+		addr = "[" + ip.String() + "]"
+		if ip.Is6() {
+			addr = "[IPv6:" + ip.String() + "]"
+		}
+	}
+	proto := "ESMTP"
+	if ss.smtp != nil {
+		if _, ok := ss.smtp.TLSConnectionState(); ok {
+			proto += "S"
+		}
+	}
+	if authed {
+		proto += "A"
+	}
+	return "Received: from " + helo + " (" + addr + ")\r\n\tby " + ss.s.opts.Hostname + " (mailgate) with " + proto +
+		" id " + id + ";\r\n\t" + now.Format(time.RFC1123Z) + "\r\n"
+}
+
+// validHelo reports whether a HELO name can go in a header field as it is: a host name
+// or an address literal, at most 255 characters.
+func validHelo(s string) bool {
+	if s == "" || len(s) > 255 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(".-_:[]", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func newTraceID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// headroom is what readMessage leaves free in front of a message: room for the fields
+// the shim adds or rewrites (Received, Message-ID; a HELO name and a host name of 255
+// characters each fit), so that doing so copies only the header before them.
+const headroom = 2048
 
 // readMessage reads a whole message in chunks, then into one slice of exactly its size
-// after headroom bytes: the message is buf[headroom:]. io.ReadAll's doubling would hold up to twice the message, and
-// prepending a field would copy it once more.
+// after headroom bytes: the message is buf[headroom:]. io.ReadAll's doubling would hold
+// up to twice the message, and prepending a field would copy it once more. The copy
+// from the chunks writes each LF without a CR before it as CRLF: the message has CRLF
+// line endings before the shim adds anything (a CR without LF stays, and is refused).
 func readMessage(r io.Reader) ([]byte, error) {
 	const chunk = 1 << 20
 	var chunks [][]byte
-	total := 0
+	total, bare := 0, 0
+	var prev byte
 	for {
 		b := make([]byte, chunk)
 		n, err := io.ReadFull(r, b)
 		if n > 0 {
-			chunks = append(chunks, b[:n])
+			c := b[:n]
+			chunks = append(chunks, c)
 			total += n
+			bare += senders.CountBareLF(c)
+			if c[0] == '\n' && prev == '\r' {
+				bare-- // the CR ended the chunk before
+			}
+			prev = c[n-1]
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			break
@@ -265,21 +379,57 @@ func readMessage(r io.Reader) ([]byte, error) {
 			return nil, err
 		}
 	}
-	buf := make([]byte, headroom, headroom+total)
+	buf := make([]byte, headroom, headroom+total+bare)
+	prev = 0
 	for _, c := range chunks {
-		buf = append(buf, c...)
+		if bare == 0 {
+			buf = append(buf, c...)
+			continue
+		}
+		for len(c) > 0 {
+			i := bytes.IndexByte(c, '\n')
+			if i < 0 {
+				buf = append(buf, c...)
+				prev = c[len(c)-1]
+				break
+			}
+			buf = append(buf, c[:i]...)
+			if (i > 0 && c[i-1] != '\r') || (i == 0 && prev != '\r') {
+				buf = append(buf, '\r')
+			}
+			buf = append(buf, '\n')
+			prev = '\n'
+			c = c[i+1:]
+		}
 	}
 	return buf, nil
 }
 
-// prepend puts line before the message in buf (as readMessage returns it), in the
-// headroom when it fits.
-func prepend(buf []byte, line string) []byte {
-	if start := headroom - len(line); start >= 0 {
-		copy(buf[start:], line)
-		return buf[start:]
+// message is a message being prepared for submission: buf[off:] is the message, and
+// buf[:off] free room in front of it.
+type message struct {
+	buf []byte
+	off int
+}
+
+func (m *message) bytes() []byte { return m.buf[m.off:] }
+
+// replace puts with in place of the message's bytes [start, end), moving the bytes
+// before start (at most the header) within the free room, not the rest of the message.
+func (m *message) replace(start, end int, with string) {
+	delta := len(with) - (end - start)
+	if delta > m.off {
+		// No room left (a very long host name): one copy.
+		b := m.bytes()
+		out := make([]byte, 0, len(b)+delta)
+		out = append(append(append(out, b[:start]...), with...), b[end:]...)
+		*m = message{buf: out}
+		return
 	}
-	return append([]byte(line), buf[headroom:]...)
+	off := m.off - delta
+	copy(m.buf[off:], m.buf[m.off:m.off+start])
+	copy(m.buf[off+start:], with)
+	m.off = off
 }
 
 // idempotencyKey identifies one transaction of a message: its principal, Message-ID and

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/smtp"
 	"net/textproto"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ import (
 const (
 	appKey   = "mg_shimtestkey0000000000000000000000000000000"
 	otherKey = "mg_shimtestkey1111111111111111111111111111111"
+	idnKey   = "mg_shimtestkey2222222222222222222222222222222"
 )
 
 // outbox is the backend: it keeps what it was given, as it would be sent.
@@ -38,6 +40,7 @@ type outbox struct {
 	mu   sync.Mutex
 	msgs [][]byte
 	env  [][]string
+	ids  []string // the Message-ID mailgate reports for each
 	fail error
 }
 
@@ -51,6 +54,7 @@ func (o *outbox) Send(_ context.Context, m *senders.Message) (*senders.Result, e
 	m.WriteTo(&b)
 	o.msgs = append(o.msgs, b.Bytes())
 	o.env = append(o.env, append([]string{m.EnvelopeFrom}, m.Recipients...))
+	o.ids = append(o.ids, m.MessageID)
 	return &senders.Result{Status: senders.Sent, Accepted: m.Recipients}, nil
 }
 
@@ -71,6 +75,7 @@ func start(t testing.TB, adjust func(*shim.Options, *server.ServiceOptions)) *fi
 	keys := apikey.NewKeyring()
 	keys.Add(&apikey.Key{Name: "app", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("*@contoso.com")}}, apikey.Hash(appKey))
 	keys.Add(&apikey.Key{Name: "scanners", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("scanner@contoso.com")}}, apikey.Hash(otherKey))
+	keys.Add(&apikey.Key{Name: "idn", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("*@exämple.com")}}, apikey.Hash(idnKey))
 	box := &outbox{}
 	svc := server.ServiceOptions{
 		Router:   policy.NewRouter([]policy.Route{{Name: "all", Match: mailaddr.MustParsePattern("*"), Backend: "out"}}),
@@ -175,8 +180,37 @@ func TestSendWithAuthPlain(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := f.box.sent()
-	if len(sent) != 1 || string(sent[0]) != message {
-		t.Fatalf("the backend got\n%q\nwant the bytes the client sent\n%q", sent, message)
+	if len(sent) != 1 {
+		t.Fatalf("%d messages at the backend", len(sent))
+	}
+	received, rest := trace(t, sent[0])
+	if string(rest) != message {
+		t.Fatalf("the backend got\n%q\nwant the bytes the client sent, after the Received field\n%q", rest, message)
+	}
+	if !receivedRE.MatchString(received) || !strings.Contains(received, "from localhost ([127.0.0.1])") || !strings.Contains(received, "with ESMTPSA id ") {
+		t.Errorf("Received field %q", received)
+	}
+}
+
+// receivedRE is the shim's Received field (RFC 5321 §4.4).
+var receivedRE = regexp.MustCompile(`^Received: from \S+ \((\[[0-9.]+\]|\[IPv6:[0-9a-f:]+\])\)\r\n\tby shim\.test \(mailgate\) with ESMTPS?A? id [0-9a-f]{16};\r\n\t[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d [+-]\d{4}\r\n$`)
+
+// trace splits the shim's Received field, which must be the first, from the message.
+func trace(t *testing.T, b []byte) (string, []byte) {
+	t.Helper()
+	if !bytes.HasPrefix(b, []byte("Received: ")) {
+		t.Fatalf("the message does not start with a Received field: %q", b[:min(len(b), 200)])
+	}
+	end := 0
+	for {
+		i := bytes.IndexByte(b[end:], '\n')
+		if i < 0 {
+			t.Fatalf("unterminated Received field: %q", b)
+		}
+		end += i + 1
+		if b[end] != ' ' && b[end] != '\t' {
+			return string(b[:end]), b[end:]
+		}
 	}
 }
 
@@ -264,10 +298,11 @@ func TestResendIsDeliveredOnce(t *testing.T) {
 	if len(sent) != 4 {
 		t.Fatalf("%d deliveries, want 4: one per dated message, and both undated ones", len(sent))
 	}
-	if !bytes.HasPrefix(sent[1], []byte("Message-ID: <")) || !bytes.HasSuffix(sent[1], []byte(noID)) {
-		t.Errorf("without a Message-ID the shim adds one in front: %q", sent[1])
+	_, second := trace(t, sent[1])
+	if !bytes.HasPrefix(second, []byte("Message-ID: <")) || !bytes.HasSuffix(second, []byte(noID)) {
+		t.Errorf("without a Message-ID the shim adds one in front, below its Received field: %q", sent[1])
 	}
-	if bytes.Equal(sent[2], sent[3]) {
+	if _, third := trace(t, sent[2]); bytes.Equal(third, func() []byte { _, b := trace(t, sent[3]); return b }()) {
 		t.Error("two undated messages without Message-ID got the same Message-ID")
 	}
 }

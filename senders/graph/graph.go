@@ -118,9 +118,12 @@ func (s *Sender) Send(ctx context.Context, msg *senders.Message) (*senders.Resul
 	defer release()
 
 	switch {
-	case msg.Content == nil && rawFits(msg):
+	case msg.Content == nil && rawFits(msg) && !msg.HeaderRecipientsUnparsed():
 		err = s.sendMIME(ctx, mailbox, msg)
 	case msg.Content == nil:
+		// Too large for the MIME form, or with a To or Cc field that does not parse:
+		// Graph's MIME form takes the recipients from those fields, and would refuse
+		// the message or guess. The draft path sends to the envelope.
 		var c *senders.Content
 		if c, err = contentFromMIME(msg); err == nil {
 			err = s.sendDraft(ctx, mailbox, msg, c)

@@ -502,3 +502,87 @@ func selfSigned(t *testing.T) (pkcs8Key, certDER []byte) {
 	pkcs8Key, _ = x509.MarshalPKCS8PrivateKey(key)
 	return pkcs8Key, certDER
 }
+
+// A raw message from an old device, with a Latin-1 display name in From and LF line
+// endings: Graph gets UTF-8 in either form, as an RFC 2047 word in the MIME and as a
+// JSON string on the draft path, and CRLF line endings.
+func TestRawLatin1FromAndLF(t *testing.T) {
+	t.Parallel()
+	head := "From: J\xf6rg M\xfcller <noreply@contoso.com>\nTo: Hans M\xfcller <alice@example.com>\nSubject: scan\n" +
+		"Message-ID: <scan-2@mfp>\nDate: Tue, 24 Nov 2026 10:00:00 +0000\n"
+	for _, tt := range []struct {
+		name, raw, via string
+	}{
+		{"mime", head + "\nsee attached\n", "mime"},
+		{"draft", head + "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=zz\n\n--zz\nContent-Type: text/plain\n\nhello\n" +
+			"--zz\nContent-Type: application/pdf\nContent-Disposition: attachment; filename=scan.pdf\nContent-Transfer-Encoding: base64\n\n" +
+			strings.Repeat(strings.Repeat("QUJD", 19)+"\n", 70_000) + "--zz--\n", "draft"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := graphtest.New(t)
+			s := newSender(t, config(t, f))
+			h, err := senders.ParseRawHeader([]byte(tt.raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := senders.NewRawMessage("01jx0000000000000000000006", []byte(tt.raw), h, time.Now())
+			if _, err := s.Send(context.Background(), msg); err != nil {
+				t.Fatal(err)
+			}
+			sent := f.Sent()
+			if len(sent) != 1 || sent[0].Via != tt.via {
+				t.Fatalf("sent %+v", sent)
+			}
+			m := sent[0].Message
+			if m.From == nil || m.From.Name != "Jörg Müller" || m.From.Address != "noreply@contoso.com" {
+				t.Errorf("Graph's From %+v", m.From)
+			}
+			if len(m.To) != 1 || m.To[0].Address != "alice@example.com" {
+				t.Errorf("Graph's To %+v", m.To)
+			}
+			if len(m.To) == 1 && m.To[0].Name != "Hans Müller" {
+				t.Errorf("To name %q", m.To[0].Name)
+			}
+			if tt.via == "mime" {
+				mime := string(sent[0].MIME)
+				if !strings.HasPrefix(mime, "From: =?utf-8?q?J=C3=B6rg_M=C3=BCller?=\r\n <noreply@contoso.com>\r\nTo: =?utf-8?q?Hans_M=C3=BCller?=\r\n <alice@example.com>\r\n") {
+					t.Errorf("MIME From not re-encoded:\n%q", mime)
+				}
+				if strings.Count(mime, "\n") != strings.Count(mime, "\r\n") {
+					t.Errorf("MIME with line endings other than CRLF:\n%q", mime)
+				}
+			}
+		})
+	}
+}
+
+// Graph's MIME form takes the recipients from To and Cc: one that does not parse (as a
+// device writes them) would be refused or guessed at, so the message takes the draft
+// path, which sends to the envelope.
+func TestRawUnparsedToTakesTheEnvelope(t *testing.T) {
+	t.Parallel()
+	f := graphtest.New(t)
+	s := newSender(t, config(t, f))
+	raw := "From: noreply@contoso.com\r\nTo: Mueller, Hans <alice@example.com>\r\nSubject: scan\r\n\r\nsee attached\r\n"
+	h, err := senders.ParseRawHeader([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := senders.NewRawMessage("01jx0000000000000000000007", []byte(raw), h, time.Now())
+	msg.Recipients = []string{"alice@example.com"}
+	if _, err := s.Send(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+	sent := f.Sent()
+	if len(sent) != 1 || sent[0].Via != "draft" {
+		t.Fatalf("sent %+v", sent)
+	}
+	m := sent[0].Message
+	if got := append(append(addrs(m.To), addrs(m.Cc)...), addrs(m.Bcc)...); !slices.Equal(got, []string{"alice@example.com"}) {
+		t.Errorf("recipients %v, want the envelope", got)
+	}
+	if m.Subject != "scan" || m.Body != "see attached\r\n" && m.Body != "see attached" {
+		t.Errorf("subject %q body %q", m.Subject, m.Body)
+	}
+}

@@ -83,7 +83,11 @@ func contentFromMIME(msg *senders.Message) (*senders.Content, error) {
 	lists := map[string]*[]mail.Address{"To": &c.To, "Cc": &c.Cc, "Reply-To": &c.ReplyTo}
 	named := map[string]bool{}
 	for field, dst := range lists {
-		addrs, _ := h.AddressList(field)
+		addrs, err := h.AddressList(field)
+		if err != nil {
+			// A display name in Latin-1, say: read it as the shim and the API do.
+			addrs, _ = senders.ParseAddressList(h.Get(field))
+		}
 		for _, a := range addrs {
 			*dst = append(*dst, mail.Address{Name: a.Name, Address: a.Address})
 			if field != "Reply-To" {
