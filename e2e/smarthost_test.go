@@ -206,8 +206,8 @@ type smarthostCase struct {
 	// msgIDDomain: the message has no Message-ID, and the shim adds
 	// <32 hex digits.shim@msgIDDomain>.
 	msgIDDomain string
-	// fix turns the header lines as sent into the header lines as delivered (the
-	// documented changes); nil: none.
+	// fix turns the header lines as sent into the header lines as delivered: the changes
+	// docs/shim.md lists under "What a raw message may hold"; nil: none.
 	fix func(lines []string) []string
 }
 
@@ -279,6 +279,7 @@ func smarthostCases() []smarthostCase {
 			name: "to-latin1", from: "app@contoso.com", rcpts: []string{"bob@example.com"}, eol: "\r\n",
 			header: []string{"From: app@contoso.com", "To: J\xfcrgen Wei\xdf <bob@example.com>", "Subject: Scan %d",
 				"Message-ID: <to-latin1-%d@mfp.contoso.com>", date},
+			fix: replaceLine("To: J\xfcrgen Wei\xdf <bob@example.com>", "To: =?utf-8?q?J=C3=BCrgen_Wei=C3=9F?=\r\n <bob@example.com>"),
 		},
 		{
 			name: "from-latin1", from: "app@contoso.com", rcpts: []string{"bob@example.com"}, eol: "\r\n",
@@ -376,8 +377,8 @@ func nextField(msg []byte) (field, rest []byte) {
 // naming the id the shim logged for this message; Postfix's Received field, when the
 // message came through Postfix; below the trace fields, the Date mailgate adds and the
 // Message-ID the shim adds when the message has none; then exactly the message's bytes
-// with the documented changes (CRLF line endings, a bracketed Message-ID, a re-encoded
-// From display name, no Bcc).
+// with the documented changes (CRLF line endings, a bracketed Message-ID, display names
+// that are not UTF-8 re-encoded, no Bcc).
 func checkDelivered(got emlFile, s submission, receivedIDs map[string][]string) error {
 	if i := bareLF(got.b); i >= 0 {
 		return fmt.Errorf("an LF without CR at byte %d: the delivered message must have CRLF line endings only", i)
