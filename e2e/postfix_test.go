@@ -16,10 +16,12 @@ import (
 
 // postfixRelay runs a private Postfix (scripts/postfix-relay.sh) as the stand-in for
 // Microsoft 365's MX endpoint behind a certificate-based inbound connector: STARTTLS
-// required, relaying only for a client certificate from its test CA. It returns the
-// instance's directory (certificates, maildir) and its address. The test is skipped,
-// saying why, only where Postfix cannot be installed.
-func postfixRelay(t *testing.T) (dir, addr string) {
+// required, relaying only for a client certificate from its test CA. args are more
+// options for the script's start (--relayhost H:P --no-client-cert --no-tls makes it a
+// smart host client in front of H:P instead). It returns the instance's directory
+// (certificates, maildir, postfix.log) and its address. The test is skipped, saying why,
+// only where Postfix cannot be installed.
+func postfixRelay(t *testing.T, args ...string) (dir, addr string) {
 	t.Helper()
 	// Not t.TempDir(): Postfix's unprivileged processes must be able to reach it.
 	dir, err := os.MkdirTemp("", "mailgate-postfix-")
@@ -29,13 +31,13 @@ func postfixRelay(t *testing.T) (dir, addr string) {
 	os.Chmod(dir, 0o755)
 	addr = freeAddr(t)
 	port := addr[strings.LastIndexByte(addr, ':')+1:]
-	cmd := exec.Command("bash", "../scripts/postfix-relay.sh", "start", dir, port)
+	cmd := exec.Command("bash", append([]string{"../scripts/postfix-relay.sh", "start", dir, port}, args...)...)
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
 	switch {
 	case errors.As(err, &exit) && exit.ExitCode() == 3:
 		os.RemoveAll(dir)
-		t.Skipf("Postfix is not available on this machine, so the relay end-to-end test cannot run: %s", strings.TrimSpace(string(out)))
+		t.Skipf("Postfix is not available on this machine, so this end-to-end test cannot run: %s", strings.TrimSpace(string(out)))
 	case err != nil:
 		t.Fatalf("starting Postfix: %v\n%s", err, out)
 	}
