@@ -490,28 +490,41 @@ func TestRelayingBackendScope(t *testing.T) {
 // replay and the message record.
 func TestRejectedRecipientsReported(t *testing.T) {
 	t.Parallel()
-	backend := &countingSender{answer: func(n int64, msg *senders.Message) (*senders.Result, error) {
-		return &senders.Result{Status: senders.Sent, Accepted: msg.Recipients[1:],
-			Rejected: []senders.RecipientError{{Recipient: msg.Recipients[0], Reply: "550 5.1.10 RESOLVER.ADR.RecipientNotFound"}}}, nil
-	}}
-	srv := startWithBackend(t, backend, nil)
-	req := validRequest()
-	req.To = append(req.To, addr("carol@example.com"))
-	ctx := withIdemKey(withAPIKey(appKey), `"partial-1"`)
-	for i := range 2 {
-		resp, err := srv.mail.SendMail(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rr := resp.GetRejectedRecipients()
-		if len(rr) != 1 || rr[0].GetAddress() != req.To[0].GetAddress() || !strings.HasPrefix(rr[0].GetReply(), "550 5.1.10") ||
-			len(resp.GetAcceptedRecipients()) != 1 || resp.GetReplayed() != (i == 1) {
-			t.Errorf("response %d: %v", i+1, resp)
-		}
-		rec, err := srv.mail.GetMessage(withAPIKey(appKey), &mailgatev1.GetMessageRequest{Id: resp.GetId()})
-		if err != nil || len(rec.GetRejectedRecipients()) != 1 {
-			t.Errorf("record: %v, %v", rec, err)
-		}
+	for _, tc := range []struct{ name, reply, want string }{
+		{"ascii", "550 5.1.10 RESOLVER.ADR.RecipientNotFound", "550 5.1.10 RESOLVER.ADR.RecipientNotFound"},
+		// A localised server's reply in Latin-1: protobuf strings must be UTF-8, so it
+		// would have turned a sent message into an error.
+		{"latin1", "550 5.1.1 Empf\xe4nger unbekannt", `550 5.1.1 Empf\xe4nger unbekannt`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			backend := &countingSender{answer: func(n int64, msg *senders.Message) (*senders.Result, error) {
+				return &senders.Result{Status: senders.Sent, Accepted: msg.Recipients[1:],
+					Rejected: []senders.RecipientError{{Recipient: msg.Recipients[0], Reply: tc.reply}}}, nil
+			}}
+			srv := startWithBackend(t, backend, nil)
+			req := validRequest()
+			req.To = append(req.To, addr("carol@example.com"))
+			ctx := withIdemKey(withAPIKey(appKey), `"partial-1"`)
+			for i := range 2 {
+				resp, err := srv.mail.SendMail(ctx, req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rr := resp.GetRejectedRecipients()
+				if len(rr) != 1 || rr[0].GetAddress() != req.To[0].GetAddress() || rr[0].GetReply() != tc.want ||
+					len(resp.GetAcceptedRecipients()) != 1 || resp.GetReplayed() != (i == 1) {
+					t.Errorf("response %d: %v", i+1, resp)
+				}
+				rec, err := srv.mail.GetMessage(withAPIKey(appKey), &mailgatev1.GetMessageRequest{Id: resp.GetId()})
+				if err != nil || len(rec.GetRejectedRecipients()) != 1 || rec.GetRejectedRecipients()[0].GetReply() != tc.want {
+					t.Errorf("record: %v, %v", rec, err)
+				}
+			}
+			if n := backend.n.Load(); n != 1 {
+				t.Errorf("%d sends, want 1", n)
+			}
+		})
 	}
 }
 

@@ -257,7 +257,10 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 		AcceptedRecipients: res.Accepted,
 	}
 	for _, r := range res.Rejected {
-		resp.RejectedRecipients = append(resp.RejectedRecipients, &mailgatev1.RejectedRecipient{Address: r.Recipient, Reply: r.Reply})
+		// The reply is the remote server's text: it may hold 8-bit bytes (a localised
+		// Exchange server), which protobuf cannot carry, and then the caller would get
+		// an error for a message that was sent.
+		resp.RejectedRecipients = append(resp.RejectedRecipients, &mailgatev1.RejectedRecipient{Address: r.Recipient, Reply: errorText(r.Reply, maxErrorDetail)})
 	}
 	s.complete(sendCtx, ticket, store.Completion{
 		Outcome:   encodeResponse(resp),
@@ -335,13 +338,22 @@ func recordable(k mailerr.Kind) bool {
 
 // Outcomes are stored as one tag byte and a protobuf: 'R' a SendMailResponse, 'E' a
 // google.rpc.Status.
+// A value that does not marshal (a string that is not UTF-8) is a bug in mailgate, not
+// something the caller can change; it is recorded as unreadable, so that a retry gets
+// "stored idempotency outcome is unreadable" rather than a second send.
 func encodeResponse(r *mailgatev1.SendMailResponse) []byte {
-	b, _ := proto.Marshal(r)
+	b, err := proto.Marshal(r)
+	if err != nil {
+		return []byte{'?'}
+	}
 	return append([]byte{'R'}, b...)
 }
 
 func encodeError(e *mailerr.Error) []byte {
-	b, _ := proto.Marshal(toStatus(e).Proto())
+	b, err := proto.Marshal(toStatus(e).Proto())
+	if err != nil {
+		return []byte{'?'}
+	}
 	return append([]byte{'E'}, b...)
 }
 
@@ -378,7 +390,13 @@ func (s *Service) record(key *apikey.Key, msg *senders.Message, req *mailgatev1.
 		Tags:               req.GetTags(),
 		AcceptTime:         timestamppb.New(now),
 	}
-	b, _ := proto.Marshal(rec)
+	b, err := proto.Marshal(rec)
+	if err != nil {
+		// Every string in it was validated or made by mailgate; a failure is a bug, and
+		// GetMessage then answers NOT_FOUND rather than an unreadable record.
+		s.log.Error("message record not stored: it does not encode", "id", rec.Id, "error", err)
+		return nil
+	}
 	return &store.Record{Key: recordKey(key.Name, rec.Id), Value: b, TTL: s.retention}
 }
 
