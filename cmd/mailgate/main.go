@@ -49,16 +49,24 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// exitCode is the exit status for run's error, printing the error when no command has.
+func exitCode(err error, stderr io.Writer) int {
 	var status exitStatus
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		// -h or --help printed the usage that was asked for: exit 0, as the flag
+		// package's ExitOnError does.
+		return 0
 	case errors.Is(err, errUsage):
-		os.Exit(2)
+		return 2
 	case errors.As(err, &status):
-		os.Exit(int(status))
+		return int(status)
 	default:
-		fmt.Fprintln(os.Stderr, "mailgate:", err)
-		os.Exit(1)
+		fmt.Fprintln(stderr, "mailgate:", err)
+		return 1
 	}
 }
 
@@ -94,17 +102,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// newFlagSet returns a flag set that reports its errors to stderr and as errUsage.
+// newFlagSet returns a flag set that reports its errors to stderr; parseFlags returns
+// them as errUsage.
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	return fs
 }
 
+// parseFlags parses args into fs. A mistake is errUsage (exit status 2); -h or --help,
+// after which fs has printed its usage, is flag.ErrHelp (exit status 0).
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return errUsage
+			return flag.ErrHelp
 		}
 		return errUsage
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -209,6 +210,9 @@ func (f *sendFailure) print(w io.Writer, idempotencyKey bool) {
 
 func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(string) string) int {
 	o, err := parseSendFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK // the usage was asked for and printed
+	}
 	if err != nil {
 		return exitUsage
 	}
