@@ -9,10 +9,9 @@ import (
 // loginServer is SASL LOGIN, the obsolete mechanism (draft-murchison-sasl-login) that
 // many scanners and printers offer alone; go-sasl has only its client side.
 type loginServer struct {
-	check    func(user, pass string) error
-	user     string
-	step     int
-	finished bool
+	check func(user, pass string) error
+	user  string
+	step  int
 }
 
 func newLoginServer(check func(user, pass string) error) sasl.Server {
