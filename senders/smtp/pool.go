@@ -98,7 +98,7 @@ func (p *pool) reap() {
 	clear(p.idle[len(keep):])
 	p.idle = keep
 	if len(keep) > 0 && !p.closed {
-		p.timer = time.AfterFunc(keep[0].idleSince.Add(p.idleTimeout).Sub(time.Now()), p.reap)
+		p.timer = time.AfterFunc(time.Until(keep[0].idleSince.Add(p.idleTimeout)), p.reap)
 	}
 	p.mu.Unlock()
 	for _, c := range stale {
