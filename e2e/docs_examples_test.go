@@ -124,9 +124,9 @@ func splitResponse(out string) (string, string) {
 
 var exampleID = regexp.MustCompile(`\b01m[0-9a-z]{23}\b`)
 
-// The curl examples of the README and of docs/idempotency.md's walk-through, run verbatim (but for the port) in the quick start's
-// flow against the embedded default, print what the README shows: the same HTTP status
-// and the same JSON fields.
+// The curl examples of the README, of docs/api.md and of docs/idempotency.md's
+// walk-through, run verbatim (but for the port) in the quick start's flow against the
+// embedded default, print what the docs show: the same HTTP status and the same JSON fields.
 func TestDocsExamples(t *testing.T) {
 	t.Parallel()
 	free := func() string {
@@ -148,13 +148,23 @@ func TestDocsExamples(t *testing.T) {
 	}
 	t.Cleanup(func() { p.stop(t) })
 
-	examples := docExamples(t, "../README.md", "")
-	idem := docExamples(t, "../docs/idempotency.md", "### A transient failure is not stored")
-	if len(examples) < 3 || len(idem) < 4 {
-		t.Fatalf("found %d curl examples in README.md and %d in docs/idempotency.md; the parser or the docs changed", len(examples), len(idem))
+	// In this order: docs/api.md's look-up example takes the id of the README's message.
+	var examples []docExample
+	for _, doc := range []struct {
+		file, stop string
+		min        int
+	}{
+		{"../README.md", "", 1},
+		{"../docs/api.md", "", 3},
+		{"../docs/idempotency.md", "### A transient failure is not stored", 4},
+	} {
+		found := docExamples(t, doc.file, doc.stop)
+		if len(found) < doc.min {
+			t.Fatalf("found %d curl examples in %s, want at least %d; the parser or the docs changed", len(found), doc.file, doc.min)
+		}
+		examples = append(examples, found...)
 	}
-	examples = append(examples, idem...)
-	var lastID string // the README's look-up example takes "the id from your own response"
+	var lastID string // the look-up example takes "the id from your own response"
 	for _, ex := range examples {
 		if !strings.Contains(ex.command, "/v1/") {
 			continue // /metrics and the like: not JSON
