@@ -204,3 +204,58 @@ func TestArchitecturePackageMap(t *testing.T) {
 		}
 	}
 }
+
+var docPointer = regexp.MustCompile(`\bdocs/([a-z0-9-]+\.md)(#[a-z0-9_-]+)?`)
+
+// The pointers into docs/ in the Go code's comments ("docs/api.md#errors") name a file
+// and a heading that exist.
+func TestCodeDocPointers(t *testing.T) {
+	t.Parallel()
+	cache := map[string]map[string]bool{}
+	checked := 0
+	err := filepath.WalkDir("..", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			switch d.Name() {
+			case ".git", ".cache", "bin", "third_party", "api", "node_modules":
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for i, l := range strings.Split(string(b), "\n") {
+			for _, m := range docPointer.FindAllStringSubmatch(l, -1) {
+				checked++
+				doc := filepath.Join("..", "docs", m[1])
+				if _, err := os.Stat(doc); err != nil {
+					t.Errorf("%s:%d: %s: %v", path, i+1, m[0], err)
+					continue
+				}
+				if m[2] == "" {
+					continue
+				}
+				if cache[doc] == nil {
+					cache[doc] = anchors(t, doc)
+				}
+				if !cache[doc][m[2][1:]] {
+					t.Errorf("%s:%d: %s: docs/%s has no heading with the id %q", path, i+1, m[0], m[1], m[2][1:])
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checked < 10 {
+		t.Fatalf("found only %d pointers into docs/ in the code; the pattern or the code changed", checked)
+	}
+}

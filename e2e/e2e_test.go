@@ -260,7 +260,7 @@ func TestSend(t *testing.T) {
 
 		t.Run("rest proto field names", func(t *testing.T) {
 			t.Parallel()
-			// DESIGN §4: lowerCamelCase JSON, proto names accepted on input.
+			// docs/api.md#calling-the-api: lowerCamelCase JSON, proto names accepted on input.
 			resp := sendOK(t, p, xAPIKey(app), mustJSON(t, map[string]any{
 				"from":        map[string]string{"address": "app@example.com"},
 				"to":          []map[string]string{{"address": "names@example.net"}},
@@ -338,7 +338,7 @@ func TestSend(t *testing.T) {
 	if len(lines) == 0 || lines[len(lines)-1]["msg"] != "mailgate stopped" {
 		t.Errorf("the log does not end with \"mailgate stopped\"")
 	}
-	// DESIGN §5: no secret or message body is ever logged.
+	// docs/operations.md#logs: no secret or message body is ever logged.
 	for _, secret := range []string{app, other, textMarker, subjectMarker} {
 		if strings.Contains(p.logs(), secret) {
 			t.Errorf("the log contains %q", secret)

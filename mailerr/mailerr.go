@@ -74,7 +74,8 @@ type row struct {
 	smtp   Reply
 }
 
-// table is DESIGN.md §4's error table, the one place where a class becomes a wire code.
+// table is the one place where a class becomes a wire code. docs/api.md#errors shows it
+// (TestAPIDocErrorTable keeps the two equal).
 var table = [...]row{
 	Internal:         {"INTERNAL", codes.Internal, http.StatusInternalServerError, Reply{451, "4.3.0"}},
 	Invalid:          {"INVALID_ARGUMENT", codes.InvalidArgument, http.StatusBadRequest, Reply{554, "5.6.0"}},

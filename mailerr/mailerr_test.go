@@ -23,7 +23,7 @@ func TestKindRoundTrip(t *testing.T) {
 
 func TestTable(t *testing.T) {
 	t.Parallel()
-	// DESIGN.md §4, row by row.
+	// docs/api.md#errors, row by row.
 	tests := []struct {
 		kind Kind
 		grpc codes.Code

@@ -32,7 +32,8 @@ type graphError struct {
 	header  http.Header
 }
 
-// classify turns a failed Graph request into mailgate's classes (M365.md §6). delivered
+// classify turns a failed Graph request into mailgate's classes
+// (docs/microsoft365-graph.md#troubleshooting). delivered
 // is whether the request reached Microsoft and was one that sends mail: then a missing or
 // 5xx answer leaves the outcome unknown.
 func (s *Sender) classify(op, mailbox string, err error, delivered bool) *mailerr.Error {

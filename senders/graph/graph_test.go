@@ -273,7 +273,8 @@ func base64Encode(dst, src []byte) int {
 	return n
 }
 
-// Microsoft's answers, classified as DESIGN §4 and M365.md §6 say, and never resent when
+// Microsoft's answers, classified as docs/microsoft365-graph.md#troubleshooting and
+// docs/api.md#errors say, and never resent when
 // the message may have gone out.
 func TestErrors(t *testing.T) {
 	t.Parallel()

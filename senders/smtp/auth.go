@@ -8,7 +8,8 @@ import (
 
 type smtpAuth = smtp.Auth
 
-// xoauth2 is SASL XOAUTH2 as Microsoft documents it for Exchange Online (M365.md §3.2):
+// xoauth2 is SASL XOAUTH2 as Microsoft documents it for Exchange Online
+// (docs/microsoft365-smtp.md#what-mailgate-sends):
 // base64("user=" + mailbox + "\x01auth=Bearer " + token + "\x01\x01"), mechanism name in
 // upper case.
 type xoauth2 struct{ user, token string }

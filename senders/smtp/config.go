@@ -18,7 +18,8 @@ import (
 	"github.com/mailgate/mailgate/senders/entra"
 )
 
-// Defaults, from Microsoft 365's documented behaviour (M365.md §3.6, §4).
+// Defaults, from Microsoft 365's documented behaviour
+// (docs/microsoft365-smtp.md#limits-and-how-mailgate-keeps-to-them).
 const (
 	// SubmissionAddress is Microsoft 365's client submission endpoint. Port 465 (implicit
 	// TLS) is not offered by Microsoft.

@@ -15,7 +15,7 @@ import (
 )
 
 // Pauses after Microsoft's throttling replies. SMTP has no Retry-After; these follow
-// what M365.md §6 says of each condition.
+// what Microsoft documents of each condition (docs/microsoft365-smtp.md#throttling-and-pauses).
 const (
 	// concurrencyPause: 432 4.3.2, more than 3 connections for the mailbox; one ends soon.
 	concurrencyPause = 15 * time.Second
@@ -94,7 +94,8 @@ type replyError struct {
 
 func (e *replyError) Error() string { return e.command + ": " + e.reply.String() }
 
-// classify turns a server's refusal into mailgate's classes (M365.md §6, RFC 3463): what
+// classify turns a server's refusal into mailgate's classes
+// (docs/microsoft365-smtp.md#troubleshooting, RFC 3463): what
 // the caller sees. OperatorFix says what an operator must do about it, if anything.
 func classify(server, command string, r Reply) *mailerr.Error {
 	refused := fmt.Sprintf("%s refused %s: %s", server, command, r)

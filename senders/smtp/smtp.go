@@ -1,4 +1,4 @@
-// Package smtp holds the three SMTP backends to Microsoft 365 (M365.md §3, §4):
+// Package smtp holds the three SMTP backends to Microsoft 365 (docs/microsoft365-smtp.md):
 //
 //   - smtp_auth: client submission to smtp.office365.com:587 as a licensed mailbox, with
 //     STARTTLS (TLS 1.2 or later) and AUTH XOAUTH2 (an app-only token) or LOGIN;

@@ -419,7 +419,8 @@ func TestSendMailMIME(t *testing.T) {
 		t.Errorf("pdf %+v", pdf)
 	}
 
-	// The sample from M365.md §1.4, gzip'd, with a charset parameter.
+	// A MIME sendMail body as Microsoft documents it (docs/microsoft365-graph.md#what-mailgate-sends-to-microsoft),
+	// gzip'd, with a charset parameter.
 	sample := "RnJvbTogbm9yZXBseUBjb250b3NvLmNvbQ0KVG86IGFsaWNlQGV4YW1wbGUuY29tDQpTdWJqZWN0\r\n" +
 		"OiBUZXN0DQpNSU1FLVZlcnNpb246IDEuMA0KQ29udGVudC1UeXBlOiB0ZXh0L3BsYWluOyBjaGFy\r\n" +
 		"c2V0PXV0Zi04DQoNCmhlbGxvDQo="

@@ -2,7 +2,8 @@ package graphtest
 
 import "fmt"
 
-// Messages Microsoft returns (texts from the M365 reference, §1.3, §1.4, §1.6, §1.7).
+// Messages Microsoft returns, in the texts Microsoft documents (the pages are listed in
+// docs/microsoft365-graph.md#sources).
 const (
 	msgSendAsDenied = "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account. Cannot submit message."
 	msgAccessDenied = "Access is denied. Check credentials and try again."

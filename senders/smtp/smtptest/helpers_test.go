@@ -28,7 +28,7 @@ func testTokens(token string) (string, bool) {
 	return scope, ok && token != "tok-expired"
 }
 
-// xoauth2 is a go-sasl client for XOAUTH2 (M365.md §3.2).
+// xoauth2 is a go-sasl client for XOAUTH2 (docs/microsoft365-smtp.md#what-mailgate-sends).
 type xoauth2 struct{ user, token string }
 
 func (a xoauth2) Start() (string, []byte, error) {

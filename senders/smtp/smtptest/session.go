@@ -18,7 +18,8 @@ import (
 )
 
 // replyf builds a reply. The err* functions below are Exchange Online's replies
-// (M365.md §3.7, §4.5, §6); they return fresh values because callers may keep them.
+// (docs/microsoft365-smtp.md#troubleshooting); they return fresh values because callers
+// may keep them.
 func replyf(code int, enhanced smtp.EnhancedCode, format string, args ...any) *smtp.SMTPError {
 	return &smtp.SMTPError{Code: code, EnhancedCode: enhanced, Message: fmt.Sprintf(format, args...)}
 }
@@ -384,7 +385,8 @@ func (ss *session) scripted(r Reply) error {
 }
 
 // certAccepted reports whether the TLS session presented a verified client certificate
-// whose CN or a DNS SAN is an accepted domain or a subdomain of one (M365.md §4.3).
+// whose CN or a DNS SAN is an accepted domain or a subdomain of one
+// (docs/microsoft365-smtp.md#certificate-based-connector).
 func (s *Server) certAccepted(state tls.ConnectionState) bool {
 	if len(state.VerifiedChains) == 0 || len(state.PeerCertificates) == 0 {
 		return false
@@ -403,7 +405,8 @@ func (s *Server) certAccepted(state tls.ConnectionState) bool {
 }
 
 // xoauth2Server is the server side of SASL XOAUTH2 as Microsoft documents it
-// (M365.md §3.2): a single client message "user=U\x01auth=Bearer T\x01\x01". A failure is
+// (docs/microsoft365-smtp.md#what-mailgate-sends): a single client message
+// "user=U\x01auth=Bearer T\x01\x01". A failure is
 // answered with 535 at once; there is no JSON error challenge as with Google.
 type xoauth2Server struct {
 	ss    *session

@@ -1,24 +1,27 @@
 // Package smtptest runs in-process fakes of Microsoft 365's SMTP endpoints, for tests of
 // mailgate's SMTP sender. Each fake is a github.com/emersion/go-smtp server on
 // 127.0.0.1 with a self-signed certificate, and it answers the way Exchange Online does
-// according to the project's M365 reference (/work/shared/M365.md):
+// as Microsoft documents it (docs/microsoft365-smtp.md, and the pages its Sources list):
 //
-//   - Submission models smtp.office365.com:587, SMTP AUTH client submission (§3): AUTH is
-//     offered only after STARTTLS (§3.1), as LOGIN and XOAUTH2 (§3.2); an XOAUTH2 token
-//     must have been issued for https://outlook.office365.com/.default (§3.3); a mailbox
-//     may have at most 3 authenticated sessions at once (§3.6); the sender must be the
-//     mailbox or a Send-As address, checked at MAIL FROM and on the From: header (§3.7).
-//   - Relay models the tenant's MX endpoint with an inbound connector (§4.3): IP-based
-//     (any client) or certificate-based (a TLS client certificate whose CN or a DNS SAN is
-//     an accepted domain). External recipients are allowed.
-//   - DirectSend models the tenant's MX endpoint used anonymously (§4.2): recipients must
-//     be in an accepted domain, and Set-OrganizationConfig -RejectDirectSend is available.
+//   - Submission models smtp.office365.com:587, SMTP AUTH client submission
+//     (#smtp-auth-with-oauth-smtp_auth): AUTH is offered only after STARTTLS, as LOGIN and
+//     XOAUTH2 (#what-mailgate-sends); an XOAUTH2 token must have been issued for
+//     https://outlook.office365.com/.default; a mailbox may have at most 3 authenticated
+//     sessions at once (#limits-and-how-mailgate-keeps-to-them); the sender must be the
+//     mailbox or a Send-As address, checked at MAIL FROM and on the From: header.
+//   - Relay models the tenant's MX endpoint with an inbound connector
+//     (#relay-through-an-inbound-connector-relay): IP-based (any client) or
+//     certificate-based (a TLS client certificate whose CN or a DNS SAN is an accepted
+//     domain). External recipients are allowed.
+//   - DirectSend models the tenant's MX endpoint used anonymously (#direct-send-direct_send):
+//     recipients must be in an accepted domain, and Set-OrganizationConfig
+//     -RejectDirectSend is available.
 //
-// Replies carry the codes and texts of §3.7, §4.5 and §6, always with an enhanced status
-// code. TLS 1.0 and 1.1 are refused (§3.1). Limits: 500 recipients per message, 35 MiB
-// per message by default (§3.6, §5). Not modelled: message and recipient rates, daily
-// quotas, SPF/DKIM/DMARC, Conditional Access and the per-tenant/per-mailbox SMTP AUTH
-// switch (§3.4).
+// Replies carry Exchange Online's codes and texts (#troubleshooting), always with an
+// enhanced status code. TLS 1.0 and 1.1 are refused. Limits: 500 recipients per message,
+// 35 MiB per message by default. Not modelled: message and recipient rates, daily quotas,
+// SPF/DKIM/DMARC, Conditional Access and the per-tenant/per-mailbox SMTP AUTH switch
+// (#step-6-turn-on-smtp-auth-for-the-mailbox).
 //
 // Failures can be injected with Server.Script, which replaces the answer to the next
 // command at a given stage, or hangs up instead of answering.
@@ -258,7 +261,8 @@ func New(t testing.TB, opts Options) *Server {
 	s.cert = cert
 	tlsConfig := &tls.Config{
 		Certificates: []tls.Certificate{{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}},
-		// Microsoft turned TLS 1.0 and 1.1 off on smtp.office365.com (M365.md §3.1).
+		// Microsoft turned TLS 1.0 and 1.1 off on smtp.office365.com
+		// (docs/microsoft365-smtp.md#troubleshooting).
 		MinVersion: tls.VersionTLS12,
 	}
 	if s.clientCAs != nil {

@@ -207,7 +207,8 @@ func (a netLogin) Next(fromServer []byte, more bool) ([]byte, error) {
 	return nil, fmt.Errorf("unexpected prompt %q", fromServer)
 }
 
-// netXOAUTH2 is the net/smtp XOAUTH2 client sketched in M365.md §3.2.
+// netXOAUTH2 is a net/smtp XOAUTH2 client, with the client message of
+// docs/microsoft365-smtp.md#what-mailgate-sends.
 type netXOAUTH2 struct{ user, token string }
 
 func (a netXOAUTH2) Start(si *netsmtp.ServerInfo) (string, []byte, error) {
