@@ -7,7 +7,7 @@
 //     (#smtp-auth-with-oauth-smtp_auth): AUTH is offered only after STARTTLS, as LOGIN and
 //     XOAUTH2 (#what-mailgate-sends); an XOAUTH2 token must have been issued for
 //     https://outlook.office365.com/.default; a mailbox may have at most 3 authenticated
-//     sessions at once (#limits-and-how-mailgate-keeps-to-them); the sender must be the
+//     connections at once (#limits-and-how-mailgate-keeps-to-them); the sender must be the
 //     mailbox or a Send-As address, checked at MAIL FROM and on the From: header.
 //   - Relay models the tenant's MX endpoint with an inbound connector
 //     (#relay-through-an-inbound-connector-relay): IP-based (any client) or
