@@ -183,7 +183,7 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	}
 	msg.Mailbox = route.Mailbox
 
-	adm := &store.Admission{Groups: s.budgets(key, msg, route.Backend)}
+	adm := s.admission(key, msg, route.Backend)
 	if idemKey != "" {
 		adm.Claim = &store.Claim{
 			Scope: key.Name, Key: idemKey, Fingerprint: fingerprint(req),
@@ -192,6 +192,9 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 		}
 	}
 	ticket, err := s.store.Admit(ctx, adm)
+	if errors.Is(err, store.ErrInvalid) {
+		return nil, route, mailerr.Wrap(mailerr.Internal, err, "mailgate built rate limits its store cannot apply; nothing was sent")
+	}
 	if err != nil {
 		s.metrics.storeErrors.WithLabelValues("admit").Inc()
 		return nil, route, mailerr.Wrap(mailerr.Unavailable, err, "mailgate's store is unavailable; nothing was sent").WithReason("STORE_UNAVAILABLE")
@@ -212,10 +215,10 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 		return nil, route, mailerr.New(mailerr.KeyReused,
 			"this idempotency key was used for a different request; use a new key for a new message")
 	case store.Throttled:
-		s.metrics.refused(ticket.Refused)
+		s.metrics.refused(*ticket.Refused)
 		// Whole seconds, rounded up, as the Retry-After header says it.
 		wait := time.Duration(math.Ceil(ticket.RetryAfter.Seconds())) * time.Second
-		e := mailerr.New(mailerr.Throttled, "%s; retry in %s", describeRefusal(ticket.Refused, s.mailbox, key), humanDuration(wait))
+		e := mailerr.New(mailerr.Throttled, "%s; retry in %s", describeRefusal(*ticket.Refused, s.mailbox, key), humanDuration(wait))
 		e.RetryAfter = ticket.RetryAfter
 		return nil, route, e
 	}
@@ -231,13 +234,12 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	if sendErr != nil {
 		e := mailerr.As(sendErr, mailerr.Unavailable)
 		s.metrics.backend.WithLabelValues(route.Backend, e.ReasonOrDefault()).Observe(sendTime)
-		if e.Kind == mailerr.Throttled && e.RetryAfter > 0 {
+		if group := adm.PauseTarget; e.Kind == mailerr.Throttled && e.RetryAfter > 0 && !group.IsZero() {
 			// Microsoft throttled this mailbox (or this relaying backend): pause it for
 			// every replica.
-			group := adm.Groups[0].Key
 			if err := s.store.Pause(sendCtx, group, e.RetryAfter); err != nil {
 				s.metrics.storeErrors.WithLabelValues("pause").Inc()
-				s.log.Warn("could not pause sending", "group", group, "error", err)
+				s.log.Warn("could not pause sending", "group", group.String(), "error", err)
 			}
 		}
 		c := store.Completion{Refund: e.Kind != mailerr.OutcomeUnknown, Retention: s.retention}
@@ -281,47 +283,49 @@ func (s *Service) complete(ctx context.Context, t *store.Ticket, c store.Complet
 	}
 }
 
-// budgets are the rate limits a message draws on: its sending mailbox's (shared by every
-// key that sends as it) and its API key's own. A backend that relays into the tenant
-// rather than sending as a mailbox has no mailbox limits; its group is there to be
-// paused when Microsoft throttles it. The first group is the one a throttle pauses.
-func (s *Service) budgets(key *apikey.Key, msg *senders.Message, backend string) []store.Group {
-	first := store.Group{Key: "be:" + backend}
+// admission is what a message asks of the store, but for its idempotency claim: the
+// budgets of its sending mailbox (shared by every key that sends as it) and of its API
+// key, and the group Microsoft's throttle pauses. A backend that relays into the tenant
+// rather than sending as a mailbox has no mailbox limits and is itself the pause target.
+func (s *Service) admission(key *apikey.Key, msg *senders.Message, backend string) *store.Admission {
+	target := store.Group{Kind: store.Backend, Name: backend}
 	if s.scopes[backend] != senders.ScopeBackend {
-		first = store.Group{
-			Key: "mb:" + mailaddr.Key(msg.SendingMailbox()),
+		target = store.Group{
+			Kind: store.Mailbox,
+			Name: mailaddr.Key(msg.SendingMailbox()),
 			Limits: []store.Limit{
-				{ID: "msgs", Count: s.mailbox.MessagesPerMinute, Period: time.Minute, Cost: 1},
-				{ID: "rcpts", Count: s.mailbox.RecipientsPerDay, Period: 24 * time.Hour, Cost: len(msg.Recipients)},
+				{ID: store.MessagesPerMinute, Count: s.mailbox.MessagesPerMinute, Period: time.Minute, Cost: 1},
+				{ID: store.RecipientsPerDay, Count: s.mailbox.RecipientsPerDay, Period: 24 * time.Hour, Cost: len(msg.Recipients)},
 			},
 		}
 	}
-	groups := []store.Group{first}
+	adm := &store.Admission{Groups: []store.Group{target}, PauseTarget: target.ID()}
 	if key.MessagesPerMinute > 0 {
-		groups = append(groups, store.Group{
-			Key:    "key:" + key.Name,
-			Limits: []store.Limit{{ID: "msgs", Count: key.MessagesPerMinute, Period: time.Minute, Cost: 1}},
+		adm.Groups = append(adm.Groups, store.Group{
+			Kind:   store.APIKey,
+			Name:   key.Name,
+			Limits: []store.Limit{{ID: store.MessagesPerMinute, Count: key.MessagesPerMinute, Period: time.Minute, Cost: 1}},
 		})
 	}
-	return groups
+	return adm
 }
 
-// describeRefusal says which limit refused a request, from store.Ticket.Refused.
-func describeRefusal(refused string, mb MailboxLimits, key *apikey.Key) string {
-	group, limit, _ := strings.Cut(refused, "/")
-	switch kind, name, _ := strings.Cut(group, ":"); {
-	case limit == "pause" && kind == "be":
+// describeRefusal says which limit refused a request, naming the mailbox, backend or key.
+func describeRefusal(r store.Refusal, mb MailboxLimits, key *apikey.Key) string {
+	name := r.Group.Name
+	switch kind := r.Group.Kind; {
+	case r.Paused && kind == store.Backend:
 		return fmt.Sprintf("Microsoft 365 throttled backend %s; mailgate holds its messages back for every replica", name)
-	case limit == "pause":
+	case r.Paused && kind == store.Mailbox:
 		return fmt.Sprintf("Microsoft 365 throttled mailbox %s; mailgate holds its messages back for every replica", name)
-	case kind == "mb" && limit == "msgs":
+	case kind == store.Mailbox && r.Limit == store.MessagesPerMinute:
 		return fmt.Sprintf("mailbox %s may send %d messages per minute", name, mb.MessagesPerMinute)
-	case kind == "mb" && limit == "rcpts":
+	case kind == store.Mailbox && r.Limit == store.RecipientsPerDay:
 		return fmt.Sprintf("mailbox %s may send to %d recipients per day", name, mb.RecipientsPerDay)
-	case kind == "key":
+	case kind == store.APIKey && r.Limit == store.MessagesPerMinute:
 		return fmt.Sprintf("API key %q may send %d messages per minute", name, key.MessagesPerMinute)
 	}
-	return "rate limit " + refused + " reached"
+	return "rate limit " + r.String() + " reached"
 }
 
 // recordable reports whether an outcome is final, and so replayed to a retry with the

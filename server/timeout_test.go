@@ -107,7 +107,9 @@ func TestFrozenRedisStoreCalls(t *testing.T) {
 			return err
 		},
 		"get record": func() error { _, err := s.GetRecord(ctx, "msg:a:1"); return err },
-		"pause":      func() error { return s.Pause(ctx, "mb:a@example.com", time.Second) },
+		"pause": func() error {
+			return s.Pause(ctx, store.GroupID{Kind: store.Mailbox, Name: "a@example.com"}, time.Second)
+		},
 		"data check": func() error { _, err := s.CheckData(ctx); return err },
 	} {
 		start := time.Now()

@@ -61,18 +61,18 @@ func TestRedisKeyLayout(t *testing.T) {
 	c := storetest.SharedRedis(t)
 	prefix := storetest.Prefix(t, c, "layout")
 	s := store.NewRedis(c, prefix)
-	mailbox := store.Group{Key: "mb:a@example.com", Limits: []store.Limit{
-		{ID: "msgs", Count: 30, Period: time.Minute, Cost: 1},
-		{ID: "rcpts", Count: 10000, Period: 24 * time.Hour, Cost: 3},
+	mailbox := store.Group{Kind: store.Mailbox, Name: "a@example.com", Limits: []store.Limit{
+		{ID: store.MessagesPerMinute, Count: 30, Period: time.Minute, Cost: 1},
+		{ID: store.RecipientsPerDay, Count: 10000, Period: 24 * time.Hour, Cost: 3},
 	}}
-	apiKey := store.Group{Key: "key:billing-app", Limits: []store.Limit{{ID: "msgs", Count: 10, Period: time.Minute, Cost: 1}}}
+	apiKey := store.Group{Kind: store.APIKey, Name: "billing-app", Limits: []store.Limit{{ID: store.MessagesPerMinute, Count: 10, Period: time.Minute, Cost: 1}}}
 	if tk, err := s.Admit(ctx, &store.Admission{Groups: []store.Group{mailbox, apiKey}}); err != nil || tk.Decision != store.Proceed {
 		t.Fatalf("Admit: %v, %v", tk, err)
 	}
-	if err := s.Pause(ctx, "mb:paused@example.com", time.Minute); err != nil {
+	if err := s.Pause(ctx, store.GroupID{Kind: store.Mailbox, Name: "paused@example.com"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Pause(ctx, "be:relay", time.Minute); err != nil {
+	if err := s.Pause(ctx, store.GroupID{Kind: store.Backend, Name: "relay"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	for key, want := range map[string]string{
@@ -99,14 +99,40 @@ func TestRedisKeyLayout(t *testing.T) {
 	c.Set(ctx, prefix+"{key:old-app}:msgs:sum", "1", time.Minute)
 	for _, tc := range []struct {
 		group   store.Group
-		refused string
+		refused store.Refusal
 	}{
-		{store.Group{Key: "mb:old@example.com"}, "mb:old@example.com/pause"},
-		{store.Group{Key: "key:old-app", Limits: []store.Limit{{ID: "msgs", Count: 1, Period: time.Minute, Cost: 1}}}, "key:old-app/msgs"},
+		{store.Group{Kind: store.Mailbox, Name: "old@example.com"},
+			store.Refusal{Group: store.GroupID{Kind: store.Mailbox, Name: "old@example.com"}, Paused: true}},
+		{store.Group{Kind: store.APIKey, Name: "old-app", Limits: []store.Limit{{ID: store.MessagesPerMinute, Count: 1, Period: time.Minute, Cost: 1}}},
+			store.Refusal{Group: store.GroupID{Kind: store.APIKey, Name: "old-app"}, Limit: store.MessagesPerMinute}},
 	} {
 		tk, err := s.Admit(ctx, &store.Admission{Groups: []store.Group{tc.group}})
-		if err != nil || tk.Decision != store.Throttled || tk.Refused != tc.refused || tk.RetryAfter < 50*time.Second {
-			t.Errorf("%s: %+v, %v; want refused by %s for about a minute", tc.group.Key, tk, err, tc.refused)
+		if err != nil || tk.Decision != store.Throttled || *tk.Refused != tc.refused || tk.RetryAfter < 50*time.Second {
+			t.Errorf("%s: %+v, %v; want refused by %s for about a minute", tc.group.ID(), tk, err, tc.refused)
+		}
+	}
+}
+
+// The names in logs, which are also the tags in Redis keys.
+func TestNames(t *testing.T) {
+	t.Parallel()
+	mb := store.GroupID{Kind: store.Mailbox, Name: "billing@contoso.com"}
+	for _, tc := range []struct {
+		got  fmt.Stringer
+		want string
+	}{
+		{mb, "mb:billing@contoso.com"},
+		{store.GroupID{Kind: store.Backend, Name: "relay"}, "be:relay"},
+		{store.GroupID{Kind: store.APIKey, Name: "billing-app"}, "key:billing-app"},
+		{store.GroupKind(0), "GroupKind(0)"},
+		{store.MessagesPerMinute, "msgs"},
+		{store.RecipientsPerDay, "rcpts"},
+		{store.LimitID(7), "LimitID(7)"},
+		{store.Refusal{Group: mb, Limit: store.RecipientsPerDay}, "mb:billing@contoso.com/rcpts"},
+		{store.Refusal{Group: mb, Paused: true}, "mb:billing@contoso.com/pause"},
+	} {
+		if s := tc.got.String(); s != tc.want {
+			t.Errorf("%#v: %q, want %q", tc.got, s, tc.want)
 		}
 	}
 }
