@@ -909,7 +909,7 @@ func statusFailure(code codes.Code, reason, msg string, fields []mailerr.FieldVi
 	if code == codes.Unimplemented {
 		return notMailgateFailure("it does not serve mailgate's SendMail: %s", msg)
 	}
-	f := kindFailure(mailerr.KindOf(code, reason), reason, msg)
+	f := kindFailure(mailerr.KindOf(code, mailerr.Reason(reason)), reason, msg)
 	f.fields, f.retry = fields, retry
 	return f
 }
