@@ -7,14 +7,12 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mailgate/mailgate/mailerr"
-	"github.com/mailgate/mailgate/mailerr/mailstatus"
 )
 
-// smtpReply is the SMTP reply for a SendMail error, decoded once (mailstatus.FromError)
-// and answered from mailerr's one table; a backend's permanent refusal is passed on with
-// the remote server's own 5xx code.
-func smtpReply(err error) *smtp.SMTPError {
-	e := mailstatus.FromError(err)
+// smtpReply is the SMTP reply for a SendMail error (decoded by mailstatus.FromError),
+// from mailerr's one table; a backend's permanent refusal is passed on with the remote
+// server's own 5xx code.
+func smtpReply(e *mailerr.Error) *smtp.SMTPError {
 	r := e.Kind.SMTPReply()
 	if remote := e.Metadata[mailerr.MetaSMTPReply]; e.Kind == mailerr.Rejected && remote != "" {
 		code, rest, _ := strings.Cut(remote, " ")

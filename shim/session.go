@@ -227,15 +227,17 @@ func (ss *session) Data(r io.Reader) error {
 	ctx, cancel := context.WithTimeout(context.Background(), ss.s.opts.SubmitTimeout)
 	defer cancel()
 	resp, err := ss.s.opts.Submitter.SendMail(ctx, p, req)
-	if err != nil && mailstatus.FromError(err).Kind == mailerr.KeyReused {
+	failed := mailstatus.FromError(err) // nil on success
+	if failed != nil && failed.Kind == mailerr.KeyReused {
 		// The device gives different messages the same Message-ID (some firmware
 		// does): deduplicate this one by its content instead.
 		ss.log.Warn("device reuses Message-IDs; deduplicating by content", keyAttr(p.Name), "message_id", msgID)
 		req.IdempotencyKey = idempotencyKey(p.Name, msgID, from, rcpts, raw)
 		resp, err = ss.s.opts.Submitter.SendMail(ctx, p, req)
+		failed = mailstatus.FromError(err)
 	}
-	if err != nil {
-		reply := smtpReply(err)
+	if failed != nil {
+		reply := smtpReply(failed)
 		ss.s.opts.Metrics.reply(reply.Code)
 		ss.log.Info("smtp message refused", keyAttr(p.Name), "received_id", traceID, "reply", reply.Error())
 		return reply
