@@ -128,10 +128,10 @@ func (s *Service) SendMail(ctx context.Context, req *mailgatev1.SendMailRequest)
 		st, replayed := status.FromError(err)
 		var e *mailerr.Error
 		if replayed {
-			e = mailstatus.FromStatus(st)
+			e, err = mailstatus.FromStatus(st), st.Err()
 		} else {
 			e = mailerr.Classify(err, mailerr.Unavailable)
-			st = mailstatus.ToStatus(e)
+			err = mailstatus.Err(e)
 		}
 		reason := string(e.ReasonOrDefault())
 		s.metrics.observe(route.Name, route.Backend, reason, elapsed)
@@ -145,7 +145,7 @@ func (s *Service) SendMail(ctx context.Context, req *mailgatev1.SendMailRequest)
 		} else {
 			log.Info("message refused", attrs...)
 		}
-		return nil, st.Err()
+		return nil, err
 	}
 	if resp.GetReplayed() {
 		// Not a send: counted and logged as a replay, under the original message's id.

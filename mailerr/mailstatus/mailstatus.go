@@ -67,8 +67,28 @@ func WithCode(code codes.Code, e *mailerr.Error) *status.Status {
 	return withDetails
 }
 
-// Err is ToStatus(e).Err(): the error a gRPC handler returns for e.
-func Err(e *mailerr.Error) error { return ToStatus(e).Err() }
+// Err is the error a handler returns for e. gRPC, the REST gateway and status.FromError
+// see ToStatus(e) (through its GRPCStatus method); a caller in the same process, such as
+// the SMTP shim, finds e itself with errors.As (FromError does), without decoding a
+// status. The cause (e.Err) is not in its chain: errors.Is sees only what a status says.
+func Err(e *mailerr.Error) error { return &statusError{e: e, st: ToStatus(e)} }
+
+type statusError struct {
+	e  *mailerr.Error
+	st *status.Status
+}
+
+func (s *statusError) Error() string              { return s.st.Err().Error() }
+func (s *statusError) GRPCStatus() *status.Status { return s.st }
+
+// As lets errors.As find the *mailerr.Error.
+func (s *statusError) As(target any) bool {
+	if p, ok := target.(**mailerr.Error); ok {
+		*p = s.e
+		return true
+	}
+	return false
+}
 
 // FromStatus reads a status back into an error: the kind from the code and the reason
 // (mailerr.KindOf), and the message, field violations, retry delay and metadata.
@@ -99,21 +119,32 @@ func FromStatus(st *status.Status) *mailerr.Error {
 	return e
 }
 
-// FromError is FromStatus for any error a MailService call returns. An error that is
-// already a *mailerr.Error (a service in the same process) is returned as it is, with
-// its reason filled in, so that a caller can tell mailgate's errors by a non-empty
-// Reason either way. It returns nil for a nil err.
+// FromError is FromStatus for any error a MailService call returns. An error that holds
+// a *mailerr.Error (from a service in the same process) gives a copy of it as a status
+// would carry it: its reason filled in, so that a caller tells mailgate's errors by a
+// non-empty Reason either way, and its texts made fit (see Text). It returns nil for a
+// nil err.
 func FromError(err error) *mailerr.Error {
 	if err == nil {
 		return nil
 	}
 	var e *mailerr.Error
 	if errors.As(err, &e) {
-		if e.Reason != "" {
-			return e
-		}
 		c := *e
-		c.Reason = e.Kind.Reason()
+		c.Reason = mailerr.Reason(Text(string(e.ReasonOrDefault()), MaxDetail))
+		c.Msg = Text(e.Msg, MaxMessage)
+		if len(e.Fields) > 0 {
+			c.Fields = make([]mailerr.FieldViolation, len(e.Fields))
+			for i, f := range e.Fields {
+				c.Fields[i] = mailerr.FieldViolation{Field: Text(f.Field, MaxDetail), Description: Text(f.Description, MaxDetail)}
+			}
+		}
+		if len(e.Metadata) > 0 {
+			c.Metadata = make(map[string]string, len(e.Metadata))
+			for k, v := range e.Metadata {
+				c.Metadata[Text(k, MaxDetail)] = Text(v, MaxDetail)
+			}
+		}
 		return &c
 	}
 	return FromStatus(status.Convert(err))

@@ -1,6 +1,7 @@
 package mailstatus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/mailgate/mailgate/mailerr"
 )
@@ -119,5 +121,25 @@ func TestToStatusEscapes(t *testing.T) {
 	got := FromStatus(st)
 	if got.Fields[0].Field != `headers[X-\xff]` || got.Fields[0].Description != `M\xfcller` || got.Metadata[mailerr.MetaSMTPReply] != `550 caf\xe9` {
 		t.Errorf("escaped details %+v %v", got.Fields, got.Metadata)
+	}
+}
+
+// TestErr: the error a handler returns is the status for gRPC, and the *mailerr.Error
+// itself for a caller in the same process, with its cause (a decoded status has none),
+// and its texts made fit as a status would carry them.
+func TestErr(t *testing.T) {
+	t.Parallel()
+	e := mailerr.Wrap(mailerr.Canceled, context.Canceled, "caller for M\xfcller went away")
+	err := Err(e)
+	st, ok := status.FromError(err)
+	if !ok || !proto.Equal(st.Proto(), ToStatus(e).Proto()) || err.Error() != ToStatus(e).Err().Error() {
+		t.Errorf("status.FromError(Err(e)) = %v, %v; want ToStatus(e)", st, ok)
+	}
+	got := FromError(fmt.Errorf("wrapped: %w", err))
+	if got.Err != e.Err || got.Kind != e.Kind || got.Reason != mailerr.ReasonCanceled || got.Msg != `caller for M\xfcller went away` {
+		t.Errorf("FromError(Err(e)) = %#v, want e with its cause, reason and escaped message", got)
+	}
+	if errors.Is(err, context.Canceled) {
+		t.Error("the cause is in Err(e)'s chain")
 	}
 }
