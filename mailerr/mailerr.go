@@ -2,8 +2,10 @@
 // to the gRPC code, HTTP status and SMTP reply that callers see.
 //
 // Backends, the service and the SMTP shim all speak in terms of Kind; the table in this
-// package is the only place where a Kind becomes a wire code. It imports only the gRPC
-// codes enum, so backends can classify errors without knowing anything else of gRPC.
+// package is the only place where a Kind becomes a wire code, and the reasons table the
+// only place where a Reason gets its Kind. It imports only the gRPC codes enum, so
+// backends can classify errors without knowing anything else of gRPC; the codec between
+// an Error and a google.rpc.Status is the package mailstatus.
 package mailerr
 
 import (
