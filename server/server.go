@@ -32,6 +32,7 @@ import (
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/openapi"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server/apikey"
@@ -403,7 +404,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) recovered(ctx context.Context, p any) error {
 	s.log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
-	return toStatus(mailerr.New(mailerr.Internal, "internal error")).Err()
+	return mailstatus.Err(mailerr.New(mailerr.Internal, "internal error"))
 }
 
 // headerMatcher forwards the headers the API defines. grpc-gateway's default drops

@@ -17,6 +17,7 @@ import (
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/server/policy"
@@ -115,7 +116,7 @@ func (s *Service) SendMail(ctx context.Context, req *mailgatev1.SendMailRequest)
 	start := s.now()
 	key := keyFrom(ctx)
 	if key == nil {
-		return nil, toStatus(mailerr.New(mailerr.Unauthenticated, "no API key")).Err()
+		return nil, mailstatus.Err(mailerr.New(mailerr.Unauthenticated, "no API key"))
 	}
 	id := newID(start)
 	log := s.log.With("id", id, "key", key.Name)
@@ -125,24 +126,26 @@ func (s *Service) SendMail(ctx context.Context, req *mailgatev1.SendMailRequest)
 	if err != nil {
 		// A replayed error arrives as a status; everything else is classified here.
 		st, replayed := status.FromError(err)
-		detail := st.Message()
-		if !replayed {
-			e := mailerr.As(err, mailerr.Unavailable)
-			st, detail = toStatus(e), e.Error()
+		var e *mailerr.Error
+		if replayed {
+			e, err = mailstatus.FromStatus(st), st.Err()
+		} else {
+			e = mailerr.Classify(err, mailerr.Unavailable)
+			err = mailstatus.Err(e)
 		}
-		kind, reason, _ := statusKind(st)
+		reason := string(e.ReasonOrDefault())
 		s.metrics.observe(route.Name, route.Backend, reason, elapsed)
 		attrs := []any{"route", route.Name, "backend", route.Backend, "outcome", reason,
-			"replayed", replayed, "duration_ms", elapsed.Milliseconds(), "error", detail}
-		if remote := remoteCode(st); remote != "" {
+			"replayed", replayed, "duration_ms", elapsed.Milliseconds(), "error", e.Error()}
+		if remote := e.Remote(); remote != "" {
 			attrs = append(attrs, "remote", remote)
 		}
-		if kind == mailerr.Internal {
+		if e.Kind == mailerr.Internal {
 			log.Error("message failed", attrs...)
 		} else {
 			log.Info("message refused", attrs...)
 		}
-		return nil, st.Err()
+		return nil, err
 	}
 	if resp.GetReplayed() {
 		// Not a send: counted and logged as a replay, under the original message's id.
@@ -173,13 +176,13 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	for _, addr := range []string{msg.From.Address, msg.EnvelopeFrom} {
 		if !key.MaySend(addr) {
 			return nil, policy.Route{}, mailerr.New(mailerr.PermissionDenied,
-				"API key %q may not send as %s", key.Name, addr).WithReason("SENDER_NOT_ALLOWED")
+				"API key %q may not send as %s", key.Name, addr).WithReason(mailerr.ReasonSenderNotAllowed)
 		}
 	}
 	route, ok := s.router.Route(msg.From.Address)
 	if !ok {
 		return nil, policy.Route{}, mailerr.New(mailerr.PermissionDenied,
-			"no route for From %s: the configuration's routes do not match it", msg.From.Address).WithReason("NO_ROUTE")
+			"no route for From %s: the configuration's routes do not match it", msg.From.Address).WithReason(mailerr.ReasonNoRoute)
 	}
 	msg.Mailbox = route.Mailbox
 
@@ -197,7 +200,7 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	}
 	if err != nil {
 		s.metrics.storeErrors.WithLabelValues("admit").Inc()
-		return nil, route, mailerr.Wrap(mailerr.Unavailable, err, "mailgate's store is unavailable; nothing was sent").WithReason("STORE_UNAVAILABLE")
+		return nil, route, mailerr.Wrap(mailerr.Unavailable, err, "mailgate's store is unavailable; nothing was sent").WithReason(mailerr.ReasonStoreUnavailable)
 	}
 	if adm.Claim != nil {
 		s.metrics.idempotency.WithLabelValues(map[store.Decision]string{
@@ -232,8 +235,8 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	res, sendErr := s.backends[route.Backend].Send(sendCtx, msg)
 	sendTime := s.now().Sub(sendStart).Seconds()
 	if sendErr != nil {
-		e := mailerr.As(sendErr, mailerr.Unavailable)
-		s.metrics.backend.WithLabelValues(route.Backend, e.ReasonOrDefault()).Observe(sendTime)
+		e := mailerr.Classify(sendErr, mailerr.Unavailable)
+		s.metrics.backend.WithLabelValues(route.Backend, string(e.ReasonOrDefault())).Observe(sendTime)
 		if group := adm.PauseTarget; e.Kind == mailerr.Throttled && e.RetryAfter > 0 && !group.IsZero() {
 			// Microsoft throttled this mailbox (or this relaying backend): pause it for
 			// every replica.
@@ -262,7 +265,7 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 		// The reply is the remote server's text: it may hold 8-bit bytes (a localised
 		// Exchange server), which protobuf cannot carry, and then the caller would get
 		// an error for a message that was sent.
-		resp.RejectedRecipients = append(resp.RejectedRecipients, &mailgatev1.RejectedRecipient{Address: r.Recipient, Reply: errorText(r.Reply, maxErrorDetail)})
+		resp.RejectedRecipients = append(resp.RejectedRecipients, &mailgatev1.RejectedRecipient{Address: r.Recipient, Reply: mailstatus.Text(r.Reply, mailstatus.MaxDetail)})
 	}
 	s.complete(sendCtx, ticket, store.Completion{
 		Outcome:   encodeResponse(resp),
@@ -354,7 +357,7 @@ func encodeResponse(r *mailgatev1.SendMailResponse) []byte {
 }
 
 func encodeError(e *mailerr.Error) []byte {
-	b, err := proto.Marshal(toStatus(e).Proto())
+	b, err := proto.Marshal(mailstatus.ToStatus(e).Proto())
 	if err != nil {
 		return []byte{'?'}
 	}
@@ -408,24 +411,24 @@ func (s *Service) record(key *apikey.Key, msg *senders.Message, req *mailgatev1.
 func (s *Service) GetMessage(ctx context.Context, req *mailgatev1.GetMessageRequest) (*mailgatev1.GetMessageResponse, error) {
 	key := keyFrom(ctx)
 	if key == nil {
-		return nil, toStatus(mailerr.New(mailerr.Unauthenticated, "no API key")).Err()
+		return nil, mailstatus.Err(mailerr.New(mailerr.Unauthenticated, "no API key"))
 	}
 	if !validID(req.GetId()) {
-		return nil, toStatus(mailerr.Violations([]mailerr.FieldViolation{{
-			Field: "id", Description: "not a message id (26 characters, as SendMail returns)"}})).Err()
+		return nil, mailstatus.Err(mailerr.Violations([]mailerr.FieldViolation{{
+			Field: "id", Description: "not a message id (26 characters, as SendMail returns)"}}))
 	}
 	b, err := s.store.GetRecord(ctx, recordKey(key.Name, req.GetId()))
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, toStatus(mailerr.New(mailerr.NotFound,
-			"no message %s for this API key (records are kept for %s)", req.GetId(), humanDuration(s.retention))).Err()
+		return nil, mailstatus.Err(mailerr.New(mailerr.NotFound,
+			"no message %s for this API key (records are kept for %s)", req.GetId(), humanDuration(s.retention)))
 	}
 	if err != nil {
 		s.metrics.storeErrors.WithLabelValues("get_record").Inc()
-		return nil, toStatus(mailerr.Wrap(mailerr.Unavailable, err, "message records are unavailable").WithReason("STORE_UNAVAILABLE")).Err()
+		return nil, mailstatus.Err(mailerr.Wrap(mailerr.Unavailable, err, "message records are unavailable").WithReason(mailerr.ReasonStoreUnavailable))
 	}
 	rec := new(mailgatev1.GetMessageResponse)
 	if err := proto.Unmarshal(b, rec); err != nil {
-		return nil, toStatus(mailerr.Wrap(mailerr.Internal, err, "message record is corrupt")).Err()
+		return nil, mailstatus.Err(mailerr.Wrap(mailerr.Internal, err, "message record is corrupt"))
 	}
 	return rec, nil
 }
