@@ -18,6 +18,8 @@ import (
 	"sync"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/senders/discard"
@@ -102,6 +104,9 @@ type Options struct {
 	// Exchange Online rather than in Entra ID. The token then carries no role, so the
 	// check of its roles is skipped.
 	GraphRBAC bool
+	// RedisClient makes a client of the configured Redis, for the checks of the shared
+	// store (app.NewRedisClient); without it they fail, saying so.
+	RedisClient func(config.Redis) (goredis.UniversalClient, error)
 
 	// mxPort replaces port 25 for the MX hosts of a bare-domain address (tests).
 	mxPort string

@@ -188,7 +188,7 @@ func TestSMTPAuthUntrustedCertificate(t *testing.T) {
 func TestSMTPAuthTokenRefused(t *testing.T) {
 	t.Parallel()
 	_, _, c := submission(t)
-	c.Scope = graphtest.GraphScope
+	c.TokenScope = graphtest.GraphScope
 	r := run(t, configWith("smtp_auth", c, config.Route{Match: mailbox}), Options{})
 	wantStatus(t, r, "token", Pass, graphtest.GraphScope, "")
 	wantStatus(t, r, "AUTH as "+mailbox, Fail, "535 5.7.3", "SMTP.SendAsApp")

@@ -22,7 +22,7 @@ const draftPathBytes = 3_000_000
 func (d *doctor) graph(ctx context.Context, c *graph.Config) {
 	d.graphReachable(ctx, c.CAFile, c.BaseURL())
 
-	tok := d.token(ctx, &c.Credentials, c.CAFile, c.TokenScope())
+	tok := d.token(ctx, &c.Credentials, c.CAFile, c.Audience())
 	d.graphRoles(tok)
 }
 

@@ -19,7 +19,11 @@ func (d *doctor) redis(ctx context.Context) {
 		d.b.fail("connect", detail, fix)
 		d.b.skip("persistence, data", "Redis did not answer")
 	}
-	c, err := d.cfg.Redis.NewClient()
+	if d.opts.RedisClient == nil {
+		fail("no Redis client was given to the doctor", "run the checks with `mailgate doctor`")
+		return
+	}
+	c, err := d.opts.RedisClient(d.cfg.Redis)
 	if err != nil {
 		fail(err.Error(), "fix redis.url (mailgate check-config says how)")
 		return

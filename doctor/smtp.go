@@ -42,7 +42,7 @@ func (d *doctor) smtpAuth(ctx context.Context, c *smtp.AuthConfig) {
 	case "login":
 		mech, users = "LOGIN", []string{c.Username}
 	default:
-		scope := c.Scope
+		scope := c.TokenScope
 		if scope == "" {
 			scope = smtp.OutlookScope
 		}

@@ -35,6 +35,7 @@ const (
 
 // scriptedSender is a backend whose answer the test chooses.
 type scriptedSender struct {
+	senders.SenderDefaults
 	err  error
 	sent chan *senders.Message
 }
@@ -403,6 +404,9 @@ type senderFunc func(context.Context, *senders.Message) (*senders.Result, error)
 func (f senderFunc) Send(ctx context.Context, m *senders.Message) (*senders.Result, error) {
 	return f(ctx, m)
 }
+
+func (senderFunc) Scope() senders.Scope { return senders.ScopeMailbox }
+func (senderFunc) Close() error         { return nil }
 
 func TestKeyFromHeaders(t *testing.T) {
 	t.Parallel()

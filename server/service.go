@@ -89,9 +89,7 @@ func NewService(opts ServiceOptions) (*Service, error) {
 		scopes:      make(map[string]senders.Scope),
 	}
 	for name, b := range opts.Backends {
-		if sc, ok := b.(senders.Scoped); ok {
-			s.scopes[name] = sc.Scope()
-		}
+		s.scopes[name] = b.Scope()
 	}
 	if s.store == nil {
 		s.store = store.NewMemory()

@@ -226,6 +226,8 @@ func InProcess(l LocalService) Submitter { return inProcess{l} }
 
 type inProcess struct{ l LocalService }
 
+var _ Submitter = inProcess{}
+
 func (p inProcess) Authenticate(_ context.Context, name, secret string) (Principal, error) {
 	if !p.l.Authenticate(name, secret) {
 		return Principal{}, ErrBadCredentials

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/doctor"
+	"github.com/mailgate/mailgate/internal/app"
 )
 
 const doctorUsage = `usage: mailgate doctor FILE [flags]
@@ -104,6 +105,8 @@ func doctorCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		From:      *from,
 		Rcpt:      *rcpt,
 		GraphRBAC: *rbac,
+
+		RedisClient: app.NewRedisClient,
 	})
 	if *asJSON {
 		err = report.WriteJSON(stdout)

@@ -126,7 +126,7 @@ func newSubmission(c *AuthConfig, env senders.Env) (*Sender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("credential: %w", err)
 	}
-	scope := c.Scope
+	scope := c.TokenScope
 	if scope == "" {
 		scope = OutlookScope
 	}
@@ -169,7 +169,7 @@ func newSender(k kind, c Connection, maxConns int, env senders.Env) (*Sender, er
 	}, nil
 }
 
-// Scope implements senders.Scoped: SMTP AUTH sends as a mailbox, which Exchange limits;
+// Scope implements senders.Sender: SMTP AUTH sends as a mailbox, which Exchange limits;
 // relay and Direct Send are a server relaying into the tenant, throttled by address.
 func (s *Sender) Scope() senders.Scope {
 	if s.kind == kindSubmission {

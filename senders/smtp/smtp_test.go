@@ -400,7 +400,7 @@ func TestRelayThrottled(t *testing.T) {
 	if e := wantKind(t, err, mailerr.Throttled, ""); e.RetryAfter != 5*time.Minute {
 		t.Errorf("retry after %v", e.RetryAfter)
 	}
-	if sc, ok := s.(senders.Scoped); !ok || sc.Scope() != senders.ScopeBackend {
+	if s.Scope() != senders.ScopeBackend {
 		t.Error("a relay must be paused as a whole")
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 )
 
+var _ Store = (*Memory)(nil)
+
 // Memory is an in-process Store: correct for one replica, shared by nobody. It keeps
 // at most DefaultMaxRecords message records and as many idempotency claims; past that
 // the oldest go first, so a long-running test instance cannot grow without bound.

@@ -12,6 +12,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+var (
+	_ Store       = (*Redis)(nil)
+	_ DataWatcher = (*Redis)(nil)
+)
+
 // Redis is a Store shared by every replica that uses the same Redis (standalone,
 // Sentinel or Cluster). Every read-modify-write is one Lua script, and every script
 // touches keys of one hash slot only, so it runs unchanged on a Cluster:
