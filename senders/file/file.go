@@ -47,6 +47,7 @@ func (c *Config) Open(env senders.Env) (senders.Sender, error) { return New(c.Di
 // it is written under a temporary name, synced, then renamed.
 type Sender struct {
 	senders.SenderDefaults // Scope; Close is its own
+
 	dir   string
 	log   *slog.Logger
 	mu    sync.Mutex

@@ -23,7 +23,7 @@ var (
 // Config is the `type: graph` backend section.
 type Config struct {
 	senders.ConfigDefaults `yaml:"-"`
-	entra.Credentials `yaml:",inline"`
+	entra.Credentials      `yaml:",inline"`
 	// SaveToSentItems is the default for messages that do not say; Graph's own default
 	// is true.
 	SaveToSentItems *bool `yaml:"save_to_sent_items"`
