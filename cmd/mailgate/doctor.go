@@ -98,7 +98,7 @@ func doctorCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 
 	quietRedis()
-	report := doctor.Run(ctx, cfg, doctor.Options{
+	report := doctor.Run(ctx, cfg, app.DoctorCheckers(), doctor.Options{
 		Backends:  backends,
 		Timeout:   *timeout,
 		Mailbox:   *mailbox,

@@ -18,6 +18,10 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/doctor"
+	"github.com/mailgate/mailgate/doctor/filecheck"
+	"github.com/mailgate/mailgate/doctor/graphcheck"
+	"github.com/mailgate/mailgate/doctor/smtpcheck"
 	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/senders/discard"
@@ -41,6 +45,23 @@ func BackendTypes() senders.Types {
 		smtp.RelayType,
 		smtp.DirectSendType,
 	)
+}
+
+// DoctorCheckers are the checks `mailgate doctor` runs for each backend type; a type
+// without any is reported as skipped.
+func DoctorCheckers() doctor.Checkers {
+	return doctor.Checkers{
+		file.Type.Name:           doctor.For(filecheck.Check),
+		discard.Type.Name:        checkDiscard,
+		graph.Type.Name:          doctor.For(graphcheck.Check),
+		smtp.AuthType.Name:       doctor.For(smtpcheck.Auth),
+		smtp.RelayType.Name:      doctor.For(smtpcheck.Relay),
+		smtp.DirectSendType.Name: doctor.For(smtpcheck.DirectSend),
+	}
+}
+
+func checkDiscard(_ context.Context, b *doctor.Backend) {
+	b.Pass("discard", "accepts and drops every message: nothing to check")
 }
 
 // Load reads, parses and validates a configuration file.
