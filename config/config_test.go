@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -502,5 +503,60 @@ func TestShimLockoutSettings(t *testing.T) {
 				t.Errorf("missing %q in %v", tt.want, err)
 			}
 		})
+	}
+}
+
+// probeConfig is a backend type of the test's own: config knows only the types it is
+// given, and reads a field error as a value, whatever its text.
+type probeConfig struct {
+	senders.ConfigDefaults `yaml:"-"`
+	Header                 string `yaml:"header"`
+}
+
+func (c *probeConfig) Validate() error {
+	var errs []error
+	if c.Header != "" {
+		// A field name with a space and a message with ": " in it: text splitting
+		// would get both wrong.
+		errs = append(errs, senders.Fieldf("headers[X-Probe Id]", "%w", fmt.Errorf("open %s: no such file", c.Header)))
+	}
+	errs = append(errs, errors.New("probe: not a field error"))
+	return errors.Join(errs...)
+}
+
+func (c *probeConfig) CheckRoute(match, mailbox string) []error {
+	return []error{&senders.FieldError{Field: "mailbox", Err: errors.New("want one: with a colon")}}
+}
+
+func (c *probeConfig) Open(senders.Env) (senders.Sender, error) {
+	return nil, errors.New("not for opening")
+}
+
+func TestBackendTypesAreGiven(t *testing.T) {
+	t.Parallel()
+	types := senders.NewTypes(senders.Type{Name: "probe", NewConfig: func() senders.Config { return new(probeConfig) }})
+	y := `
+keys:
+  - {name: app, hash: ` + testHash + `, senders: ["*"]}
+routes:
+  - {match: "*", backend: p}
+backends:
+  p: {type: probe, header: /nonexistent}
+  q: {type: file, dir: /tmp}
+`
+	_, err := ParseAndValidate([]byte(y), "test", types)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"backends.p.headers[X-Probe Id]: open /nonexistent: no such file",
+		"backends.p: probe: not a field error",
+		"routes[0].mailbox: want one: with a colon (backend p)",
+		`backends.q.type (line 8): unknown backend type "file" (known: probe)`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("missing %q in:\n%s", want, msg)
+		}
 	}
 }

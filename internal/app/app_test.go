@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server"
 	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/server/store/storetest"
@@ -151,6 +152,38 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("not %s within 10s", what)
+		}
+	}
+}
+
+// A backend's settings say its scope before it is opened (check-config prints it), and
+// the backend opened from them says the same (the service pauses by it).
+func TestScopeKnownBeforeOpening(t *testing.T) {
+	t.Parallel()
+	cfg, err := ParseAndValidate([]byte(`
+keys: [{name: app, hash: "`+apikey.Hash("mg_app-test-key")+`", senders: ["*"]}]
+routes: [{match: "*@contoso.com", backend: relay}]
+backends:
+  outbox: {type: file, dir: `+t.TempDir()+`}
+  sink: {type: discard}
+  graph: {type: graph, tenant_id: t, client_id: c, client_secret: s}
+  submission: {type: smtp_auth, tenant_id: t, client_id: c, client_secret: s}
+  relay: {type: relay, address: "127.0.0.1:25", accepted_domains: [contoso.com]}
+  direct: {type: direct_send, address: "127.0.0.1:25", accepted_domains: [contoso.com]}
+`), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]senders.Scope{"outbox": senders.ScopeMailbox, "sink": senders.ScopeMailbox, "graph": senders.ScopeMailbox,
+		"submission": senders.ScopeMailbox, "relay": senders.ScopeBackend, "direct": senders.ScopeBackend}
+	for name, b := range cfg.Backends {
+		s, err := b.Settings.Open(senders.Env{Name: name})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		if b.Settings.Scope() != want[name] || s.Scope() != want[name] {
+			t.Errorf("%s: settings say scope %v, the backend %v, want %v", name, b.Settings.Scope(), s.Scope(), want[name])
 		}
 	}
 }
