@@ -3,7 +3,9 @@
 //
 // One package per backend lives below this one (file, discard, and the Microsoft 365
 // paths). Backends know nothing of gRPC, HTTP or Redis: they get a validated, routed
-// Message and return a Result or a classified error (package mailerr).
+// Message and return a Result or a classified error (package mailerr). Each exports
+// its Type: the settings its configuration section decodes into, which open the
+// Sender. The program lists the types it knows (package app); there is no global list.
 package senders
 
 import (

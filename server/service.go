@@ -89,7 +89,9 @@ func NewService(opts ServiceOptions) (*Service, error) {
 		scopes:      make(map[string]senders.Scope),
 	}
 	for name, b := range opts.Backends {
-		s.scopes[name] = b.Scope()
+		if b != nil {
+			s.scopes[name] = b.Scope()
+		}
 	}
 	if s.store == nil {
 		s.store = store.NewMemory()
