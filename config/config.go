@@ -21,16 +21,12 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"gopkg.in/yaml.v3"
 
 	"github.com/mailgate/mailgate/config/secret"
 	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/senders"
-	"github.com/mailgate/mailgate/senders/discard"
-	"github.com/mailgate/mailgate/senders/file"
-	"github.com/mailgate/mailgate/senders/graph"
-	"github.com/mailgate/mailgate/senders/smtp"
 	"github.com/mailgate/mailgate/server/apikey"
-	"github.com/mailgate/mailgate/server/policy"
 )
 
 // Config is the whole configuration.
@@ -134,8 +130,10 @@ type Route struct {
 
 // Backend is one delivery backend: its type and that type's settings.
 type Backend struct {
-	Type     string
+	Type string
+	// Settings are nil when Type is not one of the known types.
 	Settings senders.Config
+	node     *yaml.Node // the section, until Settings are decoded from it
 }
 
 // Limits bound what one message may be.
@@ -170,25 +168,10 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
-// backendTypes is every backend type mailgate knows, by its `type:` name.
-var backendTypes = map[string]func() senders.Config{
-	"file":        func() senders.Config { return new(file.Config) },
-	"discard":     func() senders.Config { return new(discard.Config) },
-	"graph":       func() senders.Config { return new(graph.Config) },
-	"smtp_auth":   func() senders.Config { return new(smtp.AuthConfig) },
-	"relay":       func() senders.Config { return new(smtp.RelayConfig) },
-	"direct_send": func() senders.Config { return new(smtp.DirectSendConfig) },
-}
-
 // LargestRequest is the most bytes one API request may take: a gRPC message, which
 // leaves room for attachments' base64 growth that validation measures (a REST body,
 // maxMessage*4/3 and the JSON around it, is smaller).
 func LargestRequest(maxMessage int64) int64 { return 2*maxMessage + 1<<20 }
-
-// BackendTypes lists the known backend types.
-func BackendTypes() []string {
-	return sortedKeys(backendTypes)
-}
 
 func defaults() *Config {
 	return &Config{
@@ -211,27 +194,27 @@ var defaultYAML []byte
 
 // Default is the embedded configuration `mailgate serve` uses without a file: loopback
 // listeners and the file backend writing to ./outbox. It has no keys; the caller adds
-// the development key.
-func Default() *Config {
-	c, err := Parse(defaultYAML, "(embedded default)")
+// the development key. types must know the file backend.
+func Default(types senders.Types) *Config {
+	c, err := Parse(defaultYAML, "(embedded default)", types)
 	if err != nil {
 		panic("embedded default configuration is invalid: " + err.Error())
 	}
 	return c
 }
 
-// Load reads, parses and validates a configuration file.
-func Load(path string) (*Config, error) {
+// Load reads, parses and validates a configuration file, whose backends are of types.
+func Load(path string, types senders.Types) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return ParseAndValidate(b, path)
+	return ParseAndValidate(b, path, types)
 }
 
 // ParseAndValidate parses YAML text and validates the result.
-func ParseAndValidate(b []byte, name string) (*Config, error) {
-	c, err := Parse(b, name)
+func ParseAndValidate(b []byte, name string, types senders.Types) (*Config, error) {
+	c, err := Parse(b, name, types)
 	var perr *parseErrors
 	if errors.As(err, &perr) {
 		// Report validation problems beside the parse errors, except those the parse
@@ -490,9 +473,8 @@ func (c *Config) validateBackends(v *validator) {
 			continue // reported while parsing
 		}
 		for _, err := range unjoin(b.Settings.Validate()) {
-			field, msg, ok := strings.Cut(err.Error(), ": ")
-			if ok && !strings.ContainsAny(field, " ") {
-				v.add(p+"."+field, "%s", msg)
+			if fe, ok := errors.AsType[*senders.FieldError](err); ok {
+				v.add(p+"."+fe.Field, "%v", fe.Err)
 			} else {
 				v.add(p, "%v", err)
 			}
@@ -516,11 +498,12 @@ func (c *Config) validateRoutes(v *validator) {
 			v.add(p+".backend", "required")
 		} else if b, ok := c.Backends[r.Backend]; !ok {
 			v.add(p+".backend", "no backend named %q (have: %s)", r.Backend, strings.Join(sortedKeys(c.Backends), ", "))
-		} else if b != nil {
-			if rc, ok := b.Settings.(senders.RouteChecker); ok {
-				for _, err := range rc.CheckRoute(r.Match, r.Mailbox) {
-					field, msg, _ := strings.Cut(err.Error(), ": ")
-					v.add(p+"."+field, "%s (backend %s)", msg, r.Backend)
+		} else if b != nil && b.Settings != nil {
+			for _, err := range b.Settings.CheckRoute(r.Match, r.Mailbox) {
+				if fe, ok := errors.AsType[*senders.FieldError](err); ok {
+					v.add(p+"."+fe.Field, "%v (backend %s)", fe.Err, r.Backend)
+				} else {
+					v.add(p, "%v (backend %s)", err, r.Backend)
 				}
 			}
 		}
@@ -543,38 +526,6 @@ func (r Route) RouteName() string {
 		return r.Name
 	}
 	return r.Match
-}
-
-// Keyring builds the keyring of the validated configuration.
-func (c *Config) Keyring() (*apikey.Keyring, error) {
-	kr := apikey.NewKeyring()
-	for _, k := range c.Keys {
-		key := &apikey.Key{Name: k.Name, MessagesPerMinute: k.Limits.MessagesPerMinute}
-		for _, s := range k.Senders {
-			p, err := mailaddr.ParsePattern(s)
-			if err != nil {
-				return nil, fmt.Errorf("key %s: %w", k.Name, err)
-			}
-			key.Senders = append(key.Senders, p)
-		}
-		if err := kr.Add(key, k.Hash.Value()); err != nil {
-			return nil, fmt.Errorf("key %s: %w", k.Name, err)
-		}
-	}
-	return kr, nil
-}
-
-// Router builds the router of the validated configuration.
-func (c *Config) Router() (*policy.Router, error) {
-	routes := make([]policy.Route, 0, len(c.Routes))
-	for _, r := range c.Routes {
-		p, err := mailaddr.ParsePattern(r.Match)
-		if err != nil {
-			return nil, err
-		}
-		routes = append(routes, policy.Route{Name: r.RouteName(), Match: p, Backend: r.Backend, Mailbox: r.Mailbox})
-	}
-	return policy.NewRouter(routes), nil
 }
 
 type validator struct {

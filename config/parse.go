@@ -13,11 +13,13 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/mailgate/mailgate/config/secret"
+	"github.com/mailgate/mailgate/senders"
 )
 
 // Parse parses YAML text over the defaults, expanding ${VAR} and reading *_file secrets.
-// It reports every unknown field and ill-typed value by path; it does not validate.
-func Parse(b []byte, name string) (*Config, error) {
+// A backend section is decoded into the settings of its type, one of types. Parse reports
+// every unknown field and ill-typed value by path; it does not validate.
+func Parse(b []byte, name string, types senders.Types) (*Config, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -27,18 +29,38 @@ func Parse(b []byte, name string) (*Config, error) {
 		return c, nil // an empty file: all defaults
 	}
 	root := doc.Content[0]
-	w := walker{getenv: os.LookupEnv, readFile: os.ReadFile}
+	w := walker{getenv: os.LookupEnv, readFile: os.ReadFile, types: types}
 	w.walk(root, reflect.TypeOf(c).Elem(), "")
 	if len(w.errs) > 0 {
 		// Decode what can be decoded anyway, so that validation can report the other
 		// problems too: one run of check-config should list them all.
 		root.Decode(c)
+		c.decodeBackends(types)
 		return c, &parseErrors{errs: w.errs}
 	}
 	if err := root.Decode(c); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	c.decodeBackends(types)
 	return c, nil
+}
+
+// decodeBackends decodes each backend section into the settings of its type. The walker
+// has already checked the sections; a bad field was reported by it, with its path, so
+// the rest is decoded anyway: one bad field must not make the whole backend, and every
+// route to it, look missing.
+func (c *Config) decodeBackends(types senders.Types) {
+	for _, b := range c.Backends {
+		if b == nil || b.node == nil {
+			continue
+		}
+		if t, ok := types[b.Type]; ok {
+			s := t.NewConfig()
+			b.node.Decode(s)
+			b.Settings = s
+		}
+		b.node = nil
+	}
 }
 
 // parseErrors are the field errors found while parsing; the configuration returned
@@ -66,8 +88,9 @@ func (p *parseErrors) covers(path string) bool {
 	return false
 }
 
-// UnmarshalYAML implements yaml.Unmarshaler: the `type` field picks the settings type.
-// The walker has already checked the section; this only decodes it.
+// UnmarshalYAML implements yaml.Unmarshaler: it keeps the `type` field, and the section
+// for Parse to decode into that type's settings (an unknown type, which the walker
+// reported, leaves Settings nil).
 func (b *Backend) UnmarshalYAML(n *yaml.Node) error {
 	var t struct {
 		Type string `yaml:"type"`
@@ -75,16 +98,7 @@ func (b *Backend) UnmarshalYAML(n *yaml.Node) error {
 	if err := n.Decode(&t); err != nil {
 		return err
 	}
-	newSettings, ok := backendTypes[t.Type]
-	if !ok {
-		b.Type = t.Type // the walker reported it; leave Settings nil
-		return nil
-	}
-	s := newSettings()
-	// A bad field was reported by the walker, with its path; decode the rest, so that
-	// one bad field does not make the whole backend, and every route to it, look missing.
-	n.Decode(s)
-	b.Type, b.Settings = t.Type, s
+	b.Type, b.Settings, b.node = t.Type, nil, n
 	return nil
 }
 
@@ -100,6 +114,7 @@ type walker struct {
 	errs     []error
 	getenv   func(string) (string, bool)
 	readFile func(string) ([]byte, error)
+	types    senders.Types
 }
 
 func (w *walker) fail(n *yaml.Node, path, format string, args ...any) {
@@ -260,15 +275,15 @@ func (w *walker) walkBackend(n *yaml.Node, path string) {
 		w.walkScalar(typ, reflect.TypeOf(""), join(path, "type")) // expands ${VAR}
 	}
 	if typ == nil || typ.Value == "" {
-		w.fail(n, join(path, "type"), "required: one of %s", strings.Join(BackendTypes(), ", "))
+		w.fail(n, join(path, "type"), "required: one of %s", strings.Join(w.types.Names(), ", "))
 		return
 	}
-	newSettings, ok := backendTypes[typ.Value]
+	t, ok := w.types[typ.Value]
 	if !ok {
-		w.fail(typ, join(path, "type"), "unknown backend type %q (known: %s)", typ.Value, strings.Join(BackendTypes(), ", "))
+		w.fail(typ, join(path, "type"), "unknown backend type %q (known: %s)", typ.Value, strings.Join(w.types.Names(), ", "))
 		return
 	}
-	w.walk(rest, reflect.TypeOf(newSettings()), path)
+	w.walk(rest, reflect.TypeOf(t.NewConfig()), path)
 }
 
 // expandEnv replaces ${VAR} and ${VAR:-default}; $$ is a literal $. Any other $ is kept,

@@ -36,6 +36,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/internal/app"
 	"github.com/mailgate/mailgate/server/apikey"
 )
 
@@ -188,7 +189,7 @@ func selfSigned(t *testing.T, name string) (certPEM, keyPEM []byte) {
 
 func validate(t *testing.T, name, cfg string) *config.Config {
 	t.Helper()
-	c, err := config.ParseAndValidate([]byte(cfg), name)
+	c, err := app.ParseAndValidate([]byte(cfg), name)
 	if err != nil {
 		t.Fatalf("%s does not pass mailgate's validation:\n%v", name, err)
 	}
@@ -912,7 +913,7 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 	local := strings.ReplaceAll(cfgText, secretDir+"/", dir+"/")
-	if _, err := config.ParseAndValidate([]byte(local), "configmap with placeholder secrets"); err == nil ||
+	if _, err := app.ParseAndValidate([]byte(local), "configmap with placeholder secrets"); err == nil ||
 		!strings.Contains(err.Error(), ".hash") {
 		t.Errorf("the configuration validates with the Secret's placeholder hashes; it must not (err: %v)", err)
 	}

@@ -8,22 +8,26 @@
 // Nothing is ever sent: an SMTP check ends with RSET and QUIT at the latest after
 // RCPT TO, and Graph is asked for nothing but a token. Each failed check carries the
 // fix, in the words of docs/microsoft365-smtp.md and docs/microsoft365-graph.md.
+//
+// This package runs the checks and reports them, and checks the shared Redis; the
+// checks of each kind of backend are in a package below it (smtpcheck, graphcheck,
+// filecheck), which the program hands to Run by backend type.
 package doctor
 
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/mailaddr"
-	"github.com/mailgate/mailgate/senders/discard"
-	"github.com/mailgate/mailgate/senders/file"
-	"github.com/mailgate/mailgate/senders/graph"
-	"github.com/mailgate/mailgate/senders/smtp"
+	"github.com/mailgate/mailgate/senders"
 )
 
 // Status is the outcome of one check.
@@ -102,9 +106,13 @@ type Options struct {
 	// Exchange Online rather than in Entra ID. The token then carries no role, so the
 	// check of its roles is skipped.
 	GraphRBAC bool
+	// RedisClient makes a client of the configured Redis, for the checks of the shared
+	// store (app.NewRedisClient); without it they fail, saying so.
+	RedisClient func(config.Redis) (goredis.UniversalClient, error)
 
-	// mxPort replaces port 25 for the MX hosts of a bare-domain address (tests).
-	mxPort string
+	// MXPort replaces port 25 for the MX hosts of a bare-domain address: for tests,
+	// which cannot listen on 25.
+	MXPort string
 }
 
 func (o Options) timeout() time.Duration {
@@ -114,10 +122,30 @@ func (o Options) timeout() time.Duration {
 	return 15 * time.Second
 }
 
-// Run checks the backends of cfg and, in a full run (no opts.Backends), its Redis, all at
-// once, and returns when every check has ended (or ctx is done). cfg should have been
-// validated (config.Load does).
-func Run(ctx context.Context, cfg *config.Config, opts Options) Report {
+// Checker runs the checks of one type of backend. A backend package's checks live in a
+// package of their own below doctor (smtpcheck, graphcheck, filecheck), so that the
+// doctor itself knows no backend; the program lists them by type (package app).
+type Checker func(ctx context.Context, b *Backend)
+
+// Checkers are the Checkers by backend type.
+type Checkers map[string]Checker
+
+// For makes a Checker of a check of the backend's own settings type.
+func For[C senders.Config](check func(ctx context.Context, b *Backend, c C)) Checker {
+	return func(ctx context.Context, b *Backend) {
+		c, ok := b.Settings.(C)
+		if !ok {
+			b.Skip("backend", fmt.Sprintf("the doctor's checks for type %s are for %T settings, not %T", b.Type, c, b.Settings))
+			return
+		}
+		check(ctx, b, c)
+	}
+}
+
+// Run checks the backends of cfg with the checkers of their types and, in a full run (no
+// opts.Backends), its Redis, all at once, and returns when every check has ended (or ctx
+// is done). cfg should have been validated (config.Load does).
+func Run(ctx context.Context, cfg *config.Config, checkers Checkers, opts Options) Report {
 	names := opts.Backends
 	if len(names) == 0 {
 		for name := range cfg.Backends {
@@ -131,18 +159,18 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) Report {
 	var wg sync.WaitGroup
 	for i, name := range names {
 		wg.Go(func() {
-			d := &doctor{cfg: cfg, opts: opts, b: &backendRun{name: name}}
-			d.run(ctx)
-			results[i] = d.b.checks
+			b := &Backend{Name: name, Config: cfg, Options: opts}
+			b.run(ctx, checkers)
+			results[i] = b.checks
 		})
 	}
 	// The shared store is checked with a full run, not when only some backends are.
 	var store []Check
 	if len(opts.Backends) == 0 && cfg.Redis.Enabled() {
 		wg.Go(func() {
-			d := &doctor{cfg: cfg, opts: opts, b: &backendRun{typ: redisSection}}
-			d.redis(ctx)
-			store = d.b.checks
+			b := &Backend{Type: redisSection, Config: cfg, Options: opts}
+			b.redis(ctx)
+			store = b.checks
 		})
 	}
 	wg.Wait()
@@ -154,63 +182,60 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) Report {
 	return r
 }
 
-// backendRun collects the checks of one backend.
-type backendRun struct {
-	name, typ string
-	checks    []Check
+// Backend is one backend under check: its settings, and where its checks are recorded,
+// in the order they ran.
+type Backend struct {
+	// Name is the backend's name in the configuration; Type its type.
+	Name, Type string
+	Settings   senders.Config
+	// Config is the whole configuration (its routes to the backend, its limits).
+	Config  *config.Config
+	Options Options
+	checks  []Check
 }
 
-func (b *backendRun) add(name string, st Status, detail, fix string) {
+// Checks are the checks recorded so far.
+func (b *Backend) Checks() []Check { return b.checks }
+
+// Add records a check. fix is kept for a failed check only.
+func (b *Backend) Add(name string, st Status, detail, fix string) {
 	if st != Fail {
 		fix = ""
 	}
-	b.checks = append(b.checks, Check{Backend: b.name, Type: b.typ, Name: name, Status: st, Detail: detail, Fix: fix})
+	b.checks = append(b.checks, Check{Backend: b.Name, Type: b.Type, Name: name, Status: st, Detail: detail, Fix: fix})
 }
 
-func (b *backendRun) pass(name, detail string)      { b.add(name, Pass, detail, "") }
-func (b *backendRun) fail(name, detail, fix string) { b.add(name, Fail, detail, fix) }
-func (b *backendRun) skip(name, detail string)      { b.add(name, Skip, detail, "") }
-func (b *backendRun) warn(name, detail string)      { b.add(name, Warn, detail, "") }
+// Pass, Fail, Skip and Warn record a check with that status.
+func (b *Backend) Pass(name, detail string)      { b.Add(name, Pass, detail, "") }
+func (b *Backend) Fail(name, detail, fix string) { b.Add(name, Fail, detail, fix) }
+func (b *Backend) Skip(name, detail string)      { b.Add(name, Skip, detail, "") }
+func (b *Backend) Warn(name, detail string)      { b.Add(name, Warn, detail, "") }
 
-// doctor checks one backend.
-type doctor struct {
-	cfg  *config.Config
-	opts Options
-	b    *backendRun
-}
+// Timeout bounds each network step (Options.Timeout, default 15 s).
+func (b *Backend) Timeout() time.Duration { return b.Options.timeout() }
 
-func (d *doctor) run(ctx context.Context) {
-	be, ok := d.cfg.Backends[d.b.name]
+func (b *Backend) run(ctx context.Context, checkers Checkers) {
+	be, ok := b.Config.Backends[b.Name]
 	if !ok || be == nil {
-		d.b.fail("backend", "no backend of this name in the configuration", "check the name given to --backend")
+		b.Fail("backend", "no backend of this name in the configuration", "check the name given to --backend")
 		return
 	}
-	d.b.typ = be.Type
-	switch s := be.Settings.(type) {
-	case *smtp.AuthConfig:
-		d.smtpAuth(ctx, s)
-	case *smtp.RelayConfig:
-		d.relay(ctx, s)
-	case *smtp.DirectSendConfig:
-		d.directSend(ctx, s)
-	case *graph.Config:
-		d.graph(ctx, s)
-	case *file.Config:
-		d.file(s)
-	case *discard.Config:
-		d.b.pass("discard", "accepts and drops every message: nothing to check")
-	default:
-		d.b.skip("backend", "the doctor has no checks for type "+be.Type)
+	b.Type, b.Settings = be.Type, be.Settings
+	check, ok := checkers[be.Type]
+	if !ok {
+		b.Skip("backend", "the doctor has no checks for type "+be.Type)
+		return
 	}
+	check(ctx, b)
 }
 
-// routeMailboxes are the mailboxes the routes to the backend sign in as: each route's
+// RouteMailboxes are the mailboxes the routes to the backend sign in as: each route's
 // mailbox, or its match when that is one address. Routes for a whole domain send as
 // each From address, which the doctor cannot guess.
-func (d *doctor) routeMailboxes() []string {
+func (b *Backend) RouteMailboxes() []string {
 	var out []string
-	for _, r := range d.cfg.Routes {
-		if r.Backend != d.b.name {
+	for _, r := range b.Config.Routes {
+		if r.Backend != b.Name {
 			continue
 		}
 		mb := r.Mailbox

@@ -1,4 +1,4 @@
-package doctor
+package doctor_test
 
 import (
 	"bufio"
@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/json"
 	"math/big"
 	"net"
@@ -24,6 +23,8 @@ import (
 
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/config/secret"
+	"github.com/mailgate/mailgate/doctor"
+	"github.com/mailgate/mailgate/internal/app"
 	"github.com/mailgate/mailgate/internal/dnstest"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/senders/discard"
@@ -47,12 +48,12 @@ func configWith(typ string, settings senders.Config, routes ...config.Route) *co
 	return cfg
 }
 
-func run(t *testing.T, cfg *config.Config, opts Options) Report {
+func run(t *testing.T, cfg *config.Config, opts doctor.Options) doctor.Report {
 	t.Helper()
 	if opts.Timeout == 0 {
 		opts.Timeout = 5 * time.Second
 	}
-	r := Run(context.Background(), cfg, opts)
+	r := doctor.Run(context.Background(), cfg, app.DoctorCheckers(), opts)
 	var b bytes.Buffer
 	_ = r.WriteText(&b)
 	t.Logf("report:\n%s", b.String())
@@ -60,7 +61,7 @@ func run(t *testing.T, cfg *config.Config, opts Options) Report {
 }
 
 // check finds the named check; it fails the test when there is none.
-func check(t *testing.T, r Report, name string) Check {
+func check(t *testing.T, r doctor.Report, name string) doctor.Check {
 	t.Helper()
 	for _, c := range r.Checks {
 		if c.Name == name {
@@ -68,25 +69,25 @@ func check(t *testing.T, r Report, name string) Check {
 		}
 	}
 	t.Fatalf("no check %q in the report", name)
-	return Check{}
+	return doctor.Check{}
 }
 
-func wantStatus(t *testing.T, r Report, name string, st Status, detailHas, fixHas string) Check {
+func wantStatus(t *testing.T, r doctor.Report, name string, st doctor.Status, detailHas, fixHas string) doctor.Check {
 	t.Helper()
 	c := check(t, r, name)
 	if c.Status != st || !strings.Contains(c.Detail, detailHas) || !strings.Contains(c.Fix, fixHas) {
 		t.Errorf("%s: %s %q (fix %q), want %s with %q (fix with %q)", name, c.Status, c.Detail, c.Fix, st, detailHas, fixHas)
 	}
-	if st == Fail && c.Fix == "" {
+	if st == doctor.Fail && c.Fix == "" {
 		t.Errorf("%s failed without a fix", name)
 	}
 	return c
 }
 
-func wantAllPass(t *testing.T, r Report) {
+func wantAllPass(t *testing.T, r doctor.Report) {
 	t.Helper()
 	for _, c := range r.Checks {
-		if c.Status != Pass {
+		if c.Status != doctor.Pass {
 			t.Errorf("%s: %s %q", c.Name, c.Status, c.Detail)
 		}
 	}
@@ -120,14 +121,14 @@ func TestSMTPAuthPasses(t *testing.T) {
 		config.Route{Match: "alerts@contoso.com", Mailbox: "billing@contoso.com"},
 		config.Route{Match: "*@contoso.com"}, // signs in as each From: nothing to check
 	)
-	r := run(t, cfg, Options{})
+	r := run(t, cfg, doctor.Options{})
 	wantAllPass(t, r)
-	wantStatus(t, r, "token", Pass, smtp.OutlookScope, "")
-	wantStatus(t, r, "TLS", Pass, "TLS 1.3", "")
-	wantStatus(t, r, "certificate", Pass, "127.0.0.1", "")
-	wantStatus(t, r, "AUTH mechanisms", Pass, "XOAUTH2", "")
-	wantStatus(t, r, "AUTH as "+mailbox, Pass, "235", "")
-	wantStatus(t, r, "AUTH as billing@contoso.com", Pass, "235", "")
+	wantStatus(t, r, "token", doctor.Pass, smtp.OutlookScope, "")
+	wantStatus(t, r, "TLS", doctor.Pass, "TLS 1.3", "")
+	wantStatus(t, r, "certificate", doctor.Pass, "127.0.0.1", "")
+	wantStatus(t, r, "AUTH mechanisms", doctor.Pass, "XOAUTH2", "")
+	wantStatus(t, r, "AUTH as "+mailbox, doctor.Pass, "235", "")
+	wantStatus(t, r, "AUTH as billing@contoso.com", doctor.Pass, "235", "")
 	order := []string{"token", "DNS", "connect", "greeting", "EHLO", "STARTTLS", "TLS", "certificate",
 		"EHLO after STARTTLS", "AUTH mechanisms", "AUTH as billing@contoso.com", "AUTH as " + mailbox}
 	for i, c := range r.Checks {
@@ -156,10 +157,10 @@ func TestSMTPAuthWrongSecret(t *testing.T) {
 	t.Parallel()
 	srv, _, c := submission(t)
 	c.ClientSecret = secret.New("not-the-secret")
-	r := run(t, configWith("smtp_auth", c, config.Route{Match: mailbox}), Options{})
-	wantStatus(t, r, "token", Fail, "AADSTS7000215", "copy the secret's Value")
-	wantStatus(t, r, "AUTH mechanisms", Pass, "XOAUTH2", "")
-	wantStatus(t, r, "AUTH as "+mailbox, Skip, "no token", "")
+	r := run(t, configWith("smtp_auth", c, config.Route{Match: mailbox}), doctor.Options{})
+	wantStatus(t, r, "token", doctor.Fail, "AADSTS7000215", "copy the secret's Value")
+	wantStatus(t, r, "AUTH mechanisms", doctor.Pass, "XOAUTH2", "")
+	wantStatus(t, r, "AUTH as "+mailbox, doctor.Skip, "no token", "")
 	if r.OK() || r.Failed() != 1 {
 		t.Errorf("OK %v with %d failures, want 1 failure", r.OK(), r.Failed())
 	}
@@ -175,10 +176,10 @@ func TestSMTPAuthUntrustedCertificate(t *testing.T) {
 	t.Parallel()
 	srv, entraFake, c := submission(t)
 	c.CAFile = entraFake.CAFile(t) // trusts Entra, not the SMTP server
-	r := run(t, configWith("smtp_auth", c, config.Route{Match: mailbox}), Options{})
-	wantStatus(t, r, "token", Pass, "", "")
-	wantStatus(t, r, "certificate", Fail, "unknown authority", "ca_file")
-	wantStatus(t, r, "EHLO after STARTTLS, AUTH mechanisms, AUTH as "+mailbox, Skip, "after the failure", "")
+	r := run(t, configWith("smtp_auth", c, config.Route{Match: mailbox}), doctor.Options{})
+	wantStatus(t, r, "token", doctor.Pass, "", "")
+	wantStatus(t, r, "certificate", doctor.Fail, "unknown authority", "ca_file")
+	wantStatus(t, r, "EHLO after STARTTLS, AUTH mechanisms, AUTH as "+mailbox, doctor.Skip, "after the failure", "")
 	if s := srv.Sessions(); len(s) != 1 || s[0].AuthMechanism != "" {
 		t.Errorf("sessions %+v: no AUTH may follow a certificate that did not verify", s)
 	}
@@ -188,23 +189,23 @@ func TestSMTPAuthUntrustedCertificate(t *testing.T) {
 func TestSMTPAuthTokenRefused(t *testing.T) {
 	t.Parallel()
 	_, _, c := submission(t)
-	c.Scope = graphtest.GraphScope
-	r := run(t, configWith("smtp_auth", c, config.Route{Match: mailbox}), Options{})
-	wantStatus(t, r, "token", Pass, graphtest.GraphScope, "")
-	wantStatus(t, r, "AUTH as "+mailbox, Fail, "535 5.7.3", "SMTP.SendAsApp")
+	c.TokenScope = graphtest.GraphScope
+	r := run(t, configWith("smtp_auth", c, config.Route{Match: mailbox}), doctor.Options{})
+	wantStatus(t, r, "token", doctor.Pass, graphtest.GraphScope, "")
+	wantStatus(t, r, "AUTH as "+mailbox, doctor.Fail, "535 5.7.3", "SMTP.SendAsApp")
 }
 
 func TestSMTPAuthMailboxes(t *testing.T) {
 	t.Parallel()
 	_, _, c := submission(t)
 	cfg := configWith("smtp_auth", c, config.Route{Match: "*@contoso.com"})
-	r := run(t, cfg, Options{})
-	wantStatus(t, r, "AUTH", Skip, "--mailbox", "")
+	r := run(t, cfg, doctor.Options{})
+	wantStatus(t, r, "AUTH", doctor.Skip, "--mailbox", "")
 	if !r.OK() {
 		t.Error("a skipped AUTH is not a failure")
 	}
-	r = run(t, cfg, Options{Mailbox: "other@contoso.com"})
-	wantStatus(t, r, "AUTH as other@contoso.com", Pass, "235", "")
+	r = run(t, cfg, doctor.Options{Mailbox: "other@contoso.com"})
+	wantStatus(t, r, "AUTH as other@contoso.com", doctor.Pass, "235", "")
 }
 
 func TestSMTPAuthLogin(t *testing.T) {
@@ -213,15 +214,15 @@ func TestSMTPAuthLogin(t *testing.T) {
 	c.Auth, c.Credentials, c.Username = "login", entra.Credentials{}, "basic@contoso.com"
 	c.Password = secret.New("pa55word")
 	cfg := configWith("smtp_auth", c, config.Route{Match: "*", Mailbox: "basic@contoso.com"})
-	r := run(t, cfg, Options{})
+	r := run(t, cfg, doctor.Options{})
 	wantAllPass(t, r)
-	wantStatus(t, r, "AUTH as basic@contoso.com", Pass, "235", "")
+	wantStatus(t, r, "AUTH as basic@contoso.com", doctor.Pass, "235", "")
 	if s := srv.Sessions(); len(s) != 1 || s[0].AuthMechanism != "LOGIN" {
 		t.Errorf("sessions %+v", s)
 	}
 	c.Password = secret.New("wrong")
-	r = run(t, cfg, Options{})
-	wantStatus(t, r, "AUTH as basic@contoso.com", Fail, "535 5.7.3", "password")
+	r = run(t, cfg, doctor.Options{})
+	wantStatus(t, r, "AUTH as basic@contoso.com", doctor.Fail, "535 5.7.3", "password")
 	if strings.Contains(r.Checks[len(r.Checks)-1].Detail, "wrong") {
 		t.Error("the report shows the password")
 	}
@@ -292,19 +293,19 @@ func TestSMTPAuthNoSTARTTLS(t *testing.T) {
 	t.Parallel()
 	addr := scriptedServer(t, "220 scripted.test ESMTP", []string{"SIZE 1000", "AUTH LOGIN"}, nil)
 	c := &smtp.AuthConfig{Connection: smtp.Connection{Address: addr}, Auth: "login", Username: "u@contoso.com", Password: secret.New("p")}
-	r := run(t, configWith("smtp_auth", c), Options{})
-	wantStatus(t, r, "EHLO", Pass, "AUTH LOGIN", "")
-	wantStatus(t, r, "STARTTLS", Fail, "does not offer STARTTLS", "smtp.office365.com:587")
-	wantStatus(t, r, "TLS, certificate, EHLO after STARTTLS, AUTH mechanisms, AUTH as u@contoso.com", Skip, "", "")
+	r := run(t, configWith("smtp_auth", c), doctor.Options{})
+	wantStatus(t, r, "EHLO", doctor.Pass, "AUTH LOGIN", "")
+	wantStatus(t, r, "STARTTLS", doctor.Fail, "does not offer STARTTLS", "smtp.office365.com:587")
+	wantStatus(t, r, "TLS, certificate, EHLO after STARTTLS, AUTH mechanisms, AUTH as u@contoso.com", doctor.Skip, "", "")
 }
 
 func TestGreetingRefused(t *testing.T) {
 	t.Parallel()
 	addr := scriptedServer(t, "554 5.7.606 Access denied, banned sending IP [203.0.113.7]", nil, nil)
 	c := &smtp.DirectSendConfig{ConnectorConfig: smtp.ConnectorConfig{Connection: smtp.Connection{Address: addr}, AcceptedDomains: []string{"contoso.com"}}}
-	r := run(t, configWith("direct_send", c), Options{})
-	wantStatus(t, r, "greeting", Fail, "554 5.7.606", "delist")
-	wantStatus(t, r, "EHLO, STARTTLS, TLS, certificate, EHLO after STARTTLS, MAIL FROM, RCPT TO", Skip, "", "")
+	r := run(t, configWith("direct_send", c), doctor.Options{})
+	wantStatus(t, r, "greeting", doctor.Fail, "554 5.7.606", "delist")
+	wantStatus(t, r, "EHLO, STARTTLS, TLS, certificate, EHLO after STARTTLS, MAIL FROM, RCPT TO", doctor.Skip, "", "")
 }
 
 // A server (or a middlebox) that offers only TLS 1.1.
@@ -314,9 +315,9 @@ func TestOldTLS(t *testing.T) {
 	addr := scriptedServer(t, "220 scripted.test ESMTP", []string{"STARTTLS"},
 		&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11})
 	c := &smtp.RelayConfig{ConnectorConfig: smtp.ConnectorConfig{Connection: smtp.Connection{Address: addr}, AcceptedDomains: []string{"contoso.com"}}}
-	r := run(t, configWith("relay", c), Options{})
-	wantStatus(t, r, "TLS", Fail, "TLS 1.1", "TLS 1.2 or later")
-	wantStatus(t, r, "certificate, EHLO after STARTTLS, MAIL FROM", Skip, "", "")
+	r := run(t, configWith("relay", c), doctor.Options{})
+	wantStatus(t, r, "TLS", doctor.Fail, "TLS 1.1", "TLS 1.2 or later")
+	wantStatus(t, r, "certificate, EHLO after STARTTLS, MAIL FROM", doctor.Skip, "", "")
 }
 
 func selfSigned(t *testing.T) tls.Certificate {
@@ -353,17 +354,17 @@ func TestRelay(t *testing.T) {
 	srv := smtptest.New(t, smtptest.Options{Mode: smtptest.Relay, AcceptedDomains: []string{"contoso.com"}, ClientCAs: ca.Pool()})
 
 	good, goodKey := ca.Issue(t, "relay.contoso.com")
-	r := run(t, configWith("relay", relayConfig(srv, t, good, goodKey)), Options{})
+	r := run(t, configWith("relay", relayConfig(srv, t, good, goodKey)), doctor.Options{})
 	wantAllPass(t, r)
-	wantStatus(t, r, "client certificate", Pass, "relay.contoso.com is in the accepted domain contoso.com", "")
-	wantStatus(t, r, "TLS", Pass, "presented CN=relay.contoso.com", "")
-	wantStatus(t, r, "MAIL FROM", Pass, "postmaster@contoso.com", "")
+	wantStatus(t, r, "client certificate", doctor.Pass, "relay.contoso.com is in the accepted domain contoso.com", "")
+	wantStatus(t, r, "TLS", doctor.Pass, "presented CN=relay.contoso.com", "")
+	wantStatus(t, r, "MAIL FROM", doctor.Pass, "postmaster@contoso.com", "")
 
 	bad, badKey := ca.Issue(t, "relay.fabrikam.com")
-	r = run(t, configWith("relay", relayConfig(srv, t, bad, badKey)), Options{})
-	wantStatus(t, r, "client certificate", Fail, "none of the names is in accepted_domains", "TlsSenderCertificateName")
-	wantStatus(t, r, "TLS", Pass, "presented CN=relay.fabrikam.com", "")
-	wantStatus(t, r, "MAIL FROM", Fail, "550 5.7.64", "inbound connector")
+	r = run(t, configWith("relay", relayConfig(srv, t, bad, badKey)), doctor.Options{})
+	wantStatus(t, r, "client certificate", doctor.Fail, "none of the names is in accepted_domains", "TlsSenderCertificateName")
+	wantStatus(t, r, "TLS", doctor.Pass, "presented CN=relay.fabrikam.com", "")
+	wantStatus(t, r, "MAIL FROM", doctor.Fail, "550 5.7.64", "inbound connector")
 
 	if n := len(srv.Messages()); n != 0 {
 		t.Errorf("the doctor sent %d messages", n)
@@ -379,10 +380,10 @@ func TestRelay(t *testing.T) {
 func TestRelayIPBased(t *testing.T) {
 	t.Parallel()
 	srv := smtptest.New(t, smtptest.Options{Mode: smtptest.Relay, AcceptedDomains: []string{"contoso.com"}})
-	r := run(t, configWith("relay", relayConfig(srv, t, "", "")), Options{From: "app@contoso.com", Rcpt: "someone@fabrikam.com"})
-	wantStatus(t, r, "client certificate", Skip, "IP-based", "")
-	wantStatus(t, r, "MAIL FROM", Pass, "app@contoso.com", "")
-	wantStatus(t, r, "RCPT TO", Pass, "someone@fabrikam.com", "")
+	r := run(t, configWith("relay", relayConfig(srv, t, "", "")), doctor.Options{From: "app@contoso.com", Rcpt: "someone@fabrikam.com"})
+	wantStatus(t, r, "client certificate", doctor.Skip, "IP-based", "")
+	wantStatus(t, r, "MAIL FROM", doctor.Pass, "app@contoso.com", "")
+	wantStatus(t, r, "RCPT TO", doctor.Pass, "someone@fabrikam.com", "")
 	if !r.OK() {
 		t.Error("report not OK")
 	}
@@ -399,17 +400,17 @@ func TestDirectSend(t *testing.T) {
 	t.Parallel()
 	srv := smtptest.New(t, smtptest.Options{Mode: smtptest.DirectSend, AcceptedDomains: []string{"contoso.com"}})
 	cfg := configWith("direct_send", directSendConfig(srv, t))
-	r := run(t, cfg, Options{})
+	r := run(t, cfg, doctor.Options{})
 	wantAllPass(t, r)
-	wantStatus(t, r, "RCPT TO", Pass, "postmaster@contoso.com", "")
+	wantStatus(t, r, "RCPT TO", doctor.Pass, "postmaster@contoso.com", "")
 
-	r = run(t, cfg, Options{Rcpt: "bob@fabrikam.com"})
-	wantStatus(t, r, "RCPT TO", Fail, "550 5.7.54", "accepted_domains")
+	r = run(t, cfg, doctor.Options{Rcpt: "bob@fabrikam.com"})
+	wantStatus(t, r, "RCPT TO", doctor.Fail, "550 5.7.54", "accepted_domains")
 
 	srv.SetRejectDirectSend(true)
-	r = run(t, cfg, Options{})
-	wantStatus(t, r, "MAIL FROM", Fail, "550 5.7.68", "RejectDirectSend")
-	wantStatus(t, r, "RCPT TO", Skip, "", "")
+	r = run(t, cfg, doctor.Options{})
+	wantStatus(t, r, "MAIL FROM", doctor.Fail, "550 5.7.68", "RejectDirectSend")
+	wantStatus(t, r, "RCPT TO", doctor.Skip, "", "")
 	if n := len(srv.Messages()); n != 0 {
 		t.Errorf("the doctor sent %d messages", n)
 	}
@@ -430,20 +431,20 @@ func TestDirectSendMX(t *testing.T) {
 		AcceptedDomains: []string{"contoso.test"},
 		Resolver:        dns,
 	}}
-	r := run(t, configWith("direct_send", c), Options{mxPort: port})
+	r := run(t, configWith("direct_send", c), doctor.Options{MXPort: port})
 	wantAllPass(t, r)
-	wantStatus(t, r, "DNS MX", Pass, "10 localhost", "")
+	wantStatus(t, r, "DNS MX", doctor.Pass, "10 localhost", "")
 	if !strings.Contains(check(t, r, "DNS MX").Detail, "none is a Microsoft 365 endpoint") {
 		t.Error("the MX detail does not say that localhost is not Microsoft 365")
 	}
-	wantStatus(t, r, "DNS localhost", Pass, "127.0.0.1", "")
-	wantStatus(t, r, "connect", Pass, "localhost:"+port, "")
-	wantStatus(t, r, "certificate", Pass, "localhost", "")
+	wantStatus(t, r, "DNS localhost", doctor.Pass, "127.0.0.1", "")
+	wantStatus(t, r, "connect", doctor.Pass, "localhost:"+port, "")
+	wantStatus(t, r, "certificate", doctor.Pass, "localhost", "")
 
 	c.Address = "null.test"
-	r = run(t, configWith("direct_send", c), Options{mxPort: port})
-	wantStatus(t, r, "DNS MX", Fail, "null MX", "mail.protection.outlook.com")
-	wantStatus(t, r, "connect, greeting, EHLO, STARTTLS, TLS, certificate, EHLO after STARTTLS, MAIL FROM, RCPT TO", Skip, "no host", "")
+	r = run(t, configWith("direct_send", c), doctor.Options{MXPort: port})
+	wantStatus(t, r, "DNS MX", doctor.Fail, "null MX", "mail.protection.outlook.com")
+	wantStatus(t, r, "connect, greeting, EHLO, STARTTLS, TLS, certificate, EHLO after STARTTLS, MAIL FROM, RCPT TO", doctor.Skip, "no host", "")
 }
 
 func TestConnectRefused(t *testing.T) {
@@ -455,9 +456,9 @@ func TestConnectRefused(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	c := &smtp.DirectSendConfig{ConnectorConfig: smtp.ConnectorConfig{Connection: smtp.Connection{Address: addr}, AcceptedDomains: []string{"contoso.com"}}}
-	r := run(t, configWith("direct_send", c), Options{})
+	r := run(t, configWith("direct_send", c), doctor.Options{})
 	_, port, _ := net.SplitHostPort(addr)
-	wantStatus(t, r, "connect", Fail, "refused", "port "+port)
+	wantStatus(t, r, "connect", doctor.Fail, "refused", "port "+port)
 }
 
 func TestGraph(t *testing.T) {
@@ -470,12 +471,12 @@ func TestGraph(t *testing.T) {
 	}
 	cfg := configWith("graph", c, config.Route{Match: mailbox})
 	cfg.Limits.MaxMessageBytes = 35 << 20
-	r := run(t, cfg, Options{})
+	r := run(t, cfg, doctor.Options{})
 	wantAllPass(t, r)
-	wantStatus(t, r, "Graph reachable", Pass, "HTTP 401", "")
-	wantStatus(t, r, "token", Pass, graphtest.GraphScope, "")
-	wantStatus(t, r, "Mail.Send", Pass, "", "")
-	wantStatus(t, r, "Mail.ReadWrite", Pass, "", "")
+	wantStatus(t, r, "Graph reachable", doctor.Pass, "HTTP 401", "")
+	wantStatus(t, r, "token", doctor.Pass, graphtest.GraphScope, "")
+	wantStatus(t, r, "Mail.Send", doctor.Pass, "", "")
+	wantStatus(t, r, "Mail.ReadWrite", doctor.Pass, "", "")
 	if n := len(f.Sent()); n != 0 {
 		t.Errorf("the doctor sent %d messages", n)
 	}
@@ -485,13 +486,13 @@ func TestGraph(t *testing.T) {
 		}
 	}
 
-	r = run(t, cfg, Options{GraphRBAC: true})
-	wantStatus(t, r, "Mail.Send", Skip, "RBAC", "")
+	r = run(t, cfg, doctor.Options{GraphRBAC: true})
+	wantStatus(t, r, "Mail.Send", doctor.Skip, "RBAC", "")
 
 	c.TenantID = "00000000-0000-0000-0000-000000000000"
-	r = run(t, cfg, Options{})
-	wantStatus(t, r, "token", Fail, "AADSTS90002", "tenant_id")
-	wantStatus(t, r, "Mail.Send", Skip, "no token", "")
+	r = run(t, cfg, doctor.Options{})
+	wantStatus(t, r, "token", doctor.Fail, "AADSTS90002", "tenant_id")
+	wantStatus(t, r, "Mail.Send", doctor.Skip, "no token", "")
 
 	// Entra unreachable: not a refusal, whatever azidentity calls it.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -501,50 +502,24 @@ func TestGraph(t *testing.T) {
 	closed := ln.Addr().String()
 	ln.Close()
 	c.TenantID, c.AuthorityURL = graphtest.TenantID, "https://"+closed+"/"
-	r = run(t, cfg, Options{Timeout: time.Second})
-	wantStatus(t, r, "token", Fail, "no token", "could not be reached")
-}
-
-func TestGraphRoles(t *testing.T) {
-	t.Parallel()
-	jwt := func(roles ...string) *tokenResult {
-		claims, _ := json.Marshal(map[string]any{"aud": "https://graph.microsoft.com", "roles": roles})
-		tok := "eyJhbGciOiJub25lIn0." + base64.RawURLEncoding.EncodeToString(claims) + ".sig"
-		return &tokenResult{token: tok, claims: jwtClaims(tok)}
-	}
-	judge := func(max int64, tok *tokenResult) Report {
-		cfg := &config.Config{Limits: config.Limits{MaxMessageBytes: max}}
-		d := &doctor{cfg: cfg, b: &backendRun{name: "be", typ: "graph"}}
-		d.graphRoles(tok)
-		return Report{Checks: d.b.checks}
-	}
-	r := judge(35<<20, jwt())
-	wantStatus(t, r, "Mail.Send", Fail, "(none)", "Mail.Send (Application, not Delegated)")
-	r = judge(35<<20, jwt("Mail.Send"))
-	wantStatus(t, r, "Mail.Send", Pass, "", "")
-	wantStatus(t, r, "Mail.ReadWrite", Fail, "36700160", "max_message_bytes: 3000000")
-	r = judge(3_000_000, jwt("Mail.Send"))
-	if len(r.Checks) != 1 || !r.OK() {
-		t.Errorf("with small messages only Mail.Send is needed: %+v", r.Checks)
-	}
-	r = judge(35<<20, &tokenResult{token: "opaque"})
-	wantStatus(t, r, "Mail.Send", Skip, "not a JWT", "")
+	r = run(t, cfg, doctor.Options{Timeout: time.Second})
+	wantStatus(t, r, "token", doctor.Fail, "no token", "could not be reached")
 }
 
 func TestFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	r := run(t, configWith("file", &file.Config{Dir: dir}), Options{})
+	r := run(t, configWith("file", &file.Config{Dir: dir}), doctor.Options{})
 	wantAllPass(t, r)
-	wantStatus(t, r, "write", Pass, "created, synced and removed", "")
+	wantStatus(t, r, "write", doctor.Pass, "created, synced and removed", "")
 	if left, _ := os.ReadDir(dir); len(left) != 0 {
 		t.Errorf("the doctor left %d files behind", len(left))
 	}
 
 	missing := filepath.Join(dir, "a", "outbox")
-	r = run(t, configWith("file", &file.Config{Dir: missing}), Options{})
-	wantStatus(t, r, "directory", Pass, "does not exist yet", "")
-	wantStatus(t, r, "write", Skip, "", "")
+	r = run(t, configWith("file", &file.Config{Dir: missing}), doctor.Options{})
+	wantStatus(t, r, "directory", doctor.Pass, "does not exist yet", "")
+	wantStatus(t, r, "write", doctor.Skip, "", "")
 	if _, err := os.Stat(filepath.Join(dir, "a")); err == nil {
 		t.Error("the doctor created the directory")
 	}
@@ -554,10 +529,10 @@ func TestFile(t *testing.T) {
 	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r = run(t, configWith("file", &file.Config{Dir: filepath.Join(blocker, "outbox")}), Options{})
-	wantStatus(t, r, "directory", Fail, "cannot create it", "create")
-	r = run(t, configWith("file", &file.Config{Dir: blocker}), Options{})
-	wantStatus(t, r, "directory", Fail, "not a directory", "")
+	r = run(t, configWith("file", &file.Config{Dir: filepath.Join(blocker, "outbox")}), doctor.Options{})
+	wantStatus(t, r, "directory", doctor.Fail, "cannot create it", "create")
+	r = run(t, configWith("file", &file.Config{Dir: blocker}), doctor.Options{})
+	wantStatus(t, r, "directory", doctor.Fail, "not a directory", "")
 	if r.OK() {
 		t.Error("report OK")
 	}
@@ -567,8 +542,8 @@ func TestFile(t *testing.T) {
 		if err := os.Mkdir(ro, 0o500); err != nil {
 			t.Fatal(err)
 		}
-		r = run(t, configWith("file", &file.Config{Dir: ro}), Options{})
-		wantStatus(t, r, "write", Fail, "cannot write", "chmod")
+		r = run(t, configWith("file", &file.Config{Dir: ro}), doctor.Options{})
+		wantStatus(t, r, "write", doctor.Fail, "cannot write", "chmod")
 	}
 }
 
@@ -579,7 +554,7 @@ func TestReportOutput(t *testing.T) {
 		"out":  {Type: "file", Settings: &file.Config{Dir: filepath.Join(t.TempDir(), "x", "y")}},
 		"bad":  {Type: "file", Settings: &file.Config{Dir: "/dev/null/outbox"}},
 	}}
-	r := Run(context.Background(), cfg, Options{})
+	r := doctor.Run(context.Background(), cfg, app.DoctorCheckers(), doctor.Options{})
 	if r.OK() || r.Failed() != 1 {
 		t.Fatalf("OK %v, %d failed", r.OK(), r.Failed())
 	}
@@ -609,16 +584,16 @@ func TestReportOutput(t *testing.T) {
 	var got struct {
 		OK     bool
 		Failed int
-		Checks []Check
+		Checks []doctor.Check
 	}
 	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.OK || got.Failed != 1 || len(got.Checks) != len(r.Checks) || got.Checks[0].Backend != "bad" || got.Checks[0].Status != Fail || got.Checks[0].Fix == "" {
+	if got.OK || got.Failed != 1 || len(got.Checks) != len(r.Checks) || got.Checks[0].Backend != "bad" || got.Checks[0].Status != doctor.Fail || got.Checks[0].Fix == "" {
 		t.Errorf("JSON %s", b.String())
 	}
 
-	r = Run(context.Background(), cfg, Options{Backends: []string{"sink"}})
+	r = doctor.Run(context.Background(), cfg, app.DoctorCheckers(), doctor.Options{Backends: []string{"sink"}})
 	if len(r.Checks) != 1 || !r.OK() {
 		t.Errorf("--backend sink: %+v", r.Checks)
 	}
@@ -626,34 +601,5 @@ func TestReportOutput(t *testing.T) {
 	_ = r.WriteText(&b)
 	if !strings.HasSuffix(b.String(), "all 1 backend passed\n") {
 		t.Errorf("summary %q", b.String())
-	}
-}
-
-func TestReplyFix(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		code       int
-		msg, auth  string
-		enh, fixed string
-	}{
-		{535, "5.7.3 Authentication unsuccessful [X]", "xoauth2", "5.7.3", "SMTP.SendAsApp"},
-		{535, "5.7.3 Authentication unsuccessful", "login", "5.7.3", "password"},
-		{535, "5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.", "xoauth2", "5.7.139", "Set-CASMailbox"},
-		{550, "5.7.30 Basic authentication is not supported for Client Submission.", "login", "5.7.30", "auth: xoauth2"},
-		{530, "5.7.57 Client not authenticated to send anonymous mail during MAIL FROM", "", "5.7.57", "MX endpoint"},
-		{421, "4.7.66 TLS 1.0 and 1.1 are not supported.\n4.7.66 Please upgrade", "", "4.7.66", "downgrading"},
-		{451, "4.7.500 Access denied, please try again later", "", "4.7.500", "throttles"},
-		{432, "4.3.2 Concurrent connections limit exceeded.", "xoauth2", "4.3.2", "max_connections"},
-		{550, "5.7.1 Unable to relay", "", "5.7.1", "inbound connector"},
-		{550, "5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found", "", "5.1.10", "--rcpt"},
-	}
-	for _, tt := range tests {
-		r := newReply(tt.code, tt.msg)
-		if r.Enhanced != tt.enh || strings.Contains(r.Text, "4.7.66 ") {
-			t.Errorf("newReply(%d, %q) = %+v", tt.code, tt.msg, r)
-		}
-		if fix := replyFix(r, tt.auth); !strings.Contains(fix, tt.fixed) {
-			t.Errorf("replyFix(%s) = %q, want it to mention %q", r, fix, tt.fixed)
-		}
 	}
 }

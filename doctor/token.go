@@ -17,9 +17,9 @@ import (
 	"github.com/mailgate/mailgate/senders/entra"
 )
 
-// httpClient is what the backends use for Entra and Graph: TLS 1.2 or later, the
+// HTTPClient is what the backends use for Entra and Graph: TLS 1.2 or later, the
 // system's roots plus ca_file, HTTPS_PROXY honoured.
-func httpClient(caFile string, timeout time.Duration) (*http.Client, error) {
+func HTTPClient(caFile string, timeout time.Duration) (*http.Client, error) {
 	t, err := senders.HTTPTransport(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("ca_file: %w", err)
@@ -27,52 +27,52 @@ func httpClient(caFile string, timeout time.Duration) (*http.Client, error) {
 	return &http.Client{Transport: t, Timeout: timeout}, nil
 }
 
-// tokenResult is the outcome of a token request.
-type tokenResult struct {
-	token  string
-	claims map[string]any // nil when the token is not a readable JWT
+// Token is a token the doctor got from Entra ID.
+type Token struct {
+	Raw    string
+	Claims map[string]any // nil when the token is not a readable JWT
 }
 
-// token gets an app-only token for scope with the backend's credentials, and records
-// the check. It returns nil when there is none.
-func (d *doctor) token(ctx context.Context, creds *entra.Credentials, caFile, scope string) *tokenResult {
+// Token gets an app-only token for scope with the backend's credentials, and records
+// the check ("token"). It returns nil when there is none.
+func (b *Backend) Token(ctx context.Context, creds *entra.Credentials, caFile, scope string) *Token {
 	const name = "token"
-	client, err := httpClient(caFile, d.opts.timeout())
+	client, err := HTTPClient(caFile, b.Timeout())
 	if err != nil {
-		d.b.fail(name, err.Error(), "give ca_file a readable PEM file of certificate authorities")
+		b.Fail(name, err.Error(), "give ca_file a readable PEM file of certificate authorities")
 		return nil
 	}
 	defer client.CloseIdleConnections()
 	cred, err := creds.TokenCredential(client)
 	if err != nil {
-		d.b.fail(name, "the credential could not be built: "+firstLine(err.Error()),
+		b.Fail(name, "the credential could not be built: "+FirstLine(err.Error()),
 			"check certificate_file and key_file: an unencrypted RSA key that belongs to the certificate uploaded to the app registration")
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*d.opts.timeout())
+	ctx, cancel := context.WithTimeout(ctx, 2*b.Timeout())
 	defer cancel()
 	tok, err := cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{scope}})
 	if err != nil {
 		// azidentity reports an Entra it could not reach as an authentication failure
 		// too: only an AADSTS code is Entra's own refusal.
 		if entra.IsTokenError(err) && aadstsRE.MatchString(err.Error()) {
-			d.b.fail(name, "Entra ID refused a token for "+scope+": "+tokenErrorDetail(err), entra.Fix(err))
+			b.Fail(name, "Entra ID refused a token for "+scope+": "+tokenErrorDetail(err), entra.Fix(err))
 		} else {
-			d.b.fail(name, "no token for "+scope+": "+tokenErrorDetail(err),
+			b.Fail(name, "no token for "+scope+": "+tokenErrorDetail(err),
 				"Entra ID could not be reached or did not answer: check the network, HTTPS_PROXY and NO_PROXY, ca_file (for a TLS-inspecting proxy), authority_url and tenant_id")
 		}
 		return nil
 	}
-	res := &tokenResult{token: tok.Token, claims: jwtClaims(tok.Token)}
+	res := &Token{Raw: tok.Token, Claims: jwtClaims(tok.Token)}
 	detail := fmt.Sprintf("for %s, valid until %s", scope, tok.ExpiresOn.UTC().Format("2006-01-02 15:04 MST"))
-	if res.claims != nil {
-		if roles := claimRoles(res.claims); len(roles) > 0 {
+	if res.Claims != nil {
+		if roles := ClaimRoles(res.Claims); len(roles) > 0 {
 			detail += ", roles " + strings.Join(roles, " ")
 		} else {
 			detail += ", no roles"
 		}
 	}
-	d.b.pass(name, detail)
+	b.Pass(name, detail)
 	return res
 }
 
@@ -112,8 +112,8 @@ func jwtClaims(tok string) map[string]any {
 	return claims
 }
 
-// claimRoles is the token's application roles (its permissions), sorted.
-func claimRoles(claims map[string]any) []string {
+// ClaimRoles is a token's application roles (its permissions), sorted.
+func ClaimRoles(claims map[string]any) []string {
 	list, _ := claims["roles"].([]any)
 	var out []string
 	for _, r := range list {
@@ -125,7 +125,9 @@ func claimRoles(claims map[string]any) []string {
 	return out
 }
 
-func firstLine(s string) string {
+// FirstLine is the first line of an error's text, clipped to 300 bytes: enough for a
+// report.
+func FirstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	return clip(strings.TrimSpace(s), 300)
 }

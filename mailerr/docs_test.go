@@ -1,128 +1,193 @@
 package mailerr
 
 import (
+	"bufio"
+	"net/http"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 
 	"google.golang.org/grpc/codes"
 )
 
-// docRow is one reason as docs/api.md's error table gives it.
-type docRow struct {
-	line   int
-	reason string
-	grpc   string // e.g. "INVALID_ARGUMENT"
-	http   int
-	smtp   string // "554 5.6.0", or "" where the table gives none or the remote server's
-}
+// errorTableFiles are where the API's error table lives: docs/api.md.
+var errorTableFiles = []string{"../docs/api.md"}
 
-var (
-	docReason = regexp.MustCompile("`([A-Z_]+)`")
-	docHTTP   = regexp.MustCompile(`\b[1-5][0-9][0-9]\b`)
-	docSMTP   = regexp.MustCompile(`^[245][0-9][0-9] [245]\.[0-9]{1,3}\.[0-9]{1,3}$`)
-)
+const errorTableHeader = "| HTTP | gRPC code | SMTP reply (shim) | reason | meaning |"
 
-// apiErrorTable reads the rows of the table in docs/api.md's "## Errors" section:
-// HTTP | gRPC code | SMTP reply | reason | meaning. A row may list several reasons; when it
-// lists as many gRPC codes (and HTTP statuses), they pair up in order.
-func apiErrorTable(t *testing.T) []docRow {
+// docTable returns the rows of the first table in one of files whose header line is
+// header, each row split into its cells, and the file it was found in.
+func docTable(t *testing.T, files []string, header string) (rows [][]string, file string) {
 	t.Helper()
-	b, err := os.ReadFile("../docs/api.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rows []docRow
-	in := false
-	for i, l := range strings.Split(string(b), "\n") {
-		switch {
-		case strings.HasPrefix(l, "## "):
-			in = l == "## Errors"
-			continue
-		case !in || !strings.HasPrefix(l, "| ") || strings.HasPrefix(l, "| HTTP |"):
+	for _, file := range files {
+		f, err := os.Open(file)
+		if os.IsNotExist(err) {
 			continue
 		}
-		cells := strings.Split(strings.Trim(l, "|"), "|")
-		if len(cells) != 5 {
-			t.Fatalf("docs/api.md:%d: want 5 cells (HTTP, gRPC code, SMTP reply, reason, meaning), got %d", i+1, len(cells))
+		if err != nil {
+			t.Fatal(err)
 		}
-		statuses := docHTTP.FindAllString(cells[0], -1)
-		grpcCodes := strings.Split(strings.TrimSpace(cells[1]), ", ")
-		smtp := strings.TrimSpace(cells[2])
-		switch {
-		case docSMTP.MatchString(smtp):
-		case smtp == "", smtp == "the remote 5xx reply":
-			smtp = "" // the shim answers with the remote server's reply, or never
-		default:
-			t.Fatalf("docs/api.md:%d: SMTP reply %q: want a code such as 554 5.6.0", i+1, smtp)
+		defer f.Close()
+		in := false
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			line := strings.TrimSpace(sc.Text())
+			switch {
+			case line == header:
+				in = true
+			case in && strings.HasPrefix(line, "|---"):
+			case in && strings.HasPrefix(line, "|"):
+				cells := strings.Split(strings.Trim(line, "|"), "|")
+				for i := range cells {
+					cells[i] = strings.TrimSpace(cells[i])
+				}
+				rows = append(rows, cells)
+			case in:
+				return rows, file
+			}
 		}
-		reasons := docReason.FindAllStringSubmatch(cells[3], -1)
-		if len(reasons) == 0 || len(statuses) != len(grpcCodes) || (len(grpcCodes) != 1 && len(grpcCodes) != len(reasons)) {
-			t.Fatalf("docs/api.md:%d: %d reasons, %d gRPC codes and %d HTTP statuses do not pair up", i+1, len(reasons), len(grpcCodes), len(statuses))
+		if err := sc.Err(); err != nil {
+			t.Fatal(err)
 		}
-		for j, r := range reasons {
-			k := min(j, len(grpcCodes)-1)
-			status, _ := strconv.Atoi(statuses[k])
-			rows = append(rows, docRow{line: i + 1, reason: r[1], grpc: grpcCodes[k], http: status, smtp: smtp})
+		if in {
+			return rows, file
 		}
 	}
-	if len(rows) == 0 {
-		t.Fatal(`docs/api.md: no rows in the "## Errors" table`)
-	}
-	return rows
+	t.Fatalf("no file of %v holds the table %q", files, header)
+	return nil, ""
 }
 
-// codeName is a gRPC code as the docs spell it: INVALID_ARGUMENT for InvalidArgument.
+var backticked = regexp.MustCompile("`([^`]*)`")
+
+// codeName is a gRPC code as the docs write it: INVALID_ARGUMENT.
 func codeName(c codes.Code) string {
 	var b strings.Builder
-	s := c.String()
-	for i, r := range s {
-		if i > 0 && r >= 'A' && r <= 'Z' && s[i-1] >= 'a' && s[i-1] <= 'z' {
+	for i, r := range c.String() {
+		if i > 0 && unicode.IsUpper(r) {
 			b.WriteByte('_')
 		}
-		b.WriteRune(r)
+		b.WriteRune(unicode.ToUpper(r))
 	}
-	return strings.ToUpper(b.String())
+	return b.String()
 }
 
-// docs/api.md's error table is this package's: every reason mailgate emits is in it, with
-// its kind's gRPC code, HTTP status and SMTP reply, and it lists no reason, and no code,
-// that mailerr does not have. The one exception is a reason whose gRPC code no kind has
-// (METHOD_NOT_ALLOWED, UNIMPLEMENTED: the REST listener's answer to a wrong method).
-func TestAPIDocErrorTable(t *testing.T) {
-	t.Parallel()
-	kindCodes := map[string]bool{}
-	for k := range table {
-		kindCodes[codeName(Kind(k).GRPCCode())] = true
+// wire is what the docs say a reason comes with.
+type wire struct {
+	grpc codes.Code
+	http int
+	smtp string // "" when the shim never gives it
+}
+
+// wireOf is the table's answer for a reason.
+func wireOf(t *testing.T, r Reason) wire {
+	if r == ReasonMethodNotAllowed {
+		// No kind has UNIMPLEMENTED: the routing errors set it themselves.
+		return wire{codes.Unimplemented, http.StatusMethodNotAllowed, ""}
 	}
-	documented := map[string]bool{}
-	for _, row := range apiErrorTable(t) {
-		documented[row.reason] = true
-		kind, ok := reasons[row.reason]
-		if !ok {
-			if kindCodes[row.grpc] {
-				t.Errorf("docs/api.md:%d: reason %s is not one mailerr knows", row.line, row.reason)
-			}
+	k, ok := KindOfReason(r)
+	if !ok {
+		t.Errorf("the docs list the reason %s, which mailerr does not know", r)
+		return wire{}
+	}
+	w := wire{k.GRPCCode(), k.HTTPStatus(), k.SMTPReply().String()}
+	switch {
+	case r == ReasonNoSuchEndpoint:
+		w.smtp = "" // the REST listener's alone
+	case k == Rejected:
+		w.smtp = "the remote 5xx reply"
+	}
+	return w
+}
+
+// allReasons is every reason mailgate emits.
+func allReasons() []Reason {
+	var rs []Reason
+	for k := range table {
+		rs = append(rs, table[k].reason)
+	}
+	for _, row := range reasonTable {
+		rs = append(rs, row.Reason)
+	}
+	return append(rs, ReasonMethodNotAllowed)
+}
+
+// TestDocsErrorTable checks the API's error table against mailerr's: every reason
+// listed, each with its kind's gRPC code, HTTP status and SMTP reply.
+func TestDocsErrorTable(t *testing.T) {
+	t.Parallel()
+	rows, file := docTable(t, errorTableFiles, errorTableHeader)
+	listed := map[Reason]bool{}
+	for _, row := range rows {
+		if len(row) != 5 {
+			t.Errorf("%s: row %q has %d cells, want 5", file, row, len(row))
 			continue
 		}
-		if got := codeName(kind.GRPCCode()); got != row.grpc {
-			t.Errorf("docs/api.md:%d: %s: gRPC code %s, mailerr has %s", row.line, row.reason, row.grpc, got)
+		var reasons []Reason
+		for _, m := range backticked.FindAllStringSubmatch(row[3], -1) {
+			reasons = append(reasons, Reason(m[1]))
 		}
-		if got := kind.HTTPStatus(); got != row.http {
-			t.Errorf("docs/api.md:%d: %s: HTTP %d, mailerr has %d", row.line, row.reason, row.http, got)
+		grpcs := strings.Split(row[1], ", ")
+		var https []string
+		for _, h := range strings.Split(row[0], ", ") {
+			h, _, _ = strings.Cut(h, " ") // "429 + `Retry-After`"
+			https = append(https, h)
 		}
-		if got := kind.SMTPReply().String(); row.smtp != "" && got != row.smtp {
-			t.Errorf("docs/api.md:%d: %s: SMTP reply %s, mailerr has %s", row.line, row.reason, row.smtp, got)
-		}
-		if KindOf(kind.GRPCCode(), row.reason) != kind {
-			t.Errorf("docs/api.md:%d: %s: KindOf does not recover its kind %v", row.line, row.reason, kind)
+		for i, r := range reasons {
+			listed[r] = true
+			want := wireOf(t, r)
+			pick := func(list []string) string {
+				if len(list) == len(reasons) {
+					return list[i]
+				}
+				return list[0]
+			}
+			if got := pick(grpcs); got != codeName(want.grpc) {
+				t.Errorf("%s: %s has gRPC code %s, mailerr says %s", file, r, got, codeName(want.grpc))
+			}
+			if got := pick(https); got != strconv.Itoa(want.http) {
+				t.Errorf("%s: %s has HTTP %s, mailerr says %d", file, r, got, want.http)
+			}
+			if got := row[2]; got != want.smtp {
+				t.Errorf("%s: %s has SMTP reply %q, mailerr says %q", file, r, got, want.smtp)
+			}
 		}
 	}
-	for reason := range reasons {
-		if !documented[reason] {
-			t.Errorf("docs/api.md's error table does not list the reason %s", reason)
+	for _, r := range allReasons() {
+		if !listed[r] {
+			t.Errorf("%s: the error table does not list %s", file, r)
+		}
+	}
+}
+
+// TestDocsTroubleshootingTable checks docs/troubleshooting.md's reasons: "401 ·
+// `UNAUTHENTICATED` · `535 5.7.8`" must be the reason's HTTP status, gRPC code and SMTP
+// reply.
+func TestDocsTroubleshootingTable(t *testing.T) {
+	t.Parallel()
+	rows, file := docTable(t, []string{"../docs/troubleshooting.md"}, "| reason | mailgate returns | when | what to do |")
+	for _, row := range rows {
+		m := backticked.FindStringSubmatch(row[0])
+		if m == nil || len(row) < 2 {
+			t.Errorf("%s: row %q names no reason", file, row)
+			continue
+		}
+		r := Reason(m[1])
+		want := wireOf(t, r)
+		parts := strings.Split(row[1], " · ")
+		http, _, _ := strings.Cut(parts[0], " ")
+		var code, smtp string
+		if len(parts) > 1 {
+			code = strings.Trim(strings.Fields(parts[1])[0], "`,")
+		}
+		if len(parts) > 2 {
+			smtp, _, _ = strings.Cut(parts[2], ",")
+			smtp = strings.Trim(smtp, "`")
+		}
+		if http != strconv.Itoa(want.http) || code != codeName(want.grpc) || smtp != want.smtp && want.smtp != "the remote 5xx reply" {
+			t.Errorf("%s: %s returns %q, mailerr says %d · %s · %s", file, r, row[1], want.http, codeName(want.grpc), want.smtp)
 		}
 	}
 }

@@ -2,8 +2,10 @@
 // to the gRPC code, HTTP status and SMTP reply that callers see.
 //
 // Backends, the service and the SMTP shim all speak in terms of Kind; the table in this
-// package is the only place where a Kind becomes a wire code. It imports only the gRPC
-// codes enum, so backends can classify errors without knowing anything else of gRPC.
+// package is the only place where a Kind becomes a wire code, and the reasons table the
+// only place where a Reason gets its Kind. It imports only the gRPC codes enum, so
+// backends can classify errors without knowing anything else of gRPC; the codec between
+// an Error and a google.rpc.Status is the package mailstatus.
 package mailerr
 
 import (
@@ -66,9 +68,92 @@ type Reply struct {
 
 func (r Reply) String() string { return fmt.Sprintf("%d %s", r.Code, r.Enhanced) }
 
+// The SMTP shim's own replies, for what it refuses before a request reaches the service.
+// (A bad API key is Unauthenticated's reply, 535 5.7.8.)
+var (
+	// ReplyAuthRequired: MAIL without AUTH, from an address that is not a device's.
+	ReplyAuthRequired = Reply{530, "5.7.0"}
+	// ReplyAuthUnavailable: the API key could not be checked; the client may try again.
+	ReplyAuthUnavailable = Reply{454, "4.7.0"}
+	// ReplyTooManyConnections: over the shim's connection limits; the client may try
+	// again later (RFC 5321 §3.8).
+	ReplyTooManyConnections = Reply{421, "4.7.0"}
+)
+
+// Reason is an ErrorInfo reason: the name of a failure that callers match on in code.
+// Every reason mailgate emits is a constant below and a row of the reasons table.
+type Reason string
+
+// The kinds' own reasons, each the default for errors of its kind.
+const (
+	ReasonInternal         Reason = "INTERNAL"
+	ReasonInvalid          Reason = "INVALID_ARGUMENT"
+	ReasonTooLarge         Reason = "MESSAGE_TOO_LARGE"
+	ReasonUnauthenticated  Reason = "UNAUTHENTICATED"
+	ReasonPermissionDenied Reason = "PERMISSION_DENIED"
+	ReasonThrottled        Reason = "THROTTLED"
+	ReasonInFlight         Reason = "IDEMPOTENCY_KEY_IN_FLIGHT"
+	ReasonKeyReused        Reason = "IDEMPOTENCY_KEY_REUSED"
+	ReasonUnavailable      Reason = "UNAVAILABLE"
+	ReasonOutcomeUnknown   Reason = "OUTCOME_UNKNOWN"
+	ReasonRejected         Reason = "BACKEND_REJECTED"
+	ReasonNotFound         Reason = "NOT_FOUND"
+	ReasonCanceled         Reason = "CANCELED"
+	ReasonDeadlineExceeded Reason = "DEADLINE_EXCEEDED"
+)
+
+// The reasons that say more than their kind's.
+const (
+	// ReasonSenderNotAllowed: the API key's senders do not match the From.
+	ReasonSenderNotAllowed Reason = "SENDER_NOT_ALLOWED"
+	// ReasonNoRoute: no route matches the From.
+	ReasonNoRoute Reason = "NO_ROUTE"
+	// ReasonSendAsDenied: the route's mailbox may not send as the From.
+	ReasonSendAsDenied Reason = "SEND_AS_DENIED"
+	// ReasonSenderDomainNotAccepted, ReasonRecipientDomainNotAccepted: a relay or Direct
+	// Send backend's accepted domains exclude the From or a recipient.
+	ReasonSenderDomainNotAccepted    Reason = "SENDER_DOMAIN_NOT_ACCEPTED"
+	ReasonRecipientDomainNotAccepted Reason = "RECIPIENT_DOMAIN_NOT_ACCEPTED"
+	// ReasonStoreUnavailable: mailgate's store (Redis) did not answer.
+	ReasonStoreUnavailable Reason = "STORE_UNAVAILABLE"
+	// ReasonServerBusy: the server holds as many request bytes as
+	// limits.max_inflight_bytes allows.
+	ReasonServerBusy Reason = "SERVER_BUSY"
+	// ReasonBackendAuthFailed: a backend cannot authenticate to Microsoft 365, the
+	// operator's problem, never the caller's UNAUTHENTICATED.
+	ReasonBackendAuthFailed Reason = "BACKEND_AUTH_FAILED"
+	// ReasonGraphRequestTooLarge: over Graph's 4 MB per request, even on the draft path.
+	ReasonGraphRequestTooLarge Reason = "GRAPH_REQUEST_TOO_LARGE"
+	// ReasonMailboxUnavailable: the sending mailbox is missing, unlicensed or full, the
+	// operator's to fix.
+	ReasonMailboxUnavailable Reason = "BACKEND_MAILBOX_UNAVAILABLE"
+	// ReasonNoSuchEndpoint: the REST listener serves no such path.
+	ReasonNoSuchEndpoint Reason = "NO_SUCH_ENDPOINT"
+	// ReasonMethodNotAllowed: the REST listener serves the path, but not with this
+	// method. It comes with UNIMPLEMENTED (HTTP 405), a code no kind has, so it has no
+	// row in the reasons table: KindOf gives Internal for it.
+	ReasonMethodNotAllowed Reason = "METHOD_NOT_ALLOWED"
+)
+
+// Metadata keys of ErrorInfo: what the remote server (Microsoft 365, or an SMTP server)
+// answered.
+const (
+	// MetaSMTPReply is an SMTP backend's reply, such as "550 5.7.64 TenantAttribution;
+	// Relay Access Denied".
+	MetaSMTPReply = "smtpReply"
+	// MetaSMTPCommand is the SMTP command the reply answered, such as "MAIL FROM".
+	MetaSMTPCommand = "smtpCommand"
+	// MetaGraphStatus is Graph's HTTP status.
+	MetaGraphStatus = "graphStatus"
+	// MetaGraphCode is Graph's error code, such as "ErrorSendAsDenied".
+	MetaGraphCode = "graphCode"
+	// MetaGraphRequestID is Graph's request-id, for Microsoft's support.
+	MetaGraphRequestID = "graphRequestId"
+)
+
 // row is one line of the mapping table.
 type row struct {
-	reason string // default ErrorInfo reason
+	reason Reason // default ErrorInfo reason
 	grpc   codes.Code
 	http   int
 	smtp   Reply
@@ -77,20 +162,20 @@ type row struct {
 // table is the one place where a class becomes a wire code. docs/api.md#errors shows it
 // (TestAPIDocErrorTable keeps the two equal).
 var table = [...]row{
-	Internal:         {"INTERNAL", codes.Internal, http.StatusInternalServerError, Reply{451, "4.3.0"}},
-	Invalid:          {"INVALID_ARGUMENT", codes.InvalidArgument, http.StatusBadRequest, Reply{554, "5.6.0"}},
-	TooLarge:         {"MESSAGE_TOO_LARGE", codes.InvalidArgument, http.StatusRequestEntityTooLarge, Reply{552, "5.3.4"}},
-	Unauthenticated:  {"UNAUTHENTICATED", codes.Unauthenticated, http.StatusUnauthorized, Reply{535, "5.7.8"}},
-	PermissionDenied: {"PERMISSION_DENIED", codes.PermissionDenied, http.StatusForbidden, Reply{550, "5.7.1"}},
-	Throttled:        {"THROTTLED", codes.ResourceExhausted, http.StatusTooManyRequests, Reply{451, "4.7.0"}},
-	InFlight:         {"IDEMPOTENCY_KEY_IN_FLIGHT", codes.Aborted, http.StatusConflict, Reply{451, "4.3.0"}},
-	KeyReused:        {"IDEMPOTENCY_KEY_REUSED", codes.FailedPrecondition, http.StatusUnprocessableEntity, Reply{554, "5.6.0"}},
-	Unavailable:      {"UNAVAILABLE", codes.Unavailable, http.StatusServiceUnavailable, Reply{451, "4.4.1"}},
-	OutcomeUnknown:   {"OUTCOME_UNKNOWN", codes.Unavailable, http.StatusServiceUnavailable, Reply{451, "4.4.2"}},
-	Rejected:         {"BACKEND_REJECTED", codes.FailedPrecondition, http.StatusUnprocessableEntity, Reply{554, "5.0.0"}},
-	NotFound:         {"NOT_FOUND", codes.NotFound, http.StatusNotFound, Reply{550, "5.1.0"}},
-	Canceled:         {"CANCELED", codes.Canceled, 499, Reply{451, "4.3.0"}},
-	DeadlineExceeded: {"DEADLINE_EXCEEDED", codes.DeadlineExceeded, http.StatusGatewayTimeout, Reply{451, "4.4.7"}},
+	Internal:         {ReasonInternal, codes.Internal, http.StatusInternalServerError, Reply{451, "4.3.0"}},
+	Invalid:          {ReasonInvalid, codes.InvalidArgument, http.StatusBadRequest, Reply{554, "5.6.0"}},
+	TooLarge:         {ReasonTooLarge, codes.InvalidArgument, http.StatusRequestEntityTooLarge, Reply{552, "5.3.4"}},
+	Unauthenticated:  {ReasonUnauthenticated, codes.Unauthenticated, http.StatusUnauthorized, Reply{535, "5.7.8"}},
+	PermissionDenied: {ReasonPermissionDenied, codes.PermissionDenied, http.StatusForbidden, Reply{550, "5.7.1"}},
+	Throttled:        {ReasonThrottled, codes.ResourceExhausted, http.StatusTooManyRequests, Reply{451, "4.7.0"}},
+	InFlight:         {ReasonInFlight, codes.Aborted, http.StatusConflict, Reply{451, "4.3.0"}},
+	KeyReused:        {ReasonKeyReused, codes.FailedPrecondition, http.StatusUnprocessableEntity, Reply{554, "5.6.0"}},
+	Unavailable:      {ReasonUnavailable, codes.Unavailable, http.StatusServiceUnavailable, Reply{451, "4.4.1"}},
+	OutcomeUnknown:   {ReasonOutcomeUnknown, codes.Unavailable, http.StatusServiceUnavailable, Reply{451, "4.4.2"}},
+	Rejected:         {ReasonRejected, codes.FailedPrecondition, http.StatusUnprocessableEntity, Reply{554, "5.0.0"}},
+	NotFound:         {ReasonNotFound, codes.NotFound, http.StatusNotFound, Reply{550, "5.1.0"}},
+	Canceled:         {ReasonCanceled, codes.Canceled, 499, Reply{451, "4.3.0"}},
+	DeadlineExceeded: {ReasonDeadlineExceeded, codes.DeadlineExceeded, http.StatusGatewayTimeout, Reply{451, "4.4.7"}},
 }
 
 func (k Kind) row() row {
@@ -101,7 +186,7 @@ func (k Kind) row() row {
 }
 
 // Reason is the kind's default ErrorInfo reason, e.g. "MESSAGE_TOO_LARGE".
-func (k Kind) Reason() string { return k.row().reason }
+func (k Kind) Reason() Reason { return k.row().reason }
 
 // GRPCCode is the gRPC status code for the kind.
 func (k Kind) GRPCCode() codes.Code { return k.row().grpc }
@@ -112,43 +197,49 @@ func (k Kind) HTTPStatus() int { return k.row().http }
 // SMTPReply is the reply the SMTP shim gives for the kind.
 func (k Kind) SMTPReply() Reply { return k.row().smtp }
 
-func (k Kind) String() string { return k.Reason() }
+func (k Kind) String() string { return string(k.Reason()) }
 
-// reasons maps every reason mailgate emits back to its kind, so that a client of the
-// API (the REST gateway, the SMTP shim in its own process) recovers the class from a
-// status without guessing.
-var reasons = map[string]Kind{
-	"SENDER_NOT_ALLOWED": PermissionDenied,
-	"NO_ROUTE":           PermissionDenied,
-	"SEND_AS_DENIED":     PermissionDenied,
-	// A relay or Direct Send backend's accepted domains exclude the From or a recipient.
-	"SENDER_DOMAIN_NOT_ACCEPTED":    PermissionDenied,
-	"RECIPIENT_DOMAIN_NOT_ACCEPTED": PermissionDenied,
-	"STORE_UNAVAILABLE":             Unavailable,
-	// The server holds as many request bytes as limits.max_inflight_bytes allows.
-	"SERVER_BUSY": Unavailable,
-	// A backend that cannot authenticate to Microsoft 365: the operator's problem,
-	// never the caller's UNAUTHENTICATED.
-	"BACKEND_AUTH_FAILED":     Unavailable,
-	"GRAPH_REQUEST_TOO_LARGE": TooLarge,
-	// The sending mailbox is missing, unlicensed or full: the operator's to fix.
-	"BACKEND_MAILBOX_UNAVAILABLE": Unavailable,
-	// The REST listener serves no such path. (A wrong method, METHOD_NOT_ALLOWED, comes
-	// with UNIMPLEMENTED, a code no kind has.)
-	"NO_SUCH_ENDPOINT": NotFound,
+// reasonTable is every reason mailgate emits beyond the kinds' own, with its kind: the
+// one place a reason gets its class, so that a client of the API (the REST gateway, the
+// SMTP shim in its own process) recovers the class from a status without guessing.
+var reasonTable = [...]struct {
+	Reason Reason
+	Kind   Kind
+}{
+	{ReasonSenderNotAllowed, PermissionDenied},
+	{ReasonNoRoute, PermissionDenied},
+	{ReasonSendAsDenied, PermissionDenied},
+	{ReasonSenderDomainNotAccepted, PermissionDenied},
+	{ReasonRecipientDomainNotAccepted, PermissionDenied},
+	{ReasonStoreUnavailable, Unavailable},
+	{ReasonServerBusy, Unavailable},
+	{ReasonBackendAuthFailed, Unavailable},
+	{ReasonGraphRequestTooLarge, TooLarge},
+	{ReasonMailboxUnavailable, Unavailable},
+	{ReasonNoSuchEndpoint, NotFound},
 }
 
-func init() {
+// KindOfReason is the kind of a reason mailgate emits; ok is false for any other reason
+// (and for ReasonMethodNotAllowed, which has no kind).
+func KindOfReason(r Reason) (kind Kind, ok bool) {
 	for k := range table {
-		reasons[table[k].reason] = Kind(k)
+		if table[k].reason == r {
+			return Kind(k), true
+		}
 	}
+	for _, row := range reasonTable {
+		if row.Reason == r {
+			return row.Kind, true
+		}
+	}
+	return Internal, false
 }
 
 // KindOf recovers the kind from a status: the ErrorInfo reason when mailgate set one, else
 // the gRPC code alone (for errors raised outside mailgate's handlers, such as malformed
 // JSON rejected by the gateway).
-func KindOf(code codes.Code, reason string) Kind {
-	if k, ok := reasons[reason]; ok && table[k].grpc == code {
+func KindOf(code codes.Code, reason Reason) Kind {
+	if k, ok := KindOfReason(reason); ok && table[k].grpc == code {
 		return k
 	}
 	switch code {
@@ -189,14 +280,14 @@ type FieldViolation struct {
 // logs only and never reaches the caller.
 type Error struct {
 	Kind Kind
-	// Reason overrides the kind's default ErrorInfo reason (e.g. "SENDER_NOT_ALLOWED").
-	Reason string
+	// Reason overrides the kind's default ErrorInfo reason (e.g. ReasonSenderNotAllowed).
+	Reason Reason
 	Msg    string
 	// Fields lists the violations of an Invalid or TooLarge request.
 	Fields []FieldViolation
 	// RetryAfter is how long a Throttled caller should wait.
 	RetryAfter time.Duration
-	// Metadata goes into ErrorInfo (e.g. "smtpReply", "graphCode").
+	// Metadata goes into ErrorInfo; its keys are the Meta constants.
 	Metadata map[string]string
 	Err      error
 }
@@ -211,11 +302,24 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // ReasonOrDefault is the ErrorInfo reason to report.
-func (e *Error) ReasonOrDefault() string {
+func (e *Error) ReasonOrDefault() Reason {
 	if e.Reason != "" {
 		return e.Reason
 	}
 	return e.Kind.Reason()
+}
+
+// Remote is what the remote server (Microsoft 365, or an SMTP server) answered, from the
+// metadata: the SMTP reply, or Graph's status and error code; "" when the failure was not
+// the remote's.
+func (e *Error) Remote() string {
+	switch {
+	case e.Metadata[MetaSMTPReply] != "":
+		return e.Metadata[MetaSMTPReply]
+	case e.Metadata[MetaGraphStatus] != "":
+		return strings.TrimSpace(e.Metadata[MetaGraphStatus] + " " + e.Metadata[MetaGraphCode])
+	}
+	return ""
 }
 
 // New returns an error of the given kind with a caller-facing message.
@@ -229,7 +333,7 @@ func Wrap(kind Kind, cause error, format string, args ...any) *Error {
 }
 
 // WithReason sets the ErrorInfo reason and returns e.
-func (e *Error) WithReason(reason string) *Error {
+func (e *Error) WithReason(reason Reason) *Error {
 	e.Reason = reason
 	return e
 }
@@ -254,9 +358,10 @@ func Violations(fields []FieldViolation) *Error {
 	return &Error{Kind: Invalid, Msg: b.String(), Fields: fields}
 }
 
-// As returns err's classification. An unclassified error becomes fallback, except the
-// context errors, which keep their own meaning.
-func As(err error, fallback Kind) *Error {
+// Classify returns err's classification: the *Error in err's chain, or, for an
+// unclassified error, a new *Error of kind fallback wrapping it, except for the context
+// errors, which keep their own meaning. It returns nil only for a nil err.
+func Classify(err error, fallback Kind) *Error {
 	if err == nil {
 		return nil
 	}
@@ -270,5 +375,5 @@ func As(err error, fallback Kind) *Error {
 	case errors.Is(err, context.DeadlineExceeded):
 		return Wrap(DeadlineExceeded, err, "deadline exceeded")
 	}
-	return Wrap(fallback, err, "%s", strings.ToLower(strings.ReplaceAll(fallback.Reason(), "_", " ")))
+	return Wrap(fallback, err, "%s", strings.ToLower(strings.ReplaceAll(string(fallback.Reason()), "_", " ")))
 }

@@ -57,7 +57,7 @@ func TestKindOfForeignStatus(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		code   codes.Code
-		reason string
+		reason Reason
 		want   Kind
 	}{
 		{codes.InvalidArgument, "", Invalid},
@@ -79,20 +79,20 @@ func TestKindOfForeignStatus(t *testing.T) {
 	}
 }
 
-func TestAs(t *testing.T) {
+func TestClassify(t *testing.T) {
 	t.Parallel()
 	classified := New(Throttled, "slow down")
-	if got := As(fmt.Errorf("wrapped: %w", classified), Internal); got != classified {
-		t.Errorf("As(wrapped) = %v, want the classified error", got)
+	if got := Classify(fmt.Errorf("wrapped: %w", classified), Internal); got != classified {
+		t.Errorf("Classify(wrapped) = %v, want the classified error", got)
 	}
-	if got := As(errors.New("boom"), Unavailable); got.Kind != Unavailable || got.Msg == "" {
-		t.Errorf("As(unclassified) = %+v, want Unavailable with a message", got)
+	if got := Classify(errors.New("boom"), Unavailable); got.Kind != Unavailable || got.Msg == "" {
+		t.Errorf("Classify(unclassified) = %+v, want Unavailable with a message", got)
 	}
-	if got := As(fmt.Errorf("send: %w", context.DeadlineExceeded), Unavailable); got.Kind != DeadlineExceeded {
-		t.Errorf("As(deadline) = %v, want DeadlineExceeded", got.Kind)
+	if got := Classify(fmt.Errorf("send: %w", context.DeadlineExceeded), Unavailable); got.Kind != DeadlineExceeded {
+		t.Errorf("Classify(deadline) = %v, want DeadlineExceeded", got.Kind)
 	}
-	if As(nil, Internal) != nil {
-		t.Error("As(nil) != nil")
+	if Classify(nil, Internal) != nil {
+		t.Error("Classify(nil) != nil")
 	}
 }
 

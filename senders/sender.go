@@ -3,12 +3,16 @@
 //
 // One package per backend lives below this one (file, discard, and the Microsoft 365
 // paths). Backends know nothing of gRPC, HTTP or Redis: they get a validated, routed
-// Message and return a Result or a classified error (package mailerr).
+// Message and return a Result or a classified error (package mailerr). Each exports
+// its Type: the settings its configuration section decodes into, which open the
+// Sender. The program lists the types it knows (package app); there is no global list.
 package senders
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"slices"
 )
 
 // Sender delivers messages through one backend.
@@ -31,9 +35,29 @@ import (
 //
 // Send must return promptly once ctx is done, and may be called from many goroutines at
 // once. It must not modify msg.
+//
+// Scope says what Microsoft 365 counts the backend's messages against; it does not
+// change while the Sender is open.
+//
+// Close releases what the backend holds (pooled connections, timers). It is called
+// once, after the last Send has returned.
+//
+// A backend embeds SenderDefaults for the usual Scope (ScopeMailbox) and a Close with
+// nothing to release.
 type Sender interface {
 	Send(ctx context.Context, msg *Message) (*Result, error)
+	Scope() Scope
+	Close() error
 }
+
+// SenderDefaults gives a Sender embedding it ScopeMailbox and a Close that does nothing.
+type SenderDefaults struct{}
+
+// Scope implements Sender: ScopeMailbox.
+func (SenderDefaults) Scope() Scope { return ScopeMailbox }
+
+// Close implements Sender: nothing to release.
+func (SenderDefaults) Close() error { return nil }
 
 // Status is what a backend did with an accepted message.
 type Status int
@@ -73,21 +97,85 @@ type RecipientError struct {
 }
 
 // Config is a backend's settings, as decoded from its section of the configuration file.
-// Each backend package provides one.
+// Each backend package provides one, and a Type that makes it.
+//
+// Validate checks the settings. Each error is, or wraps, a *FieldError naming the
+// offending field by its YAML name ("dir"), so the caller can prefix the path of the
+// section; errors.Join joins several.
+//
+// CheckRoute is given a route's From pattern (an address, *@domain or *) and its mailbox
+// ("" when it has none), and returns the reasons the route cannot work with this backend:
+// each a *FieldError naming the route field it is about ("mailbox"), so that the
+// configuration is refused before it is used.
+//
+// Scope is the Scope of the backend Open builds, known before it is opened.
+//
+// Open builds the backend. It is called once, after Validate succeeded.
+//
+// A Config embeds ConfigDefaults for a CheckRoute that takes every route and
+// ScopeMailbox.
 type Config interface {
-	// Validate checks the settings. An error names the offending field by its YAML name
-	// ("dir: required"), so the caller can prefix the path of the section.
 	Validate() error
-	// Open builds the backend. It is called once, after Validate succeeded.
+	CheckRoute(match, mailbox string) []error
+	Scope() Scope
 	Open(env Env) (Sender, error)
 }
 
-// RouteChecker is implemented by a backend's Config when some routes cannot work with
-// it. CheckRoute is given a route's From pattern (an address, *@domain or *) and its
-// mailbox ("" when it has none); each error names the route field it is about, by its
-// YAML name ("mailbox: ..."), so that the configuration is refused before it is used.
-type RouteChecker interface {
-	CheckRoute(match, mailbox string) []error
+// ConfigDefaults gives a Config embedding it a CheckRoute that takes every route, and
+// ScopeMailbox.
+type ConfigDefaults struct{}
+
+// CheckRoute implements Config: every route works.
+func (ConfigDefaults) CheckRoute(match, mailbox string) []error { return nil }
+
+// Scope implements Config: ScopeMailbox.
+func (ConfigDefaults) Scope() Scope { return ScopeMailbox }
+
+// FieldError is a problem with one field of a backend's settings, or of a route to it.
+type FieldError struct {
+	// Field is the YAML name, relative to the section: "dir", "send_as[2]".
+	Field string
+	Err   error
+}
+
+// Fieldf returns a *FieldError for field, its message formatted as by fmt.Errorf (so
+// %w wraps).
+func Fieldf(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Type is a kind of backend: what a configuration's `type:` names.
+type Type struct {
+	Name string
+	// NewConfig returns empty settings for a section of this type to be decoded into.
+	NewConfig func() Config
+}
+
+// Types are the backend types a program knows, by name. The program builds its own
+// (there is no global list): adding a backend is its package and one entry.
+type Types map[string]Type
+
+// NewTypes returns the Types of ts.
+func NewTypes(ts ...Type) Types {
+	m := make(Types, len(ts))
+	for _, t := range ts {
+		m[t.Name] = t
+	}
+	return m
+}
+
+// Names are the type names, sorted.
+func (t Types) Names() []string {
+	names := make([]string, 0, len(t))
+	for n := range t {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Env is what mailgate gives a backend when it opens it.
@@ -117,8 +205,3 @@ const (
 	// throttle pauses the whole backend.
 	ScopeBackend
 )
-
-// Scoped is implemented by backends whose Scope is not ScopeMailbox, the default.
-type Scoped interface {
-	Scope() Scope
-}

@@ -27,6 +27,7 @@ import (
 
 // countingSender counts deliveries and answers with the test's function.
 type countingSender struct {
+	senders.SenderDefaults
 	n      atomic.Int64
 	answer func(n int64, msg *senders.Message) (*senders.Result, error)
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/server/apikey"
 )
 
@@ -103,7 +104,7 @@ func authenticate(keys *apikey.Keyring) grpc.UnaryServerInterceptor {
 		md, _ := metadata.FromIncomingContext(ctx)
 		k, err := keyFromHeaders(md.Get("authorization"), md.Get("x-api-key"), keys)
 		if err != nil {
-			return nil, toStatus(err).Err()
+			return nil, mailstatus.Err(err)
 		}
 		return handler(withKey(ctx, k), req)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,8 +11,6 @@ import (
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/mailgate/mailgate/config"
-	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/server/store"
 	"github.com/mailgate/mailgate/server/store/storetest"
 )
@@ -98,38 +95,6 @@ func TestDataLossMakesEveryReplicaNotReady(t *testing.T) {
 			t.Errorf("gRPC health after the ack %v, %v", h.GetStatus(), err)
 		}
 	}
-}
-
-// serve with a configuration watches its Redis at redis.check_interval.
-func TestFromConfigWatchesRedis(t *testing.T) {
-	t.Parallel()
-	redisSrv := storetest.StartRedis(t)
-	cfg, err := config.ParseAndValidate([]byte(`
-keys: [{name: app, hash: "`+apikey.Hash(appKey)+`", senders: ["*"]}]
-routes: [{match: "*", backend: sink}]
-backends: {sink: {type: discard}}
-redis: {url: "`+redisSrv.URL()+`", check_interval: 100ms}
-`), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewFromConfig(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	t.Cleanup(func() { cancel(); <-done })
-	url := "http://" + ln.Addr().String() + "/readyz"
-	eventually(t, "ready", func() bool { code, _ := get(t, url); return code == 200 })
-	redisSrv.Stop(t)
-	redisSrv.Start(t) // without persistence: empty
-	eventually(t, "not ready after Redis restarted empty", func() bool {
-		_, body := get(t, url)
-		return strings.Contains(body, "Redis lost mailgate's data")
-	})
 }
 
 type fakeWatcher struct{ states []store.DataState }

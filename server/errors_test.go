@@ -21,42 +21,9 @@ import (
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/senders"
 )
-
-func TestErrorText(t *testing.T) {
-	t.Parallel()
-	long := strings.Repeat("a", 52<<10)
-	tests := []struct {
-		name, in string
-		limit    int
-		want     string
-	}{
-		{"fit", "no such endpoint", 64, "no such endpoint"},
-		{"UTF-8 kept", "Müller ✉", 64, "Müller ✉"},
-		{"Latin-1 escaped", "M\xfcller", 64, `M\xfcller`},
-		{"a cut sequence escaped", "caf\xc3", 64, `caf\xc3`},
-		{"cut with a note", long, 64, strings.Repeat("a", 43) + "…(53205 bytes more)"},
-		{"escapes counted", strings.Repeat("\xff", 40), 64, strings.Repeat(`\xff`, 11) + "…(116 bytes more)"},
-		// The cut falls inside the first ü: the whole character goes.
-		{"cut at a character", strings.Repeat("a", 45) + strings.Repeat("ü", 21), 64, strings.Repeat("a", 45) + "…(42 bytes more)"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			got := errorText(tt.in, tt.limit)
-			if got != tt.want {
-				t.Errorf("errorText = %q, want %q", got, tt.want)
-			}
-			if !utf8.ValidString(got) || len(got) > tt.limit {
-				t.Errorf("errorText = %q (%d bytes): not UTF-8 or over %d bytes", got, len(got), tt.limit)
-			}
-			if again := errorText(got, tt.limit); again != got {
-				t.Errorf("errorText changes its own result: %q → %q", got, again)
-			}
-		})
-	}
-}
 
 // statusJSON is the documented REST error body, with every field a client reads.
 type statusJSON struct {
@@ -149,14 +116,14 @@ func checkFit(t *testing.T, e errorCall) {
 			t.Errorf("%s is %d bytes (limit %d), UTF-8 %v: %.200q", what, len(s), limit, utf8.ValidString(s), s)
 		}
 	}
-	fit("message", e.message, maxErrorMessage)
+	fit("message", e.message, mailstatus.MaxMessage)
 	for k, v := range e.metadata {
-		fit("metadata key", k, maxErrorDetail)
-		fit("metadata "+k, v, maxErrorDetail)
+		fit("metadata key", k, mailstatus.MaxDetail)
+		fit("metadata "+k, v, mailstatus.MaxDetail)
 	}
 	for _, f := range e.violations {
-		fit("violation field", f.Field, maxErrorDetail)
-		fit("violation of "+f.Field, f.Description, maxErrorDetail)
+		fit("violation field", f.Field, mailstatus.MaxDetail)
+		fit("violation of "+f.Field, f.Description, mailstatus.MaxDetail)
 	}
 }
 

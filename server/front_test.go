@@ -22,7 +22,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
-	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/senders"
 )
 
@@ -219,7 +218,7 @@ func TestInflightBudget(t *testing.T) {
 	release := make(chan struct{})
 	started := make(chan struct{}, 10)
 	srv := startServerWith(t, nil, func(o *Options) {
-		o.MaxInflightBytes = config.LargestRequest(maxMessage)
+		o.MaxInflightBytes = LargestRequest(maxMessage)
 		o.inflightWait = 200 * time.Millisecond
 		o.Service.Backends["ok"] = senderFunc(func(ctx context.Context, m *senders.Message) (*senders.Result, error) {
 			started <- struct{}{}

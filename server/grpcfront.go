@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/server/apikey"
 )
 
@@ -31,7 +32,7 @@ func tapAuthenticate(keys *apikey.Keyring) tap.ServerInHandle {
 		}
 		k, err := keyFromHeaders(info.Header.Get("authorization"), info.Header.Get("x-api-key"), keys)
 		if err != nil {
-			return ctx, toStatus(err).Err()
+			return ctx, mailstatus.Err(err)
 		}
 		return withKey(ctx, k), nil
 	}
@@ -52,13 +53,13 @@ func meteredMethods(d *grpc.ServiceDesc, budget *inflight, reserve int64, codec 
 			defer res.release()
 			return handler(srv, ctx, func(v any) error {
 				if err := res.grow(ctx, reserve); err != nil {
-					return toStatus(err).Err()
+					return mailstatus.Err(err)
 				}
 				if err := dec(v); err != nil {
 					return err
 				}
 				if e := codec.take(v); e != nil {
-					return toStatus(e).Err()
+					return mailstatus.Err(e)
 				}
 				if m, ok := v.(proto.Message); ok {
 					res.shrink(int64(proto.Size(m)))

@@ -68,6 +68,6 @@ func (r *reservation) shrink(n int64) {
 func (r *reservation) release() { r.shrink(0) }
 
 func (b *inflight) busy() *mailerr.Error {
-	return &mailerr.Error{Kind: mailerr.Unavailable, Reason: "SERVER_BUSY", RetryAfter: time.Second,
+	return &mailerr.Error{Kind: mailerr.Unavailable, Reason: mailerr.ReasonServerBusy, RetryAfter: time.Second,
 		Msg: fmt.Sprintf("server busy: %s of request bodies are already in flight (limits.max_inflight_bytes); retry shortly", mb(b.size))}
 }

@@ -8,6 +8,7 @@ import (
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/server/apikey"
 )
 
@@ -34,7 +35,7 @@ func (l *Local) Authenticate(name, secret string) bool {
 func (l *Local) SendMailAs(ctx context.Context, keyName string, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error) {
 	k, ok := l.keys.ByName(keyName)
 	if !ok {
-		return nil, toStatus(mailerr.New(mailerr.Unauthenticated, "unknown API key %q", keyName)).Err()
+		return nil, mailstatus.Err(mailerr.New(mailerr.Unauthenticated, "unknown API key %q", keyName))
 	}
 	resp, err := l.chain(withKey(ctx, k), req, &grpc.UnaryServerInfo{Server: l.svc, FullMethod: mailgatev1.MailService_SendMail_FullMethodName},
 		func(ctx context.Context, req any) (any, error) {

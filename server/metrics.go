@@ -1,10 +1,11 @@
 package server
 
 import (
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mailgate/mailgate/server/store"
 )
 
 // metrics are the service's own Prometheus series; gRPC request counts come from the
@@ -59,20 +60,19 @@ func newMetrics() *metrics {
 	}
 }
 
-// refused counts a throttled request by store.Ticket.Refused ("mb:<mailbox>/msgs",
-// "key:<name>/msgs", "be:<backend>/pause"): the names stay out of the labels.
-func (m *metrics) refused(refused string) {
-	group, limit, _ := strings.Cut(refused, "/")
-	kind, _, _ := strings.Cut(group, ":")
-	scope := map[string]string{"mb": "mailbox", "key": "key", "be": "backend"}[kind]
+// refused counts a throttled request by what refused it: the mailbox's, key's or
+// backend's name stays out of the labels.
+func (m *metrics) refused(r store.Refusal) {
+	scope := map[store.GroupKind]string{store.Mailbox: "mailbox", store.APIKey: "key", store.Backend: "backend"}[r.Group.Kind]
 	if scope == "" {
 		scope = "other"
 	}
-	switch limit {
-	case "msgs":
-		limit = "messages_per_minute"
-	case "rcpts":
-		limit = "recipients_per_day"
+	limit := map[store.LimitID]string{store.MessagesPerMinute: "messages_per_minute", store.RecipientsPerDay: "recipients_per_day"}[r.Limit]
+	switch {
+	case r.Paused:
+		limit = "pause"
+	case limit == "":
+		limit = r.Limit.String()
 	}
 	m.throttled.WithLabelValues(scope, limit).Inc()
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/server/apikey"
 )
 
@@ -148,5 +149,5 @@ func writeError(w http.ResponseWriter, e *mailerr.Error) {
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", retryAfterSeconds(e.RetryAfter))
 	}
-	writeStatus(w, e.Kind.HTTPStatus(), toStatus(e))
+	writeStatus(w, e.Kind.HTTPStatus(), mailstatus.ToStatus(e))
 }

@@ -10,17 +10,10 @@ import (
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/mailgate/mailgate/mailerr"
-)
-
-// Reasons of the errors for requests that no endpoint serves.
-const (
-	reasonNoSuchEndpoint   = "NO_SUCH_ENDPOINT"
-	reasonMethodNotAllowed = "METHOD_NOT_ALLOWED"
+	"github.com/mailgate/mailgate/mailerr/mailstatus"
 )
 
 // endpoint is a method and a path template of the HTTP listener, such as
@@ -113,22 +106,20 @@ func (rt *routes) notFound(r *http.Request) string {
 // writeRoutingError answers a request no endpoint serves in the API's error body: 404
 // naming what exists, or 405 (with Allow) naming the methods the path takes.
 func (rt *routes) writeRoutingError(w http.ResponseWriter, r *http.Request, httpStatus int, allow []string) {
-	code, reason, msg := codes.InvalidArgument, mailerr.Invalid.Reason(), "malformed request path"
+	code, reason, msg := codes.InvalidArgument, mailerr.ReasonInvalid, "malformed request path"
 	switch httpStatus {
 	case http.StatusNotFound:
-		code, reason, msg = codes.NotFound, reasonNoSuchEndpoint, rt.notFound(r)
+		code, reason, msg = codes.NotFound, mailerr.ReasonNoSuchEndpoint, rt.notFound(r)
 	case http.StatusMethodNotAllowed:
-		code, reason = codes.Unimplemented, reasonMethodNotAllowed
+		code, reason = codes.Unimplemented, mailerr.ReasonMethodNotAllowed
 		msg = r.Method + " is not allowed on " + r.URL.EscapedPath()
 		if len(allow) > 0 {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
 			msg += ": use " + strings.Join(allow, " or ")
 		}
 	}
-	st, err := status.New(code, msg).WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: mailerr.Domain})
-	if err != nil {
-		st = status.New(code, msg)
-	}
+	kind, _ := mailerr.KindOfReason(reason)
+	st := mailstatus.WithCode(code, &mailerr.Error{Kind: kind, Reason: reason, Msg: msg})
 	writeStatus(w, httpStatus, st)
 }
 

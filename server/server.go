@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,10 +29,9 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
-	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/openapi"
-	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/server/store"
 )
@@ -69,7 +67,6 @@ type Server struct {
 	ready    atomic.Bool
 	log      *slog.Logger
 	timeout  time.Duration
-	closers  []io.Closer // what NewFromConfig opened, closed after the drain
 	local    *Local
 	adapters []Adapter
 	data     *dataWatch // nil: no data checks
@@ -91,7 +88,13 @@ func (s *Server) Attach(a Adapter) { s.adapters = append(s.adapters, a) }
 
 // DefaultMaxInflightBytes is the in-flight budget when none is configured: room for four
 // of the largest requests at once.
-func DefaultMaxInflightBytes(maxMessage int64) int64 { return 4 * config.LargestRequest(maxMessage) }
+func DefaultMaxInflightBytes(maxMessage int64) int64 { return 4 * LargestRequest(maxMessage) }
+
+// LargestRequest is the most bytes one API request may take: a gRPC message, which
+// leaves room for attachments' base64 growth that validation measures (a REST body,
+// maxMessage*4/3 and the JSON around it, is smaller). config.LargestRequest, which
+// validates limits.max_inflight_bytes, is the same.
+func LargestRequest(maxMessage int64) int64 { return 2*maxMessage + 1<<20 }
 
 // New builds a server; Serve starts it.
 func New(opts Options) (*Server, error) {
@@ -129,7 +132,7 @@ func New(opts Options) (*Server, error) {
 
 	// gRPC refuses bigger messages itself, before validation can say MESSAGE_TOO_LARGE;
 	// leave room for attachments' base64 growth, which validation measures.
-	maxMsg := int(config.LargestRequest(opts.Service.Limits.MaxMessageBytes))
+	maxMsg := int(LargestRequest(opts.Service.Limits.MaxMessageBytes))
 	// One chain for both APIs: gRPC runs it as interceptors, the REST gateway calls the
 	// service through it directly (no second gRPC hop, no extra copy of the message).
 	interceptors := []grpc.UnaryServerInterceptor{
@@ -140,7 +143,7 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxInflightBytes == 0 {
 		opts.MaxInflightBytes = DefaultMaxInflightBytes(opts.Service.Limits.MaxMessageBytes)
 	}
-	if min := config.LargestRequest(opts.Service.Limits.MaxMessageBytes); opts.MaxInflightBytes < min {
+	if min := LargestRequest(opts.Service.Limits.MaxMessageBytes); opts.MaxInflightBytes < min {
 		return nil, fmt.Errorf("the in-flight budget (%d bytes) is less than the largest request (%d bytes)", opts.MaxInflightBytes, min)
 	}
 	if opts.inflightWait <= 0 {
@@ -211,79 +214,10 @@ func New(opts Options) (*Server, error) {
 	return s, nil
 }
 
-// NewFromConfig builds a server, and opens its backends, from a validated configuration.
-func NewFromConfig(cfg *config.Config, log *slog.Logger) (*Server, error) {
-	keys, err := cfg.Keyring()
-	if err != nil {
-		return nil, err
-	}
-	router, err := cfg.Router()
-	if err != nil {
-		return nil, err
-	}
-	backends := make(map[string]senders.Sender, len(cfg.Backends))
-	for name, b := range cfg.Backends {
-		snd, err := b.Settings.Open(senders.Env{Name: name, Logger: log.With("backend", name)})
-		if err != nil {
-			return nil, fmt.Errorf("backends.%s: %w", name, err)
-		}
-		backends[name] = snd
-	}
-	st := store.Store(store.NewMemory())
-	var closers []io.Closer
-	if cfg.Redis.Enabled() {
-		client, err := cfg.Redis.NewClient()
-		if err != nil {
-			return nil, fmt.Errorf("redis: %w", err)
-		}
-		r := store.NewRedis(client, cfg.Redis.KeyPrefix)
-		if host, err := os.Hostname(); err == nil {
-			r.SetReplica(host)
-		}
-		st = r
-		closers = append(closers, client)
-	}
-	opts := Options{
-		Service: ServiceOptions{
-			Router:   router,
-			Backends: backends,
-			Store:    st,
-			Limits: Limits{
-				MaxMessageBytes: cfg.Limits.MaxMessageBytes,
-				MaxRecipients:   cfg.Limits.Mailbox.RecipientsPerMessage,
-			},
-			Mailbox: MailboxLimits{
-				MessagesPerMinute: cfg.Limits.Mailbox.MessagesPerMinute,
-				RecipientsPerDay:  cfg.Limits.Mailbox.RecipientsPerDay,
-			},
-			Retention:   cfg.Idempotency.TTL,
-			SendTimeout: cfg.Limits.SendTimeout,
-			Logger:      log,
-		},
-		Keys:              keys,
-		MaxInflightBytes:  cfg.Limits.MaxInflightBytes,
-		ShutdownTimeout:   cfg.Listen.ShutdownTimeout,
-		DataCheckInterval: cfg.Redis.CheckInterval,
-		Logger:            log,
-	}
-	if cfg.Listen.TLS.Enabled() {
-		cert, err := config.LoadKeyPair(cfg.Listen.TLS)
-		if err != nil {
-			return nil, err
-		}
-		opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-	}
-	srv, err := New(opts)
-	if err != nil {
-		return nil, err
-	}
-	srv.closers = closers
-	return srv, nil
-}
-
-// Serve runs until ctx is done, then drains: listeners close at once, in-flight requests
-// get up to the shutdown timeout to finish, and backends are closed. A nil listener is
-// not served. It returns nil after a clean drain.
+// Serve runs until ctx is done, then drains: listeners close at once, and in-flight
+// requests get up to the shutdown timeout to finish. A nil listener is not served. It
+// returns nil after a clean drain. The backends and the store are the caller's: it
+// closes them once Serve has returned.
 func (s *Server) Serve(ctx context.Context, httpLn, grpcLn net.Listener) error {
 	errc := make(chan error, 2+len(s.adapters))
 	for _, a := range s.adapters {
@@ -344,18 +278,6 @@ func (s *Server) drain() error {
 	if httpErr != nil {
 		errs = append(errs, fmt.Errorf("http drain: %w", httpErr))
 	}
-	for _, c := range s.closers {
-		if err := c.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for name, b := range s.svc.backends {
-		if c, ok := b.(io.Closer); ok {
-			if err := c.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("backend %s: %w", name, err))
-			}
-		}
-	}
 	return errors.Join(errs...)
 }
 
@@ -403,7 +325,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) recovered(ctx context.Context, p any) error {
 	s.log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
-	return toStatus(mailerr.New(mailerr.Internal, "internal error")).Err()
+	return mailstatus.Err(mailerr.New(mailerr.Internal, "internal error"))
 }
 
 // headerMatcher forwards the headers the API defines. grpc-gateway's default drops

@@ -22,6 +22,7 @@ import (
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/server/policy"
@@ -34,6 +35,7 @@ const (
 
 // scriptedSender is a backend whose answer the test chooses.
 type scriptedSender struct {
+	senders.SenderDefaults
 	err  error
 	sent chan *senders.Message
 }
@@ -321,12 +323,12 @@ func TestGatewayErrorHandler(t *testing.T) {
 	for _, tt := range tests {
 		rec := &recorder{header: http.Header{}}
 		r, _ := http.NewRequest("POST", "/v1/messages:send", nil)
-		gatewayErrorHandler(context.Background(), nil, nil, rec, r, toStatus(tt.err).Err())
+		gatewayErrorHandler(context.Background(), nil, nil, rec, r, mailstatus.Err(tt.err))
 		if rec.status != tt.status || rec.header.Get("Retry-After") != tt.retryAfter {
 			t.Errorf("%v: status %d Retry-After %q, want %d %q", tt.err.Kind, rec.status, rec.header.Get("Retry-After"), tt.status, tt.retryAfter)
 		}
 		var e restError
-		if err := json.Unmarshal(rec.body.Bytes(), &e); err != nil || e.reason() != tt.err.Kind.Reason() {
+		if err := json.Unmarshal(rec.body.Bytes(), &e); err != nil || e.reason() != string(tt.err.Kind.Reason()) {
 			t.Errorf("%v: body %s", tt.err.Kind, rec.body.String())
 		}
 	}
@@ -402,6 +404,9 @@ type senderFunc func(context.Context, *senders.Message) (*senders.Result, error)
 func (f senderFunc) Send(ctx context.Context, m *senders.Message) (*senders.Result, error) {
 	return f(ctx, m)
 }
+
+func (senderFunc) Scope() senders.Scope { return senders.ScopeMailbox }
+func (senderFunc) Close() error         { return nil }
 
 func TestKeyFromHeaders(t *testing.T) {
 	t.Parallel()

@@ -17,6 +17,7 @@ import (
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/server/policy"
@@ -88,8 +89,8 @@ func NewService(opts ServiceOptions) (*Service, error) {
 		scopes:      make(map[string]senders.Scope),
 	}
 	for name, b := range opts.Backends {
-		if sc, ok := b.(senders.Scoped); ok {
-			s.scopes[name] = sc.Scope()
+		if b != nil {
+			s.scopes[name] = b.Scope()
 		}
 	}
 	if s.store == nil {
@@ -115,7 +116,7 @@ func (s *Service) SendMail(ctx context.Context, req *mailgatev1.SendMailRequest)
 	start := s.now()
 	key := keyFrom(ctx)
 	if key == nil {
-		return nil, toStatus(mailerr.New(mailerr.Unauthenticated, "no API key")).Err()
+		return nil, mailstatus.Err(mailerr.New(mailerr.Unauthenticated, "no API key"))
 	}
 	id := newID(start)
 	log := s.log.With("id", id, "key", key.Name)
@@ -125,24 +126,26 @@ func (s *Service) SendMail(ctx context.Context, req *mailgatev1.SendMailRequest)
 	if err != nil {
 		// A replayed error arrives as a status; everything else is classified here.
 		st, replayed := status.FromError(err)
-		detail := st.Message()
-		if !replayed {
-			e := mailerr.As(err, mailerr.Unavailable)
-			st, detail = toStatus(e), e.Error()
+		var e *mailerr.Error
+		if replayed {
+			e, err = mailstatus.FromStatus(st), st.Err()
+		} else {
+			e = mailerr.Classify(err, mailerr.Unavailable)
+			err = mailstatus.Err(e)
 		}
-		kind, reason, _ := statusKind(st)
+		reason := string(e.ReasonOrDefault())
 		s.metrics.observe(route.Name, route.Backend, reason, elapsed)
 		attrs := []any{"route", route.Name, "backend", route.Backend, "outcome", reason,
-			"replayed", replayed, "duration_ms", elapsed.Milliseconds(), "error", detail}
-		if remote := remoteCode(st); remote != "" {
+			"replayed", replayed, "duration_ms", elapsed.Milliseconds(), "error", e.Error()}
+		if remote := e.Remote(); remote != "" {
 			attrs = append(attrs, "remote", remote)
 		}
-		if kind == mailerr.Internal {
+		if e.Kind == mailerr.Internal {
 			log.Error("message failed", attrs...)
 		} else {
 			log.Info("message refused", attrs...)
 		}
-		return nil, st.Err()
+		return nil, err
 	}
 	if resp.GetReplayed() {
 		// Not a send: counted and logged as a replay, under the original message's id.
@@ -173,17 +176,17 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	for _, addr := range []string{msg.From.Address, msg.EnvelopeFrom} {
 		if !key.MaySend(addr) {
 			return nil, policy.Route{}, mailerr.New(mailerr.PermissionDenied,
-				"API key %q may not send as %s", key.Name, addr).WithReason("SENDER_NOT_ALLOWED")
+				"API key %q may not send as %s", key.Name, addr).WithReason(mailerr.ReasonSenderNotAllowed)
 		}
 	}
 	route, ok := s.router.Route(msg.From.Address)
 	if !ok {
 		return nil, policy.Route{}, mailerr.New(mailerr.PermissionDenied,
-			"no route for From %s: the configuration's routes do not match it", msg.From.Address).WithReason("NO_ROUTE")
+			"no route for From %s: the configuration's routes do not match it", msg.From.Address).WithReason(mailerr.ReasonNoRoute)
 	}
 	msg.Mailbox = route.Mailbox
 
-	adm := &store.Admission{Groups: s.budgets(key, msg, route.Backend)}
+	adm := s.admission(key, msg, route.Backend)
 	if idemKey != "" {
 		adm.Claim = &store.Claim{
 			Scope: key.Name, Key: idemKey, Fingerprint: fingerprint(req),
@@ -192,9 +195,12 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 		}
 	}
 	ticket, err := s.store.Admit(ctx, adm)
+	if errors.Is(err, store.ErrInvalid) {
+		return nil, route, mailerr.Wrap(mailerr.Internal, err, "mailgate built rate limits its store cannot apply; nothing was sent")
+	}
 	if err != nil {
 		s.metrics.storeErrors.WithLabelValues("admit").Inc()
-		return nil, route, mailerr.Wrap(mailerr.Unavailable, err, "mailgate's store is unavailable; nothing was sent").WithReason("STORE_UNAVAILABLE")
+		return nil, route, mailerr.Wrap(mailerr.Unavailable, err, "mailgate's store is unavailable; nothing was sent").WithReason(mailerr.ReasonStoreUnavailable)
 	}
 	if adm.Claim != nil {
 		s.metrics.idempotency.WithLabelValues(map[store.Decision]string{
@@ -212,10 +218,10 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 		return nil, route, mailerr.New(mailerr.KeyReused,
 			"this idempotency key was used for a different request; use a new key for a new message")
 	case store.Throttled:
-		s.metrics.refused(ticket.Refused)
+		s.metrics.refused(*ticket.Refused)
 		// Whole seconds, rounded up, as the Retry-After header says it.
 		wait := time.Duration(math.Ceil(ticket.RetryAfter.Seconds())) * time.Second
-		e := mailerr.New(mailerr.Throttled, "%s; retry in %s", describeRefusal(ticket.Refused, s.mailbox, key), humanDuration(wait))
+		e := mailerr.New(mailerr.Throttled, "%s; retry in %s", describeRefusal(*ticket.Refused, s.mailbox, key), humanDuration(wait))
 		e.RetryAfter = ticket.RetryAfter
 		return nil, route, e
 	}
@@ -229,15 +235,14 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	res, sendErr := s.backends[route.Backend].Send(sendCtx, msg)
 	sendTime := s.now().Sub(sendStart).Seconds()
 	if sendErr != nil {
-		e := mailerr.As(sendErr, mailerr.Unavailable)
-		s.metrics.backend.WithLabelValues(route.Backend, e.ReasonOrDefault()).Observe(sendTime)
-		if e.Kind == mailerr.Throttled && e.RetryAfter > 0 {
+		e := mailerr.Classify(sendErr, mailerr.Unavailable)
+		s.metrics.backend.WithLabelValues(route.Backend, string(e.ReasonOrDefault())).Observe(sendTime)
+		if group := adm.PauseTarget; e.Kind == mailerr.Throttled && e.RetryAfter > 0 && !group.IsZero() {
 			// Microsoft throttled this mailbox (or this relaying backend): pause it for
 			// every replica.
-			group := adm.Groups[0].Key
 			if err := s.store.Pause(sendCtx, group, e.RetryAfter); err != nil {
 				s.metrics.storeErrors.WithLabelValues("pause").Inc()
-				s.log.Warn("could not pause sending", "group", group, "error", err)
+				s.log.Warn("could not pause sending", "group", group.String(), "error", err)
 			}
 		}
 		c := store.Completion{Refund: e.Kind != mailerr.OutcomeUnknown, Retention: s.retention}
@@ -260,7 +265,7 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 		// The reply is the remote server's text: it may hold 8-bit bytes (a localised
 		// Exchange server), which protobuf cannot carry, and then the caller would get
 		// an error for a message that was sent.
-		resp.RejectedRecipients = append(resp.RejectedRecipients, &mailgatev1.RejectedRecipient{Address: r.Recipient, Reply: errorText(r.Reply, maxErrorDetail)})
+		resp.RejectedRecipients = append(resp.RejectedRecipients, &mailgatev1.RejectedRecipient{Address: r.Recipient, Reply: mailstatus.Text(r.Reply, mailstatus.MaxDetail)})
 	}
 	s.complete(sendCtx, ticket, store.Completion{
 		Outcome:   encodeResponse(resp),
@@ -281,47 +286,49 @@ func (s *Service) complete(ctx context.Context, t *store.Ticket, c store.Complet
 	}
 }
 
-// budgets are the rate limits a message draws on: its sending mailbox's (shared by every
-// key that sends as it) and its API key's own. A backend that relays into the tenant
-// rather than sending as a mailbox has no mailbox limits; its group is there to be
-// paused when Microsoft throttles it. The first group is the one a throttle pauses.
-func (s *Service) budgets(key *apikey.Key, msg *senders.Message, backend string) []store.Group {
-	first := store.Group{Key: "be:" + backend}
+// admission is what a message asks of the store, but for its idempotency claim: the
+// budgets of its sending mailbox (shared by every key that sends as it) and of its API
+// key, and the group Microsoft's throttle pauses. A backend that relays into the tenant
+// rather than sending as a mailbox has no mailbox limits and is itself the pause target.
+func (s *Service) admission(key *apikey.Key, msg *senders.Message, backend string) *store.Admission {
+	target := store.Group{Kind: store.Backend, Name: backend}
 	if s.scopes[backend] != senders.ScopeBackend {
-		first = store.Group{
-			Key: "mb:" + mailaddr.Key(msg.SendingMailbox()),
+		target = store.Group{
+			Kind: store.Mailbox,
+			Name: mailaddr.Key(msg.SendingMailbox()),
 			Limits: []store.Limit{
-				{ID: "msgs", Count: s.mailbox.MessagesPerMinute, Period: time.Minute, Cost: 1},
-				{ID: "rcpts", Count: s.mailbox.RecipientsPerDay, Period: 24 * time.Hour, Cost: len(msg.Recipients)},
+				{ID: store.MessagesPerMinute, Count: s.mailbox.MessagesPerMinute, Period: time.Minute, Cost: 1},
+				{ID: store.RecipientsPerDay, Count: s.mailbox.RecipientsPerDay, Period: 24 * time.Hour, Cost: len(msg.Recipients)},
 			},
 		}
 	}
-	groups := []store.Group{first}
+	adm := &store.Admission{Groups: []store.Group{target}, PauseTarget: target.ID()}
 	if key.MessagesPerMinute > 0 {
-		groups = append(groups, store.Group{
-			Key:    "key:" + key.Name,
-			Limits: []store.Limit{{ID: "msgs", Count: key.MessagesPerMinute, Period: time.Minute, Cost: 1}},
+		adm.Groups = append(adm.Groups, store.Group{
+			Kind:   store.APIKey,
+			Name:   key.Name,
+			Limits: []store.Limit{{ID: store.MessagesPerMinute, Count: key.MessagesPerMinute, Period: time.Minute, Cost: 1}},
 		})
 	}
-	return groups
+	return adm
 }
 
-// describeRefusal says which limit refused a request, from store.Ticket.Refused.
-func describeRefusal(refused string, mb MailboxLimits, key *apikey.Key) string {
-	group, limit, _ := strings.Cut(refused, "/")
-	switch kind, name, _ := strings.Cut(group, ":"); {
-	case limit == "pause" && kind == "be":
+// describeRefusal says which limit refused a request, naming the mailbox, backend or key.
+func describeRefusal(r store.Refusal, mb MailboxLimits, key *apikey.Key) string {
+	name := r.Group.Name
+	switch kind := r.Group.Kind; {
+	case r.Paused && kind == store.Backend:
 		return fmt.Sprintf("Microsoft 365 throttled backend %s; mailgate holds its messages back for every replica", name)
-	case limit == "pause":
+	case r.Paused && kind == store.Mailbox:
 		return fmt.Sprintf("Microsoft 365 throttled mailbox %s; mailgate holds its messages back for every replica", name)
-	case kind == "mb" && limit == "msgs":
+	case kind == store.Mailbox && r.Limit == store.MessagesPerMinute:
 		return fmt.Sprintf("mailbox %s may send %d messages per minute", name, mb.MessagesPerMinute)
-	case kind == "mb" && limit == "rcpts":
+	case kind == store.Mailbox && r.Limit == store.RecipientsPerDay:
 		return fmt.Sprintf("mailbox %s may send to %d recipients per day", name, mb.RecipientsPerDay)
-	case kind == "key":
+	case kind == store.APIKey && r.Limit == store.MessagesPerMinute:
 		return fmt.Sprintf("API key %q may send %d messages per minute", name, key.MessagesPerMinute)
 	}
-	return "rate limit " + refused + " reached"
+	return "rate limit " + r.String() + " reached"
 }
 
 // recordable reports whether an outcome is final, and so replayed to a retry with the
@@ -350,7 +357,7 @@ func encodeResponse(r *mailgatev1.SendMailResponse) []byte {
 }
 
 func encodeError(e *mailerr.Error) []byte {
-	b, err := proto.Marshal(toStatus(e).Proto())
+	b, err := proto.Marshal(mailstatus.ToStatus(e).Proto())
 	if err != nil {
 		return []byte{'?'}
 	}
@@ -404,24 +411,24 @@ func (s *Service) record(key *apikey.Key, msg *senders.Message, req *mailgatev1.
 func (s *Service) GetMessage(ctx context.Context, req *mailgatev1.GetMessageRequest) (*mailgatev1.GetMessageResponse, error) {
 	key := keyFrom(ctx)
 	if key == nil {
-		return nil, toStatus(mailerr.New(mailerr.Unauthenticated, "no API key")).Err()
+		return nil, mailstatus.Err(mailerr.New(mailerr.Unauthenticated, "no API key"))
 	}
 	if !validID(req.GetId()) {
-		return nil, toStatus(mailerr.Violations([]mailerr.FieldViolation{{
-			Field: "id", Description: "not a message id (26 characters, as SendMail returns)"}})).Err()
+		return nil, mailstatus.Err(mailerr.Violations([]mailerr.FieldViolation{{
+			Field: "id", Description: "not a message id (26 characters, as SendMail returns)"}}))
 	}
 	b, err := s.store.GetRecord(ctx, recordKey(key.Name, req.GetId()))
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, toStatus(mailerr.New(mailerr.NotFound,
-			"no message %s for this API key (records are kept for %s)", req.GetId(), humanDuration(s.retention))).Err()
+		return nil, mailstatus.Err(mailerr.New(mailerr.NotFound,
+			"no message %s for this API key (records are kept for %s)", req.GetId(), humanDuration(s.retention)))
 	}
 	if err != nil {
 		s.metrics.storeErrors.WithLabelValues("get_record").Inc()
-		return nil, toStatus(mailerr.Wrap(mailerr.Unavailable, err, "message records are unavailable").WithReason("STORE_UNAVAILABLE")).Err()
+		return nil, mailstatus.Err(mailerr.Wrap(mailerr.Unavailable, err, "message records are unavailable").WithReason(mailerr.ReasonStoreUnavailable))
 	}
 	rec := new(mailgatev1.GetMessageResponse)
 	if err := proto.Unmarshal(b, rec); err != nil {
-		return nil, toStatus(mailerr.Wrap(mailerr.Internal, err, "message record is corrupt")).Err()
+		return nil, mailstatus.Err(mailerr.Wrap(mailerr.Internal, err, "message record is corrupt"))
 	}
 	return rec, nil
 }

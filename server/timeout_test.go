@@ -11,7 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc/codes"
 
-	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/server/store"
 	"github.com/mailgate/mailgate/server/store/storetest"
 )
@@ -57,7 +56,7 @@ func TestFrozenRedisFailsFast(t *testing.T) {
 	// Far below the go-redis defaults (5 s a read: 20 s for an Admit), far above the
 	// bound: a loaded machine does not make this flaky.
 	const bound = 5 * time.Second
-	client, err := config.Redis{URL: "redis://" + frozenRedis(t), Timeout: timeout}.NewClient()
+	client, err := store.NewRedisClient(store.RedisOptions{URL: "redis://" + frozenRedis(t), Timeout: timeout})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +96,7 @@ func TestFrozenRedisFailsFast(t *testing.T) {
 // The same bound holds for the store's own calls, whatever the caller's context.
 func TestFrozenRedisStoreCalls(t *testing.T) {
 	t.Parallel()
-	client, _ := config.Redis{URL: "redis://" + frozenRedis(t), Timeout: 100 * time.Millisecond}.NewClient()
+	client, _ := store.NewRedisClient(store.RedisOptions{URL: "redis://" + frozenRedis(t), Timeout: 100 * time.Millisecond})
 	t.Cleanup(func() { client.Close() })
 	s := store.NewRedis(client, "mg:")
 	ctx := context.Background()
@@ -107,7 +106,9 @@ func TestFrozenRedisStoreCalls(t *testing.T) {
 			return err
 		},
 		"get record": func() error { _, err := s.GetRecord(ctx, "msg:a:1"); return err },
-		"pause":      func() error { return s.Pause(ctx, "mb:a@example.com", time.Second) },
+		"pause": func() error {
+			return s.Pause(ctx, store.GroupID{Kind: store.Mailbox, Name: "a@example.com"}, time.Second)
+		},
 		"data check": func() error { _, err := s.CheckData(ctx); return err },
 	} {
 		start := time.Now()
@@ -123,7 +124,7 @@ func TestFrozenRedisStoreCalls(t *testing.T) {
 func TestStalledRedisFailsFast(t *testing.T) {
 	t.Parallel()
 	redisSrv := storetest.StartRedis(t, "--enable-debug-command", "local")
-	client, err := config.Redis{URL: redisSrv.URL(), Timeout: 200 * time.Millisecond}.NewClient()
+	client, err := store.NewRedisClient(store.RedisOptions{URL: redisSrv.URL(), Timeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/mailgate/mailgate/mailerr"
 )
 
 // connLimit admits connections, and bounds them: in all, per source address, and for
@@ -42,7 +44,8 @@ type limitListener struct {
 	implicitTLS bool
 }
 
-// Refusal texts; all 421 4.7.0, a temporary refusal, so a client tries again later.
+// Refusal texts; all mailerr.ReplyTooManyConnections (421 4.7.0), a temporary refusal,
+// so a client tries again later.
 const (
 	refusedFull   = "Too many connections; try again later"
 	refusedSource = "Too many connections from your address; try again later"
@@ -61,7 +64,7 @@ func (ll *limitListener) Accept() (net.Conn, error) {
 			ll.l.log.Debug("smtp connection refused", "remote", c.RemoteAddr().String(), "result", result)
 			go func() {
 				_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-				_, _ = c.Write([]byte("421 4.7.0 " + text + "\r\n"))
+				_, _ = c.Write([]byte(mailerr.ReplyTooManyConnections.String() + " " + text + "\r\n"))
 				_ = c.Close()
 			}()
 			continue

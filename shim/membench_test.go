@@ -13,7 +13,7 @@ import (
 	"github.com/mailgate/mailgate/shim"
 )
 
-type streamingSender struct{}
+type streamingSender struct{ senders.SenderDefaults }
 
 func (streamingSender) Send(_ context.Context, m *senders.Message) (*senders.Result, error) {
 	if _, err := m.WriteTo(io.Discard); err != nil {

@@ -11,6 +11,8 @@ import (
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 )
 
+var _ Submitter = (*Remote)(nil)
+
 // Remote submits to a mailgate over its gRPC API: the shim of a `mailgate shim` process.
 // Each message is sent with the principal's own API key.
 type Remote struct {

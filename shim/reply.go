@@ -5,50 +5,26 @@ import (
 	"strings"
 
 	"github.com/emersion/go-smtp"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/status"
 
 	"github.com/mailgate/mailgate/mailerr"
 )
 
-// failure is what a SendMail error says, read once from its status.
-type failure struct {
-	kind mailerr.Kind
-	// remote is the backend server's reply that a permanent refusal carries.
-	remote string
-	// ours: mailgate's service wrote the status (it always attaches an ErrorInfo in its
-	// domain); otherwise the transport to a remote mailgate did.
-	ours bool
-	msg  string
-}
-
-func failureOf(err error) failure {
-	st := status.Convert(err)
-	f := failure{msg: st.Message()}
-	var reason string
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == mailerr.Domain {
-			f.ours, reason, f.remote = true, info.GetReason(), info.GetMetadata()["smtpReply"]
-		}
-	}
-	f.kind = mailerr.KindOf(st.Code(), reason)
-	return f
-}
-
-// smtpReply is the SMTP reply for a SendMail error, from mailerr's one table; a backend's
-// permanent refusal is passed on with the remote server's own 5xx code.
-func smtpReply(err error) *smtp.SMTPError {
-	f := failureOf(err)
-	r := f.kind.SMTPReply()
-	if f.kind == mailerr.Rejected && f.remote != "" {
-		code, rest, _ := strings.Cut(f.remote, " ")
+// smtpReply is the SMTP reply for a SendMail error (decoded by mailstatus.FromError),
+// from mailerr's one table; a backend's permanent refusal is passed on with the remote
+// server's own 5xx code.
+func smtpReply(e *mailerr.Error) *smtp.SMTPError {
+	r := e.Kind.SMTPReply()
+	if remote := e.Metadata[mailerr.MetaSMTPReply]; e.Kind == mailerr.Rejected && remote != "" {
+		code, rest, _ := strings.Cut(remote, " ")
 		enhanced, _, _ := strings.Cut(rest, " ")
 		if n, err := strconv.Atoi(code); err == nil && n >= 500 && n < 600 && strings.HasPrefix(enhanced, "5.") {
 			r = mailerr.Reply{Code: n, Enhanced: enhanced}
 		}
 	}
-	text := f.msg
-	if !f.ours && f.kind != mailerr.TooLarge && f.kind != mailerr.Invalid {
+	text := e.Msg
+	// mailgate's service always gives a reason; without one, the transport to a remote
+	// mailgate wrote the error.
+	if e.Reason == "" && e.Kind != mailerr.TooLarge && e.Kind != mailerr.Invalid {
 		// A transport failure between the shim and a remote mailgate: its text names
 		// hosts and ports, which are not the device's business.
 		text = "mailgate is not reachable; try again later"
@@ -70,6 +46,12 @@ var (
 // replyError builds a reply; text is flattened to one line of bounded length, as SMTP
 // replies are lines.
 func replyError(code int, enhanced, text string) *smtp.SMTPError {
+	return reply(mailerr.Reply{Code: code, Enhanced: enhanced}, text)
+}
+
+// reply is replyError for a reply of mailerr's table.
+func reply(r mailerr.Reply, text string) *smtp.SMTPError {
+	code, enhanced := r.Code, r.Enhanced
 	text = strings.Join(strings.Fields(text), " ")
 	if len(text) > 400 {
 		text = text[:400] + "..."

@@ -23,6 +23,7 @@ import (
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/mailerr"
+	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/senders"
 )
 
@@ -77,7 +78,7 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 		return syntaxReplies{malformed, sasl.NewPlainServer(func(identity, user, pass string) error {
 			if identity != "" && identity != user {
 				ss.s.opts.Metrics.auth.WithLabelValues(mech, "bad_credentials").Inc()
-				return replyError(535, "5.7.8", "the authorization identity must be empty or the user name")
+				return reply(mailerr.Unauthenticated.SMTPReply(), "the authorization identity must be empty or the user name")
 			}
 			return check(user, pass)
 		})}, nil
@@ -140,11 +141,10 @@ func (ss *session) authenticate(name, secret string) error {
 	switch {
 	case errors.Is(err, ErrBadCredentials):
 		ss.log.Info("smtp auth refused", userAttr(name))
-		r := mailerr.Unauthenticated.SMTPReply()
-		return replyError(r.Code, r.Enhanced, "Authentication credentials invalid: the user name is the API key's name, the password the key")
+		return reply(mailerr.Unauthenticated.SMTPReply(), "Authentication credentials invalid: the user name is the API key's name, the password the key")
 	case err != nil:
 		ss.log.Warn("smtp auth could not be checked", userAttr(name), "error", err)
-		return replyError(454, "4.7.0", "Temporary authentication failure; try again later")
+		return reply(mailerr.ReplyAuthUnavailable, "Temporary authentication failure; try again later")
 	}
 	ss.mu.Lock()
 	ss.principal, ss.authed = &p, true
@@ -163,7 +163,7 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		p, ok := ss.s.device(ss.remote)
 		if !ok {
 			// Never an open relay: no key, no configured address, no mail.
-			return replyError(530, "5.7.0", "Authentication required: AUTH with an API key (user: its name, password: the key)")
+			return reply(mailerr.ReplyAuthRequired, "Authentication required: AUTH with an API key (user: its name, password: the key)")
 		}
 		ss.principal = &p
 	}
@@ -227,15 +227,17 @@ func (ss *session) Data(r io.Reader) error {
 	ctx, cancel := context.WithTimeout(context.Background(), ss.s.opts.SubmitTimeout)
 	defer cancel()
 	resp, err := ss.s.opts.Submitter.SendMail(ctx, p, req)
-	if err != nil && failureOf(err).kind == mailerr.KeyReused {
+	failed := mailstatus.FromError(err) // nil on success
+	if failed != nil && failed.Kind == mailerr.KeyReused {
 		// The device gives different messages the same Message-ID (some firmware
 		// does): deduplicate this one by its content instead.
 		ss.log.Warn("device reuses Message-IDs; deduplicating by content", keyAttr(p.Name), "message_id", msgID)
 		req.IdempotencyKey = idempotencyKey(p.Name, msgID, from, rcpts, raw)
 		resp, err = ss.s.opts.Submitter.SendMail(ctx, p, req)
+		failed = mailstatus.FromError(err)
 	}
-	if err != nil {
-		reply := smtpReply(err)
+	if failed != nil {
+		reply := smtpReply(failed)
 		ss.s.opts.Metrics.reply(reply.Code)
 		ss.log.Info("smtp message refused", keyAttr(p.Name), "received_id", traceID, "reply", reply.Error())
 		return reply

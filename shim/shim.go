@@ -44,8 +44,10 @@ type Principal struct {
 // that is the client's (unknown key, wrong name) is errBadCredentials-like: the shim
 // answers 535; any other error is temporary (454).
 //
-// SendMail sends req as p and returns the service's response, or its error as a gRPC
-// status, which the shim turns into an SMTP reply through package mailerr's table.
+// SendMail sends req as p and returns the service's response, or its error: a gRPC
+// status, or an error holding a *mailerr.Error (a service in the same process returns
+// mailstatus.Err). The shim decodes it once (mailstatus.FromError) and answers through
+// package mailerr's table.
 type Submitter interface {
 	Authenticate(ctx context.Context, name, secret string) (Principal, error)
 	SendMail(ctx context.Context, p Principal, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error)
@@ -223,6 +225,8 @@ type LocalService interface {
 func InProcess(l LocalService) Submitter { return inProcess{l} }
 
 type inProcess struct{ l LocalService }
+
+var _ Submitter = inProcess{}
 
 func (p inProcess) Authenticate(_ context.Context, name, secret string) (Principal, error) {
 	if !p.l.Authenticate(name, secret) {

@@ -37,6 +37,7 @@ const (
 
 // outbox is the backend: it keeps what it was given, as it would be sent.
 type outbox struct {
+	senders.SenderDefaults
 	mu   sync.Mutex
 	msgs [][]byte
 	env  [][]string

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/internal/app"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/server/store"
@@ -57,9 +58,8 @@ func checkConfig(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fmt.Fprintln(tw, "ROUTE\tMATCH\tBACKEND\tTYPE\tSENDS AS")
 	for i, r := range cfg.Routes {
 		mailbox := r.Mailbox
-		sc, scoped := cfg.Backends[r.Backend].Settings.(senders.Scoped)
 		switch {
-		case scoped && sc.Scope() == senders.ScopeBackend:
+		case cfg.Backends[r.Backend].Settings.Scope() == senders.ScopeBackend:
 			mailbox = "(no mailbox: relays)"
 		case mailbox == "":
 			mailbox = "(the From address)"
@@ -127,7 +127,7 @@ var quietOnce sync.Once
 
 func redisPersistence(ctx context.Context, cfg *config.Config) ([]store.Persistence, error) {
 	quietRedis()
-	c, err := cfg.Redis.NewClient()
+	c, err := app.NewRedisClient(cfg.Redis)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +161,7 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%s: %s has no redis section: the in-process store has no marker to check", cmd, file)
 	}
 	quietRedis()
-	c, err := cfg.Redis.NewClient()
+	c, err := app.NewRedisClient(cfg.Redis)
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
@@ -200,7 +200,7 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // loadConfig loads and validates file; when it is invalid, it prints every problem on
 // stderr, one a line, and returns failure as the command's error.
 func loadConfig(file string, stderr io.Writer, failure string) (*config.Config, error) {
-	cfg, err := config.Load(file)
+	cfg, err := app.Load(file)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: invalid configuration:\n", file)
 		for _, e := range flatten(err) {

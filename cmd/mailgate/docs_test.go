@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/internal/app"
 	"github.com/mailgate/mailgate/senders/file"
 	"github.com/mailgate/mailgate/senders/graph"
 )
@@ -67,7 +67,7 @@ func TestShimDocScannerConfig(t *testing.T) {
 	}
 	t.Setenv("CREDENTIALS_DIRECTORY", credentials)
 
-	cfg, err := config.ParseAndValidate([]byte(blocks[0]), "docs/shim.md")
+	cfg, err := app.ParseAndValidate([]byte(blocks[0]), "docs/shim.md")
 	if err != nil {
 		t.Fatalf("the configuration in docs/shim.md does not load:\n%v\n%s", err, blocks[0])
 	}
@@ -90,7 +90,7 @@ func TestShimDocScannerConfig(t *testing.T) {
 	if deviceKey != "scanners" {
 		t.Fatalf("a scanner at %s is admitted as %q, want the key scanners", scanner, deviceKey)
 	}
-	keys, err := cfg.Keyring()
+	keys, err := app.Keyring(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestShimDocScannerConfig(t *testing.T) {
 	if !k.MaySend("scanner@contoso.com") || k.MaySend("ceo@contoso.com") {
 		t.Errorf("key %s: want it to send as scanner@contoso.com only", k.Name)
 	}
-	router, err := cfg.Router()
+	router, err := app.Router(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestShimDocScannerConfig(t *testing.T) {
 		t.Fatalf("no backends section before shim in:\n%s", blocks[0])
 	}
 	trial := blocks[0][:i+1] + blocks[1] + blocks[0][j:]
-	cfg, err = config.ParseAndValidate([]byte(trial), "docs/shim.md (trial)")
+	cfg, err = app.ParseAndValidate([]byte(trial), "docs/shim.md (trial)")
 	if err != nil {
 		t.Fatalf("the trial configuration does not load:\n%v\n%s", err, trial)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mailgate/mailgate/doctor"
+	"github.com/mailgate/mailgate/internal/app"
 )
 
 const doctorUsage = `usage: mailgate doctor FILE [flags]
@@ -97,13 +98,15 @@ func doctorCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 
 	quietRedis()
-	report := doctor.Run(ctx, cfg, doctor.Options{
+	report := doctor.Run(ctx, cfg, app.DoctorCheckers(), doctor.Options{
 		Backends:  backends,
 		Timeout:   *timeout,
 		Mailbox:   *mailbox,
 		From:      *from,
 		Rcpt:      *rcpt,
 		GraphRBAC: *rbac,
+
+		RedisClient: app.NewRedisClient,
 	})
 	if *asJSON {
 		err = report.WriteJSON(stdout)

@@ -13,11 +13,9 @@ import (
 	"io"
 	"math"
 	"mime"
-	"net"
 	"net/http"
 	"net/mail"
 	"net/textproto"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -25,19 +23,13 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+	"github.com/mailgate/mailgate/client"
 	"github.com/mailgate/mailgate/mailerr"
 	"github.com/mailgate/mailgate/senders"
 )
@@ -144,17 +136,22 @@ type sendFailure struct {
 	notMailgate bool
 }
 
-// notMailgateFailure is an answer that is not mailgate's: retrying cannot help, the
-// address must be fixed.
-func notMailgateFailure(format string, args ...any) *sendFailure {
-	return &sendFailure{code: exitProtocol, notMailgate: true, msg: fmt.Sprintf(format, args...)}
-}
-
 func localFailure(code int, format string, args ...any) *sendFailure {
 	return &sendFailure{code: code, msg: fmt.Sprintf(format, args...)}
 }
 
-// kindFailure classifies a failure by mailerr's classes, the service's own.
+// failureOf is what the client's error means for the command.
+func failureOf(e *mailerr.Error) *sendFailure {
+	f := kindFailure(e.Kind, string(e.Reason), e.Msg)
+	f.fields, f.retry = e.Fields, e.RetryAfter
+	if errors.Is(e, client.ErrNotMailgate) {
+		f.code, f.notMailgate = exitProtocol, true
+	}
+	return f
+}
+
+// kindFailure classifies a failure by mailerr's classes, the service's own: the one place
+// where a kind becomes an exit status.
 func kindFailure(kind mailerr.Kind, reason, msg string) *sendFailure {
 	f := &sendFailure{kind: kind, reason: reason, msg: msg}
 	switch kind {
@@ -227,12 +224,12 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if o.serverURL == "" {
 		o.serverURL = "http://127.0.0.1:8080"
 	}
-	ep, err := parseSendEndpoint(o.serverURL)
+	ep, err := client.ParseEndpoint(o.serverURL)
 	if err != nil {
 		fmt.Fprintf(stderr, "mailgate send: %s: %v\n", serverFrom, err)
 		return exitUsage
 	}
-	if o.caFile != "" && !ep.tls {
+	if o.caFile != "" && !ep.TLS {
 		fmt.Fprintf(stderr, "mailgate send: --ca-file is for https:// and grpcs:// servers, not %s\n", o.serverURL)
 		return exitUsage
 	}
@@ -250,27 +247,28 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if o.idempotencyKey == "auto" {
 		req.IdempotencyKey = autoIdempotencyKey(req)
 	}
-	var tlsConfig *tls.Config
-	if ep.tls {
+	opts := []client.Option{client.WithUserAgent("mailgate-send/" + version)}
+	if ep.TLS {
 		roots, err := senders.RootCAs(o.caFile)
 		if err != nil {
 			return fail(localFailure(exitNoInput, "--ca-file: %v", err))
 		}
-		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}
+		opts = append(opts, client.WithTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots}))
 	}
+	c, err := client.New(o.serverURL, key, opts...)
+	if err != nil {
+		return fail(localFailure(exitUsage, "--server: %v", err))
+	}
+	defer c.Close()
 
 	if o.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.timeout)
 		defer cancel()
 	}
-	var resp *mailgatev1.SendMailResponse
-	if ep.grpc {
-		resp, f = sendGRPC(ctx, ep, tlsConfig, key, req)
-	} else {
-		resp, f = sendREST(ctx, ep, tlsConfig, key, req)
-	}
-	if f != nil {
+	resp, err := c.SendMail(ctx, req)
+	if err != nil {
+		f := failureOf(mailerr.Classify(err, mailerr.Internal))
 		if ctxErr := ctx.Err(); ctxErr != nil && !f.notMailgate {
 			// Our own deadline or an interrupt, not the service's: say which.
 			if errors.Is(ctxErr, context.DeadlineExceeded) {
@@ -280,7 +278,7 @@ func runSend(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			}
 		}
 		if f.notMailgate {
-			f.msg = fmt.Sprintf("this is not a mailgate %s endpoint; check %s (%s): %s", ep.api(), serverFrom, o.serverURL, f.msg)
+			f.msg = fmt.Sprintf("this is not a mailgate %s endpoint; check %s (%s): %s", ep.API(), serverFrom, o.serverURL, f.msg)
 		}
 		return fail(f)
 	}
@@ -426,59 +424,6 @@ func parseSendFlags(args []string, stderr io.Writer) (*sendOptions, error) {
 		return nil, errUsage
 	}
 	return o, nil
-}
-
-// sendEndpoint is where --server points.
-type sendEndpoint struct {
-	grpc, tls bool
-	// target is host:port for gRPC; the URL of SendMail for REST.
-	target string
-	// host is the server's host[:port], as given.
-	host string
-}
-
-func (ep sendEndpoint) api() string {
-	if ep.grpc {
-		return "gRPC"
-	}
-	return "REST"
-}
-
-// wants is the protocol the server must answer the first bytes in.
-func (ep sendEndpoint) wants() wireProtocol {
-	switch {
-	case ep.tls:
-		return wireTLS
-	case ep.grpc:
-		return wireHTTP2
-	}
-	return wireHTTP1
-}
-
-func parseSendEndpoint(s string) (sendEndpoint, error) {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return sendEndpoint{}, fmt.Errorf("%q: give http://HOST:PORT, https://HOST[:PORT], grpc://HOST:PORT or grpcs://HOST[:PORT]", s)
-	}
-	switch u.Scheme {
-	case "http", "https":
-		u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/messages:send"
-		u.RawPath = ""
-		return sendEndpoint{tls: u.Scheme == "https", target: u.String(), host: u.Host}, nil
-	case "grpc", "grpcs":
-		if u.Path != "" && u.Path != "/" {
-			return sendEndpoint{}, fmt.Errorf("%q: a gRPC server has no path", s)
-		}
-		host := u.Host
-		if u.Port() == "" {
-			if u.Scheme == "grpc" {
-				return sendEndpoint{}, fmt.Errorf("%q: give the port, as in grpc://127.0.0.1:9090", s)
-			}
-			host = net.JoinHostPort(u.Hostname(), "443")
-		}
-		return sendEndpoint{grpc: true, tls: u.Scheme == "grpcs", target: host, host: host}, nil
-	}
-	return sendEndpoint{}, fmt.Errorf("%q: the scheme must be http, https, grpc or grpcs", s)
 }
 
 // sendAPIKey finds the key: --key, --key-file, or $MAILGATE_API_KEY.
@@ -708,274 +653,4 @@ func autoIdempotencyKey(req *mailgatev1.SendMailRequest) string {
 	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(r)
 	sum := sha256.Sum256(b)
 	return "auto-" + hex.EncodeToString(sum[:])
-}
-
-// sendREST posts the request as JSON to /v1/messages:send.
-func sendREST(ctx context.Context, ep sendEndpoint, tlsConfig *tls.Config, key string, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, *sendFailure) {
-	body, err := protojson.Marshal(req)
-	if err != nil {
-		return nil, localFailure(exitDataErr, "encoding the request: %v", err)
-	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.target, bytes.NewReader(body))
-	if err != nil {
-		return nil, localFailure(exitUsage, "--server: %v", err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Accept", "application/json")
-	hreq.Header.Set("Authorization", "Bearer "+key)
-	hreq.Header.Set("User-Agent", "mailgate-send/"+version)
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = tlsConfig
-	defer transport.CloseIdleConnections()
-	// raw: the server's first bytes; app: with TLS, its first bytes inside TLS.
-	var raw, app sniffer
-	proxy, _ := transport.Proxy(hreq)
-	if proxy == nil {
-		// Through a proxy, the first bytes are the proxy's: nothing to learn from them.
-		sniffTransport(transport, tlsConfig, &raw, &app)
-	}
-	client := &http.Client{
-		Transport: transport,
-		// A redirect would turn the POST into a GET: report it instead.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	resp, err := client.Do(hreq)
-	if err != nil {
-		if msg := wrongProtocol(classifyWire(raw.first()), ep.wants(), raw.first(), ep.host, "REST"); msg != "" {
-			return nil, notMailgateFailure("%s", msg)
-		}
-		if first := app.first(); len(first) > 0 {
-			if msg := wrongProtocol(classifyWire(first), wireHTTP1, first, ep.host, "REST"); msg != "" {
-				return nil, notMailgateFailure("inside TLS, %s", msg)
-			}
-		}
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, kindFailure(mailerr.Unavailable, "", "cannot reach the service: "+err.Error())
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if resp.StatusCode == http.StatusOK {
-		if err != nil {
-			return nil, kindFailure(mailerr.OutcomeUnknown, "", "reading the answer: "+err.Error())
-		}
-		out := new(mailgatev1.SendMailResponse)
-		if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(b, out); err != nil || out.GetId() == "" {
-			f := notMailgateFailure("HTTP 200, but not a SendMail response: %.200q", b)
-			// A proxy that mangled mailgate's answer would look the same.
-			f.mayHaveSent = true
-			return nil, f
-		}
-		return out, nil
-	}
-	return nil, restFailure(resp, b)
-}
-
-// sniffTransport makes transport keep the server's first bytes: below TLS in raw, and
-// in app those HTTP/1.1 reads inside TLS. Over HTTP/2 (negotiated with ALPN) the framing
-// itself shows a server that is not HTTP.
-func sniffTransport(transport *http.Transport, tlsConfig *tls.Config, raw, app *sniffer) {
-	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dialer.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return raw.wrap(c), nil
-	}
-	transport.DialContext = dial
-	if tlsConfig == nil {
-		return
-	}
-	transport.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		cfg := tlsConfig.Clone()
-		cfg.NextProtos = []string{"h2", "http/1.1"}
-		if cfg.ServerName == "" {
-			cfg.ServerName, _, _ = net.SplitHostPort(addr)
-		}
-		tc := tls.Client(c, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			c.Close()
-			return nil, err
-		}
-		if tc.ConnectionState().NegotiatedProtocol == "h2" {
-			// The transport speaks HTTP/2 only on a *tls.Conn it can see.
-			return tc, nil
-		}
-		return app.wrap(tc), nil
-	}
-}
-
-// restStatus is a google.rpc.Status as the REST API writes it, read with encoding/json
-// so that a detail of a type this build does not know is skipped, not an error.
-type restStatus struct {
-	Code    *int    `json:"code"`
-	Message *string `json:"message"`
-	Details []struct {
-		Type            string `json:"@type"`
-		Reason          string `json:"reason"`
-		Domain          string `json:"domain"`
-		FieldViolations []struct {
-			Field       string `json:"field"`
-			Description string `json:"description"`
-		} `json:"fieldViolations"`
-		RetryDelay string `json:"retryDelay"`
-	} `json:"details"`
-}
-
-// mailgateStatus reads an error answer of mailgate's: a google.rpc.Status in JSON, with
-// a gRPC code (1 to 16) and a message. Every error mailgate's REST listener writes has
-// that shape; an answer without it came from something else.
-func mailgateStatus(resp *http.Response, body []byte) (*restStatus, bool) {
-	mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		return nil, false
-	}
-	var st restStatus
-	if err := json.Unmarshal(body, &st); err != nil || st.Code == nil || st.Message == nil ||
-		*st.Code <= int(codes.OK) || *st.Code > int(codes.Unauthenticated) {
-		return nil, false
-	}
-	return &st, true
-}
-
-// restFailure classifies an error answer: by its google.rpc.Status when it is
-// mailgate's; otherwise as a proxy's in front of mailgate, or as a server that is not
-// mailgate at all.
-func restFailure(resp *http.Response, body []byte) *sendFailure {
-	if st, ok := mailgateStatus(resp, body); ok {
-		var reason string
-		var fields []mailerr.FieldViolation
-		var retry time.Duration
-		for _, d := range st.Details {
-			switch d.Type {
-			case "type.googleapis.com/google.rpc.ErrorInfo":
-				if d.Domain == mailerr.Domain {
-					reason = d.Reason
-				}
-			case "type.googleapis.com/google.rpc.BadRequest":
-				for _, v := range d.FieldViolations {
-					fields = append(fields, mailerr.FieldViolation{Field: v.Field, Description: v.Description})
-				}
-			case "type.googleapis.com/google.rpc.RetryInfo":
-				retry, _ = time.ParseDuration(d.RetryDelay)
-			}
-		}
-		if retry == 0 {
-			retry = parseRetryAfter(resp.Header.Get("Retry-After"))
-		}
-		return statusFailure(codes.Code(*st.Code), reason, *st.Message, fields, retry)
-	}
-	msg := fmt.Sprintf("HTTP %s", resp.Status)
-	if text := strings.TrimSpace(string(body)); text != "" && utf8.ValidString(text) && !strings.ContainsAny(text, "<\n") {
-		msg += ": " + text
-	}
-	// Statuses a proxy or load balancer in front of mailgate gives on its own: they
-	// mean what they say for the mailgate behind it. Any other answer is not mailgate's.
-	const fromProxy = " (not a mailgate answer: from a proxy in front of it? If this persists, check --server)"
-	switch resp.StatusCode {
-	case http.StatusRequestEntityTooLarge:
-		return kindFailure(mailerr.TooLarge, "", msg+" (a proxy's limit, not mailgate's)")
-	case http.StatusTooManyRequests:
-		f := kindFailure(mailerr.Throttled, "", msg+fromProxy)
-		f.retry = parseRetryAfter(resp.Header.Get("Retry-After"))
-		return f
-	case http.StatusRequestTimeout, http.StatusGatewayTimeout:
-		return kindFailure(mailerr.DeadlineExceeded, "", msg+fromProxy)
-	case http.StatusBadGateway, http.StatusServiceUnavailable:
-		// It did not get an answer from mailgate either.
-		return kindFailure(mailerr.Unavailable, "", msg+fromProxy)
-	}
-	if loc := resp.Header.Get("Location"); loc != "" && resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		return notMailgateFailure("%s to %s: give that address in --server", msg, loc)
-	}
-	if resp.Header.Get("Grpc-Status") != "" {
-		return notMailgateFailure("%s with gRPC headers, as a gRPC listener with TLS does: give grpcs://%s", msg, resp.Request.URL.Host)
-	}
-	return notMailgateFailure("%s, without mailgate's JSON error body", msg)
-}
-
-func parseRetryAfter(v string) time.Duration {
-	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	return 0
-}
-
-// statusFailure classifies a status of the service's, from either transport.
-func statusFailure(code codes.Code, reason, msg string, fields []mailerr.FieldViolation, retry time.Duration) *sendFailure {
-	if code == codes.Unimplemented {
-		return notMailgateFailure("it does not serve mailgate's SendMail: %s", msg)
-	}
-	f := kindFailure(mailerr.KindOf(code, reason), reason, msg)
-	f.fields, f.retry = fields, retry
-	return f
-}
-
-// sendGRPC calls mailgate.v1.MailService/SendMail.
-func sendGRPC(ctx context.Context, ep sendEndpoint, tlsConfig *tls.Config, key string, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, *sendFailure) {
-	creds := insecure.NewCredentials()
-	if ep.tls {
-		creds = credentials.NewTLS(tlsConfig)
-	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithUserAgent("mailgate-send/" + version)}
-	var raw sniffer
-	if proxy, _ := http.ProxyFromEnvironment(&http.Request{URL: &url.URL{Scheme: "https", Host: ep.target}}); proxy == nil {
-		// gRPC connects through $HTTPS_PROXY only with its own dialer: keep it then (the
-		// first bytes would be the proxy's anyway).
-		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			var d net.Dialer
-			c, err := d.DialContext(ctx, "tcp", addr)
-			if err != nil {
-				return nil, err
-			}
-			return raw.wrap(c), nil
-		}))
-	}
-	cc, err := grpc.NewClient(ep.target, opts...)
-	if err != nil {
-		return nil, localFailure(exitUsage, "--server: %v", err)
-	}
-	defer cc.Close()
-	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key)
-	resp, err := mailgatev1.NewMailServiceClient(cc).SendMail(ctx, req)
-	if err == nil {
-		return resp, nil
-	}
-	st := status.Convert(err)
-	var reason string
-	var fields []mailerr.FieldViolation
-	var retry time.Duration
-	for _, d := range st.Details() {
-		switch d := d.(type) {
-		case *errdetails.ErrorInfo:
-			if d.GetDomain() == mailerr.Domain {
-				reason = d.GetReason()
-			}
-		case *errdetails.BadRequest:
-			for _, v := range d.GetFieldViolations() {
-				fields = append(fields, mailerr.FieldViolation{Field: v.GetField(), Description: v.GetDescription()})
-			}
-		case *errdetails.RetryInfo:
-			retry = d.GetRetryDelay().AsDuration()
-		}
-	}
-	if reason == "" {
-		first := raw.first()
-		if msg := wrongProtocol(classifyWire(first), ep.wants(), first, ep.host, "gRPC"); msg != "" {
-			return nil, notMailgateFailure("%s", msg)
-		}
-	}
-	msg := st.Message()
-	if st.Code() == codes.Unavailable && reason == "" {
-		// gRPC's own: no connection (mailgate's UNAVAILABLE always carries a reason).
-		msg = "cannot reach the service: " + msg
-	}
-	return nil, statusFailure(st.Code(), reason, msg, fields, retry)
 }

@@ -33,8 +33,8 @@ import (
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/config/secret"
+	"github.com/mailgate/mailgate/internal/app"
 	"github.com/mailgate/mailgate/senders/file"
-	"github.com/mailgate/mailgate/server"
 	"github.com/mailgate/mailgate/server/apikey"
 )
 
@@ -538,13 +538,13 @@ func TestSendNotMailgate(t *testing.T) {
 func TestSendMailgateUnavailable(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "outbox")
-	cfg := config.Default()
+	cfg := app.Default()
 	cfg.Backends["outbox"].Settings.(*file.Config).Dir = dir
 	cfg.Keys = []config.Key{{Name: "dev", Hash: secret.New(apikey.Hash(sendTestKey)), Senders: []string{"*"}}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.NewFromConfig(cfg, slog.New(slog.DiscardHandler))
+	srv, err := app.NewServer(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/config/secret"
-	"github.com/mailgate/mailgate/server"
+	"github.com/mailgate/mailgate/internal/app"
 	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/shim"
 )
@@ -25,7 +25,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr)
 	path := fs.String("config", "", "configuration `FILE` (default: the embedded default)")
 	flagValues := map[string]*string{}
-	embedded := config.Default()
+	embedded := app.Default()
 	for _, o := range listenOverrides {
 		flagValues[o.flag] = fs.String(o.flag, "", fmt.Sprintf("embedded default only: %s at `ADDR` instead of %s, or off (default: $%s)", o.what, *o.field(embedded), o.env))
 	}
@@ -54,11 +54,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}
 		var err error
-		if cfg, err = config.Load(*path); err != nil {
+		if cfg, err = app.Load(*path); err != nil {
 			return fmt.Errorf("%s:\n%w", *path, err)
 		}
 	} else {
-		cfg = config.Default()
+		cfg = app.Default()
 		overridden = applyListenOverrides(cfg, given, os.Getenv)
 		var hash string
 		devKey, hash = developmentKey()
@@ -92,7 +92,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	// go-redis logs through a package-level logger of its own; send it to ours, so that
 	// a JSON log stays JSON.
 	redis.SetLogger(redisLogger{log.With("component", "redis")})
-	srv, err := server.NewFromConfig(cfg, log)
+	srv, err := app.NewServer(cfg, log)
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/internal/app"
 	"github.com/mailgate/mailgate/server/apikey"
 )
 
@@ -330,7 +330,7 @@ backends:
 func TestEmbeddedListenError(t *testing.T) {
 	t.Parallel()
 	inUse := errors.New("shim.listen: listen tcp 127.0.0.1:2525: bind: address already in use")
-	cfg := config.Default()
+	cfg := app.Default()
 	overridden := applyListenOverrides(cfg, map[string]string{"listen-http": "127.0.0.1:0"}, func(string) string { return "" })
 	for _, c := range []struct {
 		setting, want string

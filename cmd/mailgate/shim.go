@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/internal/app"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/shim"
 )
@@ -159,7 +160,7 @@ func shimCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Parse(b, *path)
+	cfg, err := app.Parse(b, *path)
 	if err == nil {
 		err = cfg.ValidateShim()
 	}

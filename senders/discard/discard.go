@@ -4,14 +4,22 @@ package discard
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/mailgate/mailgate/senders"
 )
 
+// Type is the `type: discard` backend.
+var Type = senders.Type{Name: "discard", NewConfig: func() senders.Config { return new(Config) }}
+
+var (
+	_ senders.Config = (*Config)(nil)
+	_ senders.Sender = (*Sender)(nil)
+)
+
 // Config is the `type: discard` backend section.
 type Config struct {
+	senders.ConfigDefaults `yaml:"-"`
 	// Delay makes every send take this long, to stand in for a real backend's latency
 	// in load tests.
 	Delay time.Duration `yaml:"delay"`
@@ -20,7 +28,7 @@ type Config struct {
 // Validate implements senders.Config.
 func (c *Config) Validate() error {
 	if c.Delay < 0 {
-		return fmt.Errorf("delay: must not be negative")
+		return senders.Fieldf("delay", "must not be negative")
 	}
 	return nil
 }
@@ -30,6 +38,7 @@ func (c *Config) Open(senders.Env) (senders.Sender, error) { return &Sender{dela
 
 // Sender accepts and drops messages.
 type Sender struct {
+	senders.SenderDefaults
 	delay time.Duration
 }
 

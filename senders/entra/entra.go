@@ -20,6 +20,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/mailgate/mailgate/config/secret"
+	"github.com/mailgate/mailgate/senders"
 )
 
 // DefaultAuthorityURL is Entra's global (public cloud) authority.
@@ -43,24 +44,24 @@ type Credentials struct {
 func (c *Credentials) Validate() []error {
 	var errs []error
 	if c.TenantID == "" {
-		errs = append(errs, errors.New("tenant_id: required (the Directory (tenant) ID of the app registration)"))
+		errs = append(errs, senders.Fieldf("tenant_id", "required (the Directory (tenant) ID of the app registration)"))
 	}
 	if c.ClientID == "" {
-		errs = append(errs, errors.New("client_id: required (the Application (client) ID)"))
+		errs = append(errs, senders.Fieldf("client_id", "required (the Application (client) ID)"))
 	}
 	switch {
 	case c.ClientSecret.IsZero() && c.CertificateFile == "":
-		errs = append(errs, errors.New("client_secret: give client_secret (or client_secret_file) or certificate_file"))
+		errs = append(errs, senders.Fieldf("client_secret", "give client_secret (or client_secret_file) or certificate_file"))
 	case !c.ClientSecret.IsZero() && c.CertificateFile != "":
-		errs = append(errs, errors.New("certificate_file: give a certificate or a client secret, not both"))
+		errs = append(errs, senders.Fieldf("certificate_file", "give a certificate or a client secret, not both"))
 	case c.CertificateFile != "":
 		if _, _, err := c.certificate(); err != nil {
-			errs = append(errs, fmt.Errorf("certificate_file: %w", err))
+			errs = append(errs, senders.Fieldf("certificate_file", "%w", err))
 		}
 	}
 	if c.AuthorityURL != "" {
 		if p, err := url.Parse(c.AuthorityURL); err != nil || p.Scheme != "https" || p.Host == "" {
-			errs = append(errs, fmt.Errorf("authority_url: want an https:// URL, not %q", c.AuthorityURL))
+			errs = append(errs, senders.Fieldf("authority_url", "want an https:// URL, not %q", c.AuthorityURL))
 		}
 	}
 	return errs
@@ -81,7 +82,7 @@ func (c *Credentials) certificate() ([]*x509.Certificate, crypto.PrivateKey, err
 	if c.KeyFile != "" {
 		k, err := os.ReadFile(c.KeyFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("key_file: %w", err)
+			return nil, nil, senders.Fieldf("key_file", "%w", err)
 		}
 		b = append(append(b, '\n'), k...)
 	}

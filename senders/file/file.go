@@ -17,8 +17,17 @@ import (
 	"github.com/mailgate/mailgate/senders"
 )
 
+// Type is the `type: file` backend.
+var Type = senders.Type{Name: "file", NewConfig: func() senders.Config { return new(Config) }}
+
+var (
+	_ senders.Config = (*Config)(nil)
+	_ senders.Sender = (*Sender)(nil)
+)
+
 // Config is the `type: file` backend section.
 type Config struct {
+	senders.ConfigDefaults `yaml:"-"`
 	// Dir is the folder the .eml files go to; it is created if missing.
 	Dir string `yaml:"dir"`
 }
@@ -26,7 +35,7 @@ type Config struct {
 // Validate implements senders.Config.
 func (c *Config) Validate() error {
 	if c.Dir == "" {
-		return fmt.Errorf("dir: required (the folder for the .eml files)")
+		return senders.Fieldf("dir", "required (the folder for the .eml files)")
 	}
 	return nil
 }
@@ -37,6 +46,8 @@ func (c *Config) Open(env senders.Env) (senders.Sender, error) { return New(c.Di
 // Sender writes messages to Dir/<id>.eml. A file appears there complete or not at all:
 // it is written under a temporary name, synced, then renamed.
 type Sender struct {
+	senders.SenderDefaults // Scope; Close is its own
+
 	dir   string
 	log   *slog.Logger
 	mu    sync.Mutex

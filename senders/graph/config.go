@@ -2,7 +2,6 @@ package graph
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -13,17 +12,26 @@ import (
 
 const defaultGraphURL = "https://graph.microsoft.com/v1.0"
 
+// Type is the `type: graph` backend.
+var Type = senders.Type{Name: "graph", NewConfig: func() senders.Config { return new(Config) }}
+
+var (
+	_ senders.Config = (*Config)(nil)
+	_ senders.Sender = (*Sender)(nil)
+)
+
 // Config is the `type: graph` backend section.
 type Config struct {
-	entra.Credentials `yaml:",inline"`
+	senders.ConfigDefaults `yaml:"-"`
+	entra.Credentials      `yaml:",inline"`
 	// SaveToSentItems is the default for messages that do not say; Graph's own default
 	// is true.
 	SaveToSentItems *bool `yaml:"save_to_sent_items"`
 	// GraphURL points at another cloud's Graph (or a test server).
 	GraphURL string `yaml:"graph_url"`
-	// Scope is the token scope; default: https://<graph host>/.default for Microsoft's
-	// Graph hosts, else https://graph.microsoft.com/.default.
-	Scope string `yaml:"scope"`
+	// TokenScope is the token scope; default: https://<graph host>/.default for
+	// Microsoft's Graph hosts, else https://graph.microsoft.com/.default.
+	TokenScope string `yaml:"scope"`
 	// CAFile adds a PEM certificate authority to trust (a TLS-inspecting proxy, a test).
 	CAFile string `yaml:"ca_file"`
 }
@@ -33,12 +41,12 @@ func (c *Config) Validate() error {
 	errs := c.Credentials.Validate()
 	if c.GraphURL != "" {
 		if p, err := url.Parse(c.GraphURL); err != nil || p.Scheme != "https" || p.Host == "" {
-			errs = append(errs, fmt.Errorf("graph_url: want an https:// URL, not %q", c.GraphURL))
+			errs = append(errs, senders.Fieldf("graph_url", "want an https:// URL, not %q", c.GraphURL))
 		}
 	}
 	if c.CAFile != "" {
 		if _, err := senders.RootCAs(c.CAFile); err != nil {
-			errs = append(errs, fmt.Errorf("ca_file: %w", err))
+			errs = append(errs, senders.Fieldf("ca_file", "%w", err))
 		}
 	}
 	return errors.Join(errs...)
@@ -55,10 +63,10 @@ func (c *Config) BaseURL() string {
 	return defaultGraphURL
 }
 
-// TokenScope is the token's audience: scope, or Graph's host in each national cloud.
-func (c *Config) TokenScope() string {
-	if c.Scope != "" {
-		return c.Scope
+// Audience is the token's audience: scope, or Graph's host in each national cloud.
+func (c *Config) Audience() string {
+	if c.TokenScope != "" {
+		return c.TokenScope
 	}
 	u, _ := url.Parse(c.BaseURL())
 	switch h := u.Hostname(); h {

@@ -18,11 +18,11 @@ import (
 
 // reasonRequestTooLarge marks Graph's refusal of a request over 4 MB: nothing was sent,
 // and the draft path can carry the message.
-const reasonRequestTooLarge = "GRAPH_REQUEST_TOO_LARGE"
+const reasonRequestTooLarge = mailerr.ReasonGraphRequestTooLarge
 
 // reasonAuth marks a token mailgate could not get or Graph would not take: the
 // operator's to fix; retrying the same credentials at once cannot help.
-const reasonAuth = "BACKEND_AUTH_FAILED"
+const reasonAuth = mailerr.ReasonBackendAuthFailed
 
 // graphError is what a failed Graph request said.
 type graphError struct {
@@ -62,12 +62,12 @@ func (s *Sender) classify(op, mailbox string, err error, delivered bool) *mailer
 	}
 	out := ge.classify(op, mailbox, delivered)
 	out.Err = err
-	out.Metadata = map[string]string{"graphStatus": strconv.Itoa(ge.status)}
+	out.Metadata = map[string]string{mailerr.MetaGraphStatus: strconv.Itoa(ge.status)}
 	if ge.code != "" {
-		out.Metadata["graphCode"] = ge.code
+		out.Metadata[mailerr.MetaGraphCode] = ge.code
 	}
 	if id := ge.header.Get("request-id"); id != "" {
-		out.Metadata["graphRequestId"] = id
+		out.Metadata[mailerr.MetaGraphRequestID] = id
 	}
 	if fix := operatorFix(ge); fix != "" {
 		s.log.Error("Graph backend refused by Microsoft 365; an operator must act",
@@ -88,7 +88,7 @@ func (ge *graphError) classify(op, mailbox string, delivered bool) *mailerr.Erro
 	case ge.code == "ErrorSendAsDenied":
 		return mailerr.New(mailerr.PermissionDenied,
 			"Microsoft 365 refused: mailbox %s may not send as this From address (it needs Send As or Send on Behalf)", mailbox).
-			WithReason("SEND_AS_DENIED")
+			WithReason(mailerr.ReasonSendAsDenied)
 	case ge.code == "ErrorAccessDenied", ge.code == "NoPermissionsInAccessToken", ge.code == "ErrorAccessDeniedForApp":
 		return mailerr.New(mailerr.PermissionDenied,
 			"Microsoft 365 refused access to mailbox %s for mailgate's app (%s); an operator must grant it", mailbox, ge.code)
@@ -108,7 +108,7 @@ func (ge *graphError) classify(op, mailbox string, delivered bool) *mailerr.Erro
 		// so it is not a verdict on the message to replay for a day.
 		return mailerr.New(mailerr.Unavailable,
 			"mailbox %s cannot send through Graph (%s); an operator must fix the mailbox; nothing was sent", mailbox, ge.code).
-			WithReason("BACKEND_MAILBOX_UNAVAILABLE")
+			WithReason(mailerr.ReasonMailboxUnavailable)
 	case ge.status == http.StatusUnauthorized:
 		return mailerr.New(mailerr.Unavailable,
 			"Microsoft 365 did not accept mailgate's token (an operator must fix the Graph backend); nothing was sent").

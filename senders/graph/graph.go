@@ -51,6 +51,7 @@ const (
 
 // Sender sends through Microsoft Graph. Its methods are safe for concurrent use.
 type Sender struct {
+	senders.SenderDefaults
 	name        string
 	log         *slog.Logger
 	users       *users.UsersRequestBuilder
@@ -79,7 +80,7 @@ func New(c *Config, env senders.Env) (*Sender, error) {
 	}
 	// Tokens go only to the Graph host: upload-session URLs (another host) must carry
 	// none, as Microsoft requires.
-	auth, err := msgraphauth.NewAzureIdentityAuthenticationProviderWithScopesAndValidHosts(cred, []string{c.TokenScope()}, []string{host})
+	auth, err := msgraphauth.NewAzureIdentityAuthenticationProviderWithScopesAndValidHosts(cred, []string{c.Audience()}, []string{host})
 	if err != nil {
 		return nil, err
 	}

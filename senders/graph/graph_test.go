@@ -282,7 +282,7 @@ func TestErrors(t *testing.T) {
 		name     string
 		script   graphtest.Response
 		kind     mailerr.Kind
-		reason   string
+		reason   mailerr.Reason
 		code     string
 		posts    int // sendMail requests the fake must have seen
 		recorded int // messages the fake accepted

@@ -46,7 +46,7 @@ func TestClassifyGraphErrors(t *testing.T) {
 		ge        graphError
 		delivered bool
 		kind      mailerr.Kind
-		reason    string
+		reason    mailerr.Reason
 	}{
 		{"429", graphError{status: 429, code: "TooManyRequests", header: h("Retry-After", "2.128")}, true, mailerr.Throttled, ""},
 		{"concurrency", graphError{status: 429, code: "ApplicationThrottled", header: h()}, true, mailerr.Throttled, ""},

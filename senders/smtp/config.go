@@ -57,40 +57,55 @@ func (c *Connection) validate(bareDomainOK bool, maxConns int) []error {
 	var errs []error
 	switch host, port, err := net.SplitHostPort(c.Address); {
 	case c.Address == "":
-		errs = append(errs, errors.New("address: required"))
+		errs = append(errs, senders.Fieldf("address", "required"))
 	case err == nil:
 		if p, perr := strconv.Atoi(port); host == "" || perr != nil || p <= 0 || p > 65535 {
-			errs = append(errs, fmt.Errorf("address: want host:port, not %q", c.Address))
+			errs = append(errs, senders.Fieldf("address", "want host:port, not %q", c.Address))
 		} else if p == 465 {
-			errs = append(errs, errors.New("address: Microsoft 365 offers no port 465 (implicit TLS): use 587 for smtp_auth and 25 for relay and direct_send, where mailgate starts TLS with STARTTLS"))
+			errs = append(errs, senders.Fieldf("address", "Microsoft 365 offers no port 465 (implicit TLS): use 587 for smtp_auth and 25 for relay and direct_send, where mailgate starts TLS with STARTTLS"))
 		}
 	case !bareDomainOK:
-		errs = append(errs, fmt.Errorf("address: want host:port (such as %s), not %q", SubmissionAddress, c.Address))
+		errs = append(errs, senders.Fieldf("address", "want host:port (such as %s), not %q", SubmissionAddress, c.Address))
 	case !mailaddr.ValidDomain(strings.ToLower(c.Address)):
-		errs = append(errs, fmt.Errorf("address: want host:port, or a domain whose MX to use, not %q", c.Address))
+		errs = append(errs, senders.Fieldf("address", "want host:port, or a domain whose MX to use, not %q", c.Address))
 	}
 	if c.CAFile != "" {
 		if _, err := senders.RootCAs(c.CAFile); err != nil {
-			errs = append(errs, fmt.Errorf("ca_file: %w", err))
+			errs = append(errs, senders.Fieldf("ca_file", "%w", err))
 		}
 	}
 	if c.MaxConnections < 0 || c.MaxConnections > maxConns {
-		errs = append(errs, fmt.Errorf("max_connections: want 1 to %d, not %d", maxConns, c.MaxConnections))
+		errs = append(errs, senders.Fieldf("max_connections", "want 1 to %d, not %d", maxConns, c.MaxConnections))
 	}
 	if c.IdleTimeout < 0 {
-		errs = append(errs, errors.New("idle_timeout: must not be negative"))
+		errs = append(errs, senders.Fieldf("idle_timeout", "must not be negative"))
 	}
 	if c.Timeout < 0 {
-		errs = append(errs, errors.New("timeout: must not be negative"))
+		errs = append(errs, senders.Fieldf("timeout", "must not be negative"))
 	}
 	return errs
 }
+
+// The backend types of this package.
+var (
+	AuthType       = senders.Type{Name: "smtp_auth", NewConfig: func() senders.Config { return new(AuthConfig) }}
+	RelayType      = senders.Type{Name: "relay", NewConfig: func() senders.Config { return new(RelayConfig) }}
+	DirectSendType = senders.Type{Name: "direct_send", NewConfig: func() senders.Config { return new(DirectSendConfig) }}
+)
+
+var (
+	_ senders.Config = (*AuthConfig)(nil)
+	_ senders.Config = (*RelayConfig)(nil)
+	_ senders.Config = (*DirectSendConfig)(nil)
+	_ senders.Sender = (*Sender)(nil)
+)
 
 // AuthConfig is the `type: smtp_auth` section: client submission to smtp.office365.com
 // as a licensed mailbox (the route's mailbox), authenticated with OAuth (XOAUTH2, an
 // app-only token) or, while Microsoft still allows it, a password.
 type AuthConfig struct {
-	Connection `yaml:",inline"`
+	senders.ConfigDefaults `yaml:"-"` // Scope: ScopeMailbox
+	Connection             `yaml:",inline"`
 	// Auth is xoauth2 (the default) or login (basic authentication: Microsoft disables it
 	// by default for existing tenants from the end of December 2026).
 	Auth string `yaml:"auth"`
@@ -98,8 +113,8 @@ type AuthConfig struct {
 	// application permission SMTP.SendAsApp, and its service principal rights on each
 	// mailbox (docs/microsoft365-smtp.md).
 	entra.Credentials `yaml:",inline"`
-	// Scope is the token audience; default https://outlook.office365.com/.default.
-	Scope string `yaml:"scope"`
+	// TokenScope is the token audience; default https://outlook.office365.com/.default.
+	TokenScope string `yaml:"scope"`
 	// Username and Password, for login. The username is then the mailbox.
 	Username string        `yaml:"username"`
 	Password secret.String `yaml:"password"`
@@ -117,34 +132,34 @@ func (c *AuthConfig) Validate() error {
 	case "", "xoauth2":
 		errs = append(errs, c.Credentials.Validate()...)
 		if c.Username != "" || !c.Password.IsZero() {
-			errs = append(errs, errors.New("username: only for auth: login (with xoauth2 the route's mailbox is the user)"))
+			errs = append(errs, senders.Fieldf("username", "only for auth: login (with xoauth2 the route's mailbox is the user)"))
 		}
 	case "login":
 		if c.Username == "" {
-			errs = append(errs, errors.New("username: required for auth: login (the mailbox's address)"))
+			errs = append(errs, senders.Fieldf("username", "required for auth: login (the mailbox's address)"))
 		}
 		if c.Password.IsZero() {
-			errs = append(errs, errors.New("password: required for auth: login (or password_file)"))
+			errs = append(errs, senders.Fieldf("password", "required for auth: login (or password_file)"))
 		}
-		if c.Credentials != (entra.Credentials{ClientSecret: c.ClientSecret}) || !c.ClientSecret.IsZero() || c.Scope != "" {
-			errs = append(errs, errors.New("auth: login takes username and password; tenant_id, client_id, client_secret, certificate_file, key_file, authority_url and scope are for xoauth2"))
+		if c.Credentials != (entra.Credentials{ClientSecret: c.ClientSecret}) || !c.ClientSecret.IsZero() || c.TokenScope != "" {
+			errs = append(errs, senders.Fieldf("auth", "login takes username and password; tenant_id, client_id, client_secret, certificate_file, key_file, authority_url and scope are for xoauth2"))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("auth: want xoauth2 or login, not %q", c.Auth))
+		errs = append(errs, senders.Fieldf("auth", "want xoauth2 or login, not %q", c.Auth))
 	}
 	for i, p := range c.SendAs {
 		if _, err := mailaddr.ParsePattern(p); err != nil {
-			errs = append(errs, fmt.Errorf("send_as[%d]: %w", i, err))
+			errs = append(errs, senders.Fieldf(fmt.Sprintf("send_as[%d]", i), "%w", err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// CheckRoute implements senders.RouteChecker. With auth: login the session is always the
+// CheckRoute implements senders.Config. With auth: login the session is always the
 // username's mailbox, so a route must name it: limits and pauses count per mailbox.
 func (c *AuthConfig) CheckRoute(match, mailbox string) []error {
 	if c.Auth == "login" && !mailaddr.Equal(mailbox, c.Username) {
-		return []error{fmt.Errorf("mailbox: the backend signs in as %s (auth: login), so set mailbox: %s; other From addresses then need Send As", c.Username, c.Username)}
+		return []error{senders.Fieldf("mailbox", "the backend signs in as %s (auth: login), so set mailbox: %s; other From addresses then need Send As", c.Username, c.Username)}
 	}
 	return nil
 }
@@ -185,19 +200,19 @@ type ConnectorConfig struct {
 	Resolver string `yaml:"resolver"`
 }
 
-// Scope implements senders.Scoped, for the configuration as for the backend it opens: a
+// Scope implements senders.Config, for the configuration as for the backend it opens: a
 // connector relays into the tenant as no mailbox.
 func (c *ConnectorConfig) Scope() senders.Scope { return senders.ScopeBackend }
 
-// CheckRoute implements senders.RouteChecker: a connector sends as no mailbox, and only
+// CheckRoute implements senders.Config: a connector sends as no mailbox, and only
 // from accepted domains.
 func (c *ConnectorConfig) CheckRoute(match, mailbox string) []error {
 	var errs []error
 	if mailbox != "" {
-		errs = append(errs, errors.New("mailbox: relay and Direct Send send as no mailbox; remove it"))
+		errs = append(errs, senders.Fieldf("mailbox", "relay and Direct Send send as no mailbox; remove it"))
 	}
 	if d := mailaddr.Domain(match); d != "" && !inDomains(d, c.AcceptedDomains, false) {
-		errs = append(errs, fmt.Errorf("match: %s is not in the backend's accepted_domains (%s), so every message on this route would be refused",
+		errs = append(errs, senders.Fieldf("match", "%s is not in the backend's accepted_domains (%s), so every message on this route would be refused",
 			d, strings.Join(c.AcceptedDomains, ", ")))
 	}
 	return errs
@@ -208,19 +223,19 @@ func (c *ConnectorConfig) validate() []error {
 	switch c.TLS {
 	case "", TLSRequired, TLSOpportunistic:
 	default:
-		errs = append(errs, fmt.Errorf("tls: want required or opportunistic, not %q", c.TLS))
+		errs = append(errs, senders.Fieldf("tls", "want required or opportunistic, not %q", c.TLS))
 	}
 	if len(c.AcceptedDomains) == 0 {
-		errs = append(errs, errors.New("accepted_domains: list the tenant's accepted domains (Microsoft 365 admin center, Settings, Domains)"))
+		errs = append(errs, senders.Fieldf("accepted_domains", "list the tenant's accepted domains (Microsoft 365 admin center, Settings, Domains)"))
 	}
 	for i, d := range c.AcceptedDomains {
 		if _, err := mailaddr.CanonicalDomain(d); err != nil {
-			errs = append(errs, fmt.Errorf("accepted_domains[%d]: %q is not a domain name: %v", i, d, err))
+			errs = append(errs, senders.Fieldf(fmt.Sprintf("accepted_domains[%d]", i), "%q is not a domain name: %v", d, err))
 		}
 	}
 	if c.Resolver != "" {
 		if _, _, err := net.SplitHostPort(c.Resolver); err != nil {
-			errs = append(errs, fmt.Errorf("resolver: want host:port of a DNS server, not %q", c.Resolver))
+			errs = append(errs, senders.Fieldf("resolver", "want host:port of a DNS server, not %q", c.Resolver))
 		}
 	}
 	return errs
@@ -244,12 +259,12 @@ func (c *RelayConfig) Validate() error {
 	switch {
 	case c.ClientCertFile == "" && c.ClientKeyFile == "":
 	case c.ClientCertFile == "" || c.ClientKeyFile == "":
-		errs = append(errs, errors.New("client_cert_file: give both client_cert_file and client_key_file, or neither (IP-based connector)"))
+		errs = append(errs, senders.Fieldf("client_cert_file", "give both client_cert_file and client_key_file, or neither (IP-based connector)"))
 	default:
 		if _, err := os.Stat(c.ClientKeyFile); err != nil {
-			errs = append(errs, fmt.Errorf("client_key_file: %w", err))
+			errs = append(errs, senders.Fieldf("client_key_file", "%w", err))
 		} else if _, err := c.clientCertificate(); err != nil {
-			errs = append(errs, fmt.Errorf("client_cert_file: %w", err))
+			errs = append(errs, senders.Fieldf("client_cert_file", "%w", err))
 		}
 	}
 	return errors.Join(errs...)

@@ -37,7 +37,7 @@ func (s *Sender) deliver(ctx context.Context, c *conn, msg *senders.Message, bod
 			}
 			// An earlier transaction delivered the message to some recipients: that
 			// cannot be undone, so the rest are reported as refused.
-			reason := mailerr.As(err, mailerr.Unavailable).Msg
+			reason := mailerr.Classify(err, mailerr.Unavailable).Msg
 			for _, r := range append(accepted, pending...) {
 				res.Rejected = append(res.Rejected, senders.RecipientError{Recipient: r, Reply: reason})
 			}

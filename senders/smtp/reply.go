@@ -120,20 +120,20 @@ func classify(server, command string, r Reply) *mailerr.Error {
 	case r.authRefused():
 		e = mailerr.New(mailerr.Unavailable,
 			"%s refused mailgate's authentication (an operator must fix the backend's credentials or the mailbox's SMTP AUTH setting); nothing was sent", server).
-			WithReason("BACKEND_AUTH_FAILED")
+			WithReason(mailerr.ReasonBackendAuthFailed)
 	case r.sendAsDenied():
 		e = mailerr.New(mailerr.PermissionDenied, "%s (the sending identity has no Send As right for this From address)", refused).
-			WithReason("SEND_AS_DENIED")
+			WithReason(mailerr.ReasonSendAsDenied)
 	case r.Enhanced == "5.2.2":
 		// Checked before 552: a 552 5.2.2 is a full mailbox, not a large message.
 		e = mailerr.New(mailerr.Unavailable, "%s; an operator must free space in the sending mailbox; nothing was sent", refused).
-			WithReason("BACKEND_MAILBOX_UNAVAILABLE")
+			WithReason(mailerr.ReasonMailboxUnavailable)
 	case r.Code == 552 || r.Enhanced == "5.3.4" || r.Enhanced == "5.2.3":
 		e = mailerr.New(mailerr.TooLarge, "%s (the message is over the server's size limit)", refused)
 	default:
 		e = mailerr.New(mailerr.Rejected, "%s", refused)
 	}
-	e.Metadata = map[string]string{"smtpReply": r.String(), "smtpCommand": command}
+	e.Metadata = map[string]string{mailerr.MetaSMTPReply: r.String(), mailerr.MetaSMTPCommand: command}
 	e.Err = &replyError{command: command, reply: r}
 	return e
 }

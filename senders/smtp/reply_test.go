@@ -16,7 +16,7 @@ func TestClassify(t *testing.T) {
 		code   int
 		msg    string
 		kind   mailerr.Kind
-		reason string
+		reason mailerr.Reason
 		retry  time.Duration
 		fix    bool
 	}{

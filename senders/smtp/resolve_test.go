@@ -37,7 +37,7 @@ func TestResolve(t *testing.T) {
 		got, err := newResolver(tt.address, server).resolve(context.Background())
 		switch {
 		case tt.fail != "":
-			if err == nil || !strings.Contains(err.Error(), tt.fail) || mailerr.As(err, mailerr.Internal).Kind != mailerr.Unavailable {
+			if err == nil || !strings.Contains(err.Error(), tt.fail) || mailerr.Classify(err, mailerr.Internal).Kind != mailerr.Unavailable {
 				t.Errorf("resolve(%s) = %v, %v; want an Unavailable error with %q", tt.address, got, err, tt.fail)
 			}
 		case err != nil || !slices.Equal(got, tt.want):

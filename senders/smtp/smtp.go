@@ -126,7 +126,7 @@ func newSubmission(c *AuthConfig, env senders.Env) (*Sender, error) {
 	if err != nil {
 		return nil, fmt.Errorf("credential: %w", err)
 	}
-	scope := c.Scope
+	scope := c.TokenScope
 	if scope == "" {
 		scope = OutlookScope
 	}
@@ -169,7 +169,7 @@ func newSender(k kind, c Connection, maxConns int, env senders.Env) (*Sender, er
 	}, nil
 }
 
-// Scope implements senders.Scoped: SMTP AUTH sends as a mailbox, which Exchange limits;
+// Scope implements senders.Sender: SMTP AUTH sends as a mailbox, which Exchange limits;
 // relay and Direct Send are a server relaying into the tenant, throttled by address.
 func (s *Sender) Scope() senders.Scope {
 	if s.kind == kindSubmission {
@@ -241,7 +241,7 @@ func (s *Sender) check(msg *senders.Message, mailbox string) error {
 			if !mailaddr.Equal(from, mailbox) && !mailaddr.AnyMatch(s.sendAs, from) {
 				return mailerr.New(mailerr.PermissionDenied,
 					"mailbox %s may not send as %s: the %s backend %q's send_as does not list it (grant Send As in Exchange, then add it to send_as)",
-					mailbox, from, s.kind, s.name).WithReason("SEND_AS_DENIED")
+					mailbox, from, s.kind, s.name).WithReason(mailerr.ReasonSendAsDenied)
 			}
 		}
 	default:
@@ -249,7 +249,7 @@ func (s *Sender) check(msg *senders.Message, mailbox string) error {
 			if !inDomains(mailaddr.Domain(from), s.accepted, false) {
 				return mailerr.New(mailerr.PermissionDenied,
 					"the %s backend %q sends only from the tenant's accepted domains (%s); %s is outside them",
-					s.kind, s.name, strings.Join(s.accepted, ", "), from).WithReason("SENDER_DOMAIN_NOT_ACCEPTED")
+					s.kind, s.name, strings.Join(s.accepted, ", "), from).WithReason(mailerr.ReasonSenderDomainNotAccepted)
 			}
 		}
 	}
@@ -258,7 +258,7 @@ func (s *Sender) check(msg *senders.Message, mailbox string) error {
 			if !inDomains(mailaddr.Domain(rcpt), s.accepted, false) {
 				return mailerr.New(mailerr.PermissionDenied,
 					"Direct Send delivers only to the tenant's own domains (%s); recipient %s is outside them: use a relay or smtp_auth backend for external recipients",
-					strings.Join(s.accepted, ", "), rcpt).WithReason("RECIPIENT_DOMAIN_NOT_ACCEPTED")
+					strings.Join(s.accepted, ", "), rcpt).WithReason(mailerr.ReasonRecipientDomainNotAccepted)
 			}
 		}
 	}
@@ -320,7 +320,7 @@ func (s *Sender) authenticate(ctx context.Context, mailbox string, renew bool) f
 				}
 				return mailerr.Wrap(mailerr.Unavailable, err,
 					"mailgate could not get a token for Microsoft 365 (an operator must fix the backend's credentials); nothing was sent").
-					WithReason("BACKEND_AUTH_FAILED")
+					WithReason(mailerr.ReasonBackendAuthFailed)
 			}
 			a = &xoauth2{user: mailbox, token: tok}
 		}

@@ -8,6 +8,8 @@ import (
 	"time"
 )
 
+var _ Store = (*Memory)(nil)
+
 // Memory is an in-process Store: correct for one replica, shared by nobody. It keeps
 // at most DefaultMaxRecords message records and as many idempotency claims; past that
 // the oldest go first, so a long-running test instance cannot grow without bound.
@@ -19,11 +21,17 @@ type Memory struct {
 	records map[string]memRecord
 	order   []string // record keys in insertion order, for expiry and eviction
 
-	claims map[string]*memClaim // by scope + "\x00" + key
-	expiry []claimExpiry        // claims' expiry times, in the order they were set
-	logs   map[string]*window   // sliding windows, by group + "/" + limit id
-	pauses map[string]time.Time // pause ends, by group
-	ops    int                  // operations since the last sweep of windows and pauses
+	claims map[string]*memClaim  // by scope + "\x00" + key
+	expiry []claimExpiry         // claims' expiry times, in the order they were set
+	logs   map[windowID]*window  // sliding windows
+	pauses map[GroupID]time.Time // pause ends
+	ops    int                   // operations since the last sweep of windows and pauses
+}
+
+// windowID names one limit's window: limits of the same id in one group share it.
+type windowID struct {
+	group GroupID
+	limit LimitID
 }
 
 type memRecord struct {
@@ -57,13 +65,16 @@ func NewMemory() *Memory {
 		max:     DefaultMaxRecords,
 		records: make(map[string]memRecord),
 		claims:  make(map[string]*memClaim),
-		logs:    make(map[string]*window),
-		pauses:  make(map[string]time.Time),
+		logs:    make(map[windowID]*window),
+		pauses:  make(map[GroupID]time.Time),
 	}
 }
 
 // Admit implements Store.
 func (m *Memory) Admit(_ context.Context, a *Admission) (*Ticket, error) {
+	if err := a.invalid(); err != nil {
+		return nil, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
@@ -85,7 +96,7 @@ func (m *Memory) Admit(_ context.Context, a *Admission) (*Ticket, error) {
 		}
 	}
 	token := newToken()
-	if refused, wait := m.take(now, a.Groups, token); refused != "" {
+	if refused, wait := m.take(now, a.Groups, token); refused != nil {
 		t.Decision, t.Refused, t.RetryAfter = Throttled, refused, wait
 		return t, nil
 	}
@@ -135,13 +146,13 @@ func (w *window) wait(now time.Time, l Limit) time.Duration {
 
 // take reserves every group's budget, all or nothing, or names the refusal that lasts
 // longest (retrying before it ends would only be refused again).
-func (m *Memory) take(now time.Time, groups []Group, token string) (refused string, wait time.Duration) {
+func (m *Memory) take(now time.Time, groups []Group, token string) (refused *Refusal, wait time.Duration) {
 	var fits []*window
 	var costs []int
 	for _, g := range groups {
-		if end, ok := m.pauses[g.Key]; ok && now.Before(end) {
+		if end, ok := m.pauses[g.ID()]; ok && now.Before(end) {
 			if d := end.Sub(now); d > wait {
-				refused, wait = g.Key+"/pause", d
+				refused, wait = &Refusal{Group: g.ID(), Paused: true}, d
 			}
 			continue
 		}
@@ -149,7 +160,7 @@ func (m *Memory) take(now time.Time, groups []Group, token string) (refused stri
 			if l.Count <= 0 {
 				continue
 			}
-			k := g.Key + "/" + l.ID
+			k := windowID{g.ID(), l.ID}
 			w := m.logs[k]
 			if w == nil {
 				w = &window{}
@@ -159,21 +170,21 @@ func (m *Memory) take(now time.Time, groups []Group, token string) (refused stri
 			w.prune(now, l.Period)
 			if w.sum+l.Cost > l.Count {
 				if d := w.wait(now, l); d > wait {
-					refused, wait = k, d
+					refused, wait = &Refusal{Group: g.ID(), Limit: l.ID}, d
 				}
 				continue
 			}
 			fits, costs = append(fits, w), append(costs, l.Cost)
 		}
 	}
-	if refused != "" {
+	if refused != nil {
 		return refused, wait
 	}
 	for i, w := range fits {
 		w.entries = append(w.entries, windowEntry{at: now, cost: costs[i], token: token})
 		w.sum += costs[i]
 	}
-	return "", 0
+	return nil, 0
 }
 
 // remove takes back the entry a request made.
@@ -219,7 +230,7 @@ func (m *Memory) Complete(_ context.Context, t *Ticket, c Completion) error {
 	if c.Refund {
 		for _, g := range t.groups {
 			for _, l := range g.Limits {
-				if w := m.logs[g.Key+"/"+l.ID]; w != nil {
+				if w := m.logs[windowID{g.ID(), l.ID}]; w != nil {
 					w.remove(t.token)
 				}
 			}
@@ -232,7 +243,10 @@ func (m *Memory) Complete(_ context.Context, t *Ticket, c Completion) error {
 }
 
 // Pause implements Store.
-func (m *Memory) Pause(_ context.Context, group string, d time.Duration) error {
+func (m *Memory) Pause(_ context.Context, group GroupID, d time.Duration) error {
+	if err := invalidPause(group); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	end := m.now().Add(d)

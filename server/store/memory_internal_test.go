@@ -40,7 +40,7 @@ func TestMemorySweepsState(t *testing.T) {
 	for i := range 2000 {
 		m.Admit(ctx, &Admission{
 			Claim:  &Claim{Scope: "a", Key: fmt.Sprint(i), Fingerprint: "f", LockTTL: time.Second},
-			Groups: []Group{{Key: fmt.Sprint("g", i), Limits: []Limit{{ID: "msgs", Count: 1, Period: time.Second, Cost: 1}}}},
+			Groups: []Group{{Kind: Mailbox, Name: fmt.Sprint("g", i), Limits: []Limit{{ID: MessagesPerMinute, Count: 1, Period: time.Second, Cost: 1}}}},
 		})
 	}
 	now = now.Add(time.Hour)

@@ -12,15 +12,25 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+var (
+	_ Store       = (*Redis)(nil)
+	_ DataWatcher = (*Redis)(nil)
+)
+
 // Redis is a Store shared by every replica that uses the same Redis (standalone,
 // Sentinel or Cluster). Every read-modify-write is one Lua script, and every script
 // touches keys of one hash slot only, so it runs unchanged on a Cluster:
 //
 //	<prefix>{mb:<mailbox>}:msgs|rcpts|pause    a mailbox's budgets and pause
+//	<prefix>{be:<backend>}:pause               a pause of a backend that sends as no mailbox
 //	<prefix>{key:<name>}:msgs|pause            an API key's budget
 //	<prefix>{idem:<scope>:<sha256 of key>}     an idempotency claim (a hash)
 //	<prefix>msg:<scope>:<id>                   a GetMessage record
 //	<prefix>{meta}:marker, <prefix>{meta}:lost  whether Redis kept its data (marker.go)
+//
+// "mb", "be", "key" are GroupKind's String, "msgs", "rcpts" LimitID's; each budget is a
+// list and its running sum (the same key with ":sum"). Replicas of different releases
+// share these keys during an upgrade: they are a stored format.
 //
 // Scripts read the clock with Redis's TIME, so replicas with skewed clocks still share
 // one notion of "now".
@@ -151,12 +161,16 @@ if left < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) 
 return 0
 `)
 
+// groupTag starts every key of the group: "<prefix>{mb:<mailbox>}:". The braces make the
+// group one hash slot on a Cluster.
+func (r *Redis) groupTag(g GroupID) string { return r.prefix + "{" + g.String() + "}:" }
+
 func (r *Redis) groupKeys(g Group, token string) (keys []string, args []any) {
-	tag := r.prefix + "{" + g.Key + "}:"
+	tag := r.groupTag(g.ID())
 	keys = append(keys, tag+"pause")
 	args = append(args, token)
 	for _, l := range activeLimits(g) {
-		keys = append(keys, tag+l.ID, tag+l.ID+":sum")
+		keys = append(keys, tag+l.ID.String(), tag+l.ID.String()+":sum")
 		args = append(args, l.Period.Milliseconds(), l.Count, l.Cost)
 	}
 	return keys, args
@@ -173,6 +187,9 @@ func (r *Redis) recordKey(key string) string { return r.prefix + key }
 // group's reservation travel in one pipeline. When one of them says no, what the others
 // took is given back in a second round trip.
 func (r *Redis) Admit(ctx context.Context, a *Admission) (*Ticket, error) {
+	if err := a.invalid(); err != nil {
+		return nil, err
+	}
 	t := &Ticket{claim: a.Claim, token: newToken()}
 	pipe := r.c.Pipeline()
 	var claim *redis.Cmd
@@ -204,27 +221,28 @@ func (r *Redis) Admit(ctx context.Context, a *Admission) (*Ticket, error) {
 			// would only be refused again.
 			if wait := time.Duration(code(res, 1)) * time.Millisecond; t.Decision != Throttled || wait > t.RetryAfter {
 				t.Decision, t.RetryAfter = Throttled, wait
-				t.Refused = a.Groups[i].Key + "/pause"
+				t.Refused = &Refusal{Group: a.Groups[i].ID(), Paused: true}
 				if code(res, 0) == 1 {
-					t.Refused = a.Groups[i].Key + "/" + activeLimits(a.Groups[i])[code(res, 2)-1].ID
+					t.Refused = &Refusal{Group: a.Groups[i].ID(), Limit: activeLimits(a.Groups[i])[code(res, 2)-1].ID}
 				}
 			}
 		}
 	}
 	claimed := false
 	if claim != nil {
+		// The claim decides before the budgets: what a limit said is then moot.
 		res, _ := claim.Slice()
 		state, _ := at(res, 0).(string)
 		switch state {
 		case "new":
 			claimed = true
 		case "mismatch":
-			t.Decision = Mismatch
+			t.Decision, t.RetryAfter, t.Refused = Mismatch, 0, nil
 		case "inflight":
-			t.Decision, t.RetryAfter = InFlight, time.Duration(code(res, 1))*time.Millisecond
+			t.Decision, t.RetryAfter, t.Refused = InFlight, time.Duration(code(res, 1))*time.Millisecond, nil
 		case "done":
 			outcome, _ := at(res, 1).(string)
-			t.Decision, t.Outcome = Replay, []byte(outcome)
+			t.Decision, t.Outcome, t.RetryAfter, t.Refused = Replay, []byte(outcome), 0, nil
 		}
 	}
 	if t.Decision == 0 {
@@ -262,11 +280,11 @@ func (r *Redis) undo(ctx context.Context, t *Ticket, groups []Group, reserves []
 // refund takes back the entries a request made in the groups' windows at the given times.
 func (r *Redis) refund(ctx context.Context, pipe redis.Pipeliner, groups []Group, at []time.Time, token string) {
 	for i, g := range groups {
-		tag := r.prefix + "{" + g.Key + "}:"
+		tag := r.groupTag(g.ID())
 		var keys []string
 		args := []any{":" + token}
 		for _, l := range activeLimits(g) {
-			keys = append(keys, tag+l.ID, tag+l.ID+":sum")
+			keys = append(keys, tag+l.ID.String(), tag+l.ID.String()+":sum")
 			args = append(args, fmt.Sprintf("%d:%d:%s", at[i].UnixMilli(), l.Cost, token))
 		}
 		if len(keys) > 0 {
@@ -297,12 +315,15 @@ func (r *Redis) Complete(ctx context.Context, t *Ticket, c Completion) error {
 }
 
 // Pause implements Store.
-func (r *Redis) Pause(ctx context.Context, group string, d time.Duration) error {
+func (r *Redis) Pause(ctx context.Context, group GroupID, d time.Duration) error {
+	if err := invalidPause(group); err != nil {
+		return err
+	}
 	ms := d.Milliseconds()
 	if ms < 1 {
 		ms = 1
 	}
-	if err := pauseScript.Eval(ctx, r.c, []string{r.prefix + "{" + group + "}:pause"}, ms).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	if err := pauseScript.Eval(ctx, r.c, []string{r.groupTag(group) + "pause"}, ms).Err(); err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("store: pause: %w", err)
 	}
 	return nil

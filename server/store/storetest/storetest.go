@@ -41,14 +41,30 @@ func Run(t *testing.T, s store.Store) {
 			t.Fatal(err)
 		}
 	}
+	// want checks the decision, and what goes with it: a Refusal exactly when Throttled,
+	// a RetryAfter only when Throttled or InFlight.
 	want := func(t *testing.T, tk *store.Ticket, d store.Decision) {
 		t.Helper()
 		if tk.Decision != d {
 			t.Fatalf("decision %v, want %v (%+v)", tk.Decision, d, tk)
 		}
+		if (tk.Refused != nil) != (d == store.Throttled) {
+			t.Errorf("%v ticket with Refused %v", d, tk.Refused)
+		}
+		if d != store.Throttled && d != store.InFlight && tk.RetryAfter != 0 {
+			t.Errorf("%v ticket with RetryAfter %v", d, tk.RetryAfter)
+		}
+	}
+	// refusedBy checks a Throttled ticket's Refusal.
+	refusedBy := func(t *testing.T, tk *store.Ticket, r store.Refusal) {
+		t.Helper()
+		want(t, tk, store.Throttled)
+		if *tk.Refused != r {
+			t.Errorf("refused by %v (%+v), want %v (%+v)", tk.Refused, *tk.Refused, r, r)
+		}
 	}
 	// hourly is a limit that does not refill during a test.
-	hourly := func(id string, count, cost int) store.Limit {
+	hourly := func(id store.LimitID, count, cost int) store.Limit {
 		return store.Limit{ID: id, Count: count, Period: time.Hour, Cost: cost}
 	}
 
@@ -120,14 +136,14 @@ func Run(t *testing.T, s store.Store) {
 
 	t.Run("messages limit", func(t *testing.T) {
 		t.Parallel()
-		g := store.Group{Key: uniq("mb:a@example.com"), Limits: []store.Limit{hourly("msgs", 3, 1)}}
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a@example.com"), Limits: []store.Limit{hourly(store.MessagesPerMinute, 3, 1)}}
 		for range 3 {
 			want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
 		}
 		tk := admit(t, &store.Admission{Groups: []store.Group{g}})
-		want(t, tk, store.Throttled)
-		if tk.Refused != g.Key+"/msgs" || tk.RetryAfter < 59*time.Minute || tk.RetryAfter > time.Hour {
-			t.Errorf("refused %q retry after %v; want %s/msgs and about 1h (when the first of the 3 leaves the window)", tk.Refused, tk.RetryAfter, g.Key)
+		refusedBy(t, tk, store.Refusal{Group: g.ID(), Limit: store.MessagesPerMinute})
+		if tk.RetryAfter < 59*time.Minute || tk.RetryAfter > time.Hour {
+			t.Errorf("retry after %v; want about 1h (when the first of the 3 leaves the window)", tk.RetryAfter)
 		}
 	})
 
@@ -135,7 +151,7 @@ func Run(t *testing.T, s store.Store) {
 	// first of them is a whole period old (a token bucket would refill one every 100 ms).
 	t.Run("sliding window", func(t *testing.T) {
 		t.Parallel()
-		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{{ID: "msgs", Count: 3, Period: 400 * time.Millisecond, Cost: 1}}}
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a"), Limits: []store.Limit{{ID: store.MessagesPerMinute, Count: 3, Period: 400 * time.Millisecond, Cost: 1}}}
 		start := time.Now()
 		for range 3 {
 			want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
@@ -154,11 +170,11 @@ func Run(t *testing.T, s store.Store) {
 	// A refusal still forgets what has left the window: the next request that fits goes.
 	t.Run("refusal keeps pruning", func(t *testing.T) {
 		t.Parallel()
-		l := store.Limit{ID: "rcpts", Count: 3, Period: 300 * time.Millisecond}
+		l := store.Limit{ID: store.RecipientsPerDay, Count: 3, Period: 300 * time.Millisecond}
 		g := func(cost int) store.Group {
 			l := l
 			l.Cost = cost
-			return store.Group{Key: "mb:prune-" + t.Name(), Limits: []store.Limit{l}}
+			return store.Group{Kind: store.Mailbox, Name: "prune-" + t.Name(), Limits: []store.Limit{l}}
 		}
 		start := time.Now()
 		want(t, admit(t, &store.Admission{Groups: []store.Group{g(2)}}), store.Proceed)
@@ -174,20 +190,21 @@ func Run(t *testing.T, s store.Store) {
 	// Refused by two limits at once: the wait is the longer one.
 	t.Run("wait covers every refusing limit", func(t *testing.T) {
 		t.Parallel()
-		mb := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{
-			{ID: "msgs", Count: 1, Period: time.Minute, Cost: 1},
-			{ID: "rcpts", Count: 1, Period: time.Hour, Cost: 1},
+		mb := store.Group{Kind: store.Mailbox, Name: uniq("a"), Limits: []store.Limit{
+			{ID: store.MessagesPerMinute, Count: 1, Period: time.Minute, Cost: 1},
+			{ID: store.RecipientsPerDay, Count: 1, Period: time.Hour, Cost: 1},
 		}}
 		want(t, admit(t, &store.Admission{Groups: []store.Group{mb}}), store.Proceed)
 		tk := admit(t, &store.Admission{Groups: []store.Group{mb}})
-		if tk.Decision != store.Throttled || tk.RetryAfter < 59*time.Minute || tk.Refused != mb.Key+"/rcpts" {
-			t.Errorf("refused %q after %v, want %s/rcpts after about an hour", tk.Refused, tk.RetryAfter, mb.Key)
+		refusedBy(t, tk, store.Refusal{Group: mb.ID(), Limit: store.RecipientsPerDay})
+		if tk.RetryAfter < 59*time.Minute {
+			t.Errorf("retry after %v, want about an hour", tk.RetryAfter)
 		}
 	})
 
 	t.Run("cost per recipient", func(t *testing.T) {
 		t.Parallel()
-		g := store.Group{Key: uniq("mb:a@example.com"), Limits: []store.Limit{hourly("rcpts", 10, 4)}}
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a@example.com"), Limits: []store.Limit{hourly(store.RecipientsPerDay, 10, 4)}}
 		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
 		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
 		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Throttled) // 12 > 10
@@ -197,14 +214,11 @@ func Run(t *testing.T, s store.Store) {
 
 	t.Run("all or nothing across groups", func(t *testing.T) {
 		t.Parallel()
-		a := store.Group{Key: uniq("key:a"), Limits: []store.Limit{hourly("msgs", 2, 1)}}
-		b := store.Group{Key: uniq("mb:b"), Limits: []store.Limit{hourly("msgs", 1, 1)}}
+		a := store.Group{Kind: store.APIKey, Name: uniq("a"), Limits: []store.Limit{hourly(store.MessagesPerMinute, 2, 1)}}
+		b := store.Group{Kind: store.Mailbox, Name: uniq("b"), Limits: []store.Limit{hourly(store.MessagesPerMinute, 1, 1)}}
 		want(t, admit(t, &store.Admission{Groups: []store.Group{b}}), store.Proceed) // b is spent
 		tk := admit(t, &store.Admission{Groups: []store.Group{a, b}})
-		want(t, tk, store.Throttled)
-		if tk.Refused != b.Key+"/msgs" {
-			t.Errorf("refused %q, want %s/msgs", tk.Refused, b.Key)
-		}
+		refusedBy(t, tk, store.Refusal{Group: b.ID(), Limit: store.MessagesPerMinute})
 		// a gave nothing to the refused request: both of its units are still there.
 		want(t, admit(t, &store.Admission{Groups: []store.Group{a}}), store.Proceed)
 		want(t, admit(t, &store.Admission{Groups: []store.Group{a}}), store.Proceed)
@@ -213,7 +227,7 @@ func Run(t *testing.T, s store.Store) {
 
 	t.Run("refund gives budget back", func(t *testing.T) {
 		t.Parallel()
-		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{hourly("msgs", 1, 1), hourly("rcpts", 5, 5)}}
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a"), Limits: []store.Limit{hourly(store.MessagesPerMinute, 1, 1), hourly(store.RecipientsPerDay, 5, 5)}}
 		tk := admit(t, &store.Admission{Groups: []store.Group{g}})
 		want(t, tk, store.Proceed)
 		complete(t, tk, store.Completion{Refund: true})
@@ -222,7 +236,7 @@ func Run(t *testing.T, s store.Store) {
 
 	t.Run("unlimited limits are skipped", func(t *testing.T) {
 		t.Parallel()
-		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{{ID: "msgs", Count: 0, Period: time.Minute, Cost: 1}}}
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a"), Limits: []store.Limit{{ID: store.MessagesPerMinute, Count: 0, Period: time.Minute, Cost: 1}}}
 		for range 5 {
 			want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
 		}
@@ -230,27 +244,157 @@ func Run(t *testing.T, s store.Store) {
 
 	t.Run("pause", func(t *testing.T) {
 		t.Parallel()
-		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{hourly("msgs", 100, 1)}}
-		if err := s.Pause(ctx, g.Key, 2*time.Second); err != nil {
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a"), Limits: []store.Limit{hourly(store.MessagesPerMinute, 100, 1)}}
+		if err := s.Pause(ctx, g.ID(), 2*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Pause(ctx, g.Key, 10*time.Millisecond); err != nil { // must not shorten
+		if err := s.Pause(ctx, g.ID(), 10*time.Millisecond); err != nil { // must not shorten
 			t.Fatal(err)
 		}
 		tk := admit(t, &store.Admission{Groups: []store.Group{g}})
-		want(t, tk, store.Throttled)
-		if tk.Refused != g.Key+"/pause" || tk.RetryAfter < time.Second || tk.RetryAfter > 2*time.Second {
-			t.Errorf("refused %q after %v, want %s/pause within 2s", tk.Refused, tk.RetryAfter, g.Key)
+		refusedBy(t, tk, store.Refusal{Group: g.ID(), Paused: true})
+		if tk.RetryAfter < time.Second || tk.RetryAfter > 2*time.Second {
+			t.Errorf("retry after %v, want within 2s", tk.RetryAfter)
 		}
-		short := store.Group{Key: uniq("mb:b")}
-		s.Pause(ctx, short.Key, 50*time.Millisecond)
+		short := store.Group{Kind: store.Mailbox, Name: uniq("b")}
+		s.Pause(ctx, short.ID(), 50*time.Millisecond)
 		time.Sleep(120 * time.Millisecond)
 		want(t, admit(t, &store.Admission{Groups: []store.Group{short}}), store.Proceed)
 	})
 
+	// Of a pause and a limit in different groups, the refusal is the one that lasts
+	// longer, whichever of them it is.
+	t.Run("longest refusal across pause and limit", func(t *testing.T) {
+		t.Parallel()
+		for _, tc := range []struct {
+			name          string
+			pause, period time.Duration
+			paused        bool
+		}{
+			{"limit lasts longer", 2 * time.Second, time.Hour, false},
+			{"pause lasts longer", time.Hour, time.Minute, true},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				mb := store.Group{Kind: store.Mailbox, Name: uniq("a@example.com")}
+				key := store.Group{Kind: store.APIKey, Name: uniq("app"), Limits: []store.Limit{{ID: store.MessagesPerMinute, Count: 1, Period: tc.period, Cost: 1}}}
+				want(t, admit(t, &store.Admission{Groups: []store.Group{key}}), store.Proceed)
+				if err := s.Pause(ctx, mb.ID(), tc.pause); err != nil {
+					t.Fatal(err)
+				}
+				tk := admit(t, &store.Admission{Groups: []store.Group{mb, key}, PauseTarget: mb.ID()})
+				r := store.Refusal{Group: key.ID(), Limit: store.MessagesPerMinute}
+				if tc.paused {
+					r = store.Refusal{Group: mb.ID(), Paused: true}
+				}
+				refusedBy(t, tk, r)
+				if longest := max(tc.pause, tc.period); tk.RetryAfter < longest-time.Minute || tk.RetryAfter > longest {
+					t.Errorf("retry after %v, want about %v", tk.RetryAfter, longest)
+				}
+			})
+		}
+	})
+
+	// A group is its kind and its name: a mailbox and an API key of the same name share
+	// neither budgets nor pauses.
+	t.Run("kinds are separate", func(t *testing.T) {
+		t.Parallel()
+		name := uniq("same")
+		limits := []store.Limit{hourly(store.MessagesPerMinute, 1, 1)}
+		mb := store.Group{Kind: store.Mailbox, Name: name, Limits: limits}
+		key := store.Group{Kind: store.APIKey, Name: name, Limits: limits}
+		be := store.Group{Kind: store.Backend, Name: name}
+		want(t, admit(t, &store.Admission{Groups: []store.Group{mb}}), store.Proceed)
+		want(t, admit(t, &store.Admission{Groups: []store.Group{key}}), store.Proceed)
+		if err := s.Pause(ctx, be.ID(), time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		refusedBy(t, admit(t, &store.Admission{Groups: []store.Group{be}}), store.Refusal{Group: be.ID(), Paused: true})
+		refusedBy(t, admit(t, &store.Admission{Groups: []store.Group{mb}}), store.Refusal{Group: mb.ID(), Limit: store.MessagesPerMinute})
+		refusedBy(t, admit(t, &store.Admission{Groups: []store.Group{key}}), store.Refusal{Group: key.ID(), Limit: store.MessagesPerMinute})
+	})
+
+	// What the store cannot carry out is refused with ErrInvalid before anything is
+	// taken: neither a budget nor the claim.
+	t.Run("invalid admission", func(t *testing.T) {
+		t.Parallel()
+		ok := store.Limit{ID: store.MessagesPerMinute, Count: 1, Period: time.Hour, Cost: 1}
+		// with returns the good group with other limits.
+		with := func(g store.Group, l store.Limit) []store.Group {
+			g.Limits = []store.Limit{ok, l}
+			return []store.Group{g}
+		}
+		for _, tc := range []struct {
+			name   string
+			groups func(good store.Group) []store.Group // in the admission after the key's group
+			target func(good store.Group) store.GroupID // default: good's
+		}{
+			{name: "no kind", groups: func(g store.Group) []store.Group { g.Kind = 0; return []store.Group{g} }},
+			{name: "unknown kind", groups: func(g store.Group) []store.Group { g.Kind = 99; return []store.Group{g} }},
+			{name: "no name", groups: func(g store.Group) []store.Group { g.Name = ""; return []store.Group{g} }},
+			{name: "group twice", groups: func(g store.Group) []store.Group { return []store.Group{g, g} }},
+			{name: "unknown limit", groups: func(g store.Group) []store.Group {
+				return with(g, store.Limit{ID: 0, Count: 5, Period: time.Hour, Cost: 1})
+			}},
+			{name: "no period", groups: func(g store.Group) []store.Group {
+				return with(g, store.Limit{ID: store.RecipientsPerDay, Count: 5, Cost: 1})
+			}},
+			{name: "negative cost", groups: func(g store.Group) []store.Group {
+				return with(g, store.Limit{ID: store.RecipientsPerDay, Count: 5, Period: time.Hour, Cost: -1})
+			}},
+			{name: "limit twice", groups: func(g store.Group) []store.Group {
+				return with(g, store.Limit{ID: store.MessagesPerMinute, Count: 5, Period: time.Minute, Cost: 1})
+			}},
+			{name: "pause target not a group", target: func(g store.Group) store.GroupID {
+				return store.GroupID{Kind: store.Backend, Name: g.Name}
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				good := store.Group{Kind: store.Mailbox, Name: uniq("a@example.com"), Limits: []store.Limit{ok}}
+				key := store.Group{Kind: store.APIKey, Name: uniq("app"), Limits: []store.Limit{ok}}
+				groups, target := []store.Group{key, good}, good.ID()
+				if tc.groups != nil {
+					groups = append([]store.Group{key}, tc.groups(good)...)
+				}
+				if tc.target != nil {
+					target = tc.target(good)
+				}
+				c := claim(uniq("k"), "fp1")
+				tk, err := s.Admit(ctx, &store.Admission{Claim: c, Groups: groups, PauseTarget: target})
+				if !errors.Is(err, store.ErrInvalid) {
+					t.Fatalf("Admit = %+v, %v; want ErrInvalid", tk, err)
+				}
+				// Nothing was taken: the key's single unit and the claim are still free.
+				want(t, admit(t, &store.Admission{Claim: c, Groups: []store.Group{key, good}, PauseTarget: good.ID()}), store.Proceed)
+			})
+		}
+		for _, g := range []store.GroupID{{Name: "a@example.com"}, {Kind: 99, Name: "a@example.com"}, {Kind: store.Mailbox}} {
+			if err := s.Pause(ctx, g, time.Minute); !errors.Is(err, store.ErrInvalid) {
+				t.Errorf("Pause(%+v) = %v, want ErrInvalid", g, err)
+			}
+		}
+	})
+
+	// The claim decides first: a request that is in flight, or a reuse of its key, is
+	// told so, not that a limit refused it, and takes nothing.
+	t.Run("claim decides before the budgets", func(t *testing.T) {
+		t.Parallel()
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a"), Limits: []store.Limit{hourly(store.MessagesPerMinute, 2, 1)}}
+		c := claim(uniq("k"), "fp1")
+		want(t, admit(t, &store.Admission{Claim: c, Groups: []store.Group{g}}), store.Proceed)
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed) // g is spent
+		tk := admit(t, &store.Admission{Claim: c, Groups: []store.Group{g}})
+		want(t, tk, store.InFlight)
+		if tk.RetryAfter <= 0 || tk.RetryAfter > time.Minute {
+			t.Errorf("RetryAfter %v, want within the lock TTL", tk.RetryAfter)
+		}
+		want(t, admit(t, &store.Admission{Claim: claim(c.Key, "fp2"), Groups: []store.Group{g}}), store.Mismatch)
+	})
+
 	t.Run("throttled claim is released", func(t *testing.T) {
 		t.Parallel()
-		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{hourly("msgs", 1, 1)}}
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a"), Limits: []store.Limit{hourly(store.MessagesPerMinute, 1, 1)}}
 		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
 		c := claim(uniq("k"), "fp1")
 		want(t, admit(t, &store.Admission{Claim: c, Groups: []store.Group{g}}), store.Throttled)
@@ -259,12 +403,12 @@ func Run(t *testing.T, s store.Store) {
 
 	t.Run("replay wins over throttling and takes nothing", func(t *testing.T) {
 		t.Parallel()
-		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{hourly("msgs", 1, 1)}}
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a"), Limits: []store.Limit{hourly(store.MessagesPerMinute, 1, 1)}}
 		c := claim(uniq("k"), "fp1")
 		tk := admit(t, &store.Admission{Claim: c, Groups: []store.Group{g}})
 		complete(t, tk, store.Completion{Outcome: []byte("R"), Retention: time.Hour})
 		want(t, admit(t, &store.Admission{Claim: c, Groups: []store.Group{g}}), store.Replay)
-		other := store.Group{Key: uniq("mb:b"), Limits: []store.Limit{hourly("msgs", 1, 1)}}
+		other := store.Group{Kind: store.Mailbox, Name: uniq("b"), Limits: []store.Limit{hourly(store.MessagesPerMinute, 1, 1)}}
 		want(t, admit(t, &store.Admission{Claim: c, Groups: []store.Group{other}}), store.Replay)
 		want(t, admit(t, &store.Admission{Groups: []store.Group{other}}), store.Proceed) // untouched
 	})
@@ -301,7 +445,7 @@ func Run(t *testing.T, s store.Store) {
 
 	t.Run("concurrent budget: exactly the limit proceeds", func(t *testing.T) {
 		t.Parallel()
-		g := store.Group{Key: uniq("mb:a"), Limits: []store.Limit{hourly("msgs", 30, 1)}}
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a"), Limits: []store.Limit{hourly(store.MessagesPerMinute, 30, 1)}}
 		counts := race(t, 50, func() store.Decision { return admit(t, &store.Admission{Groups: []store.Group{g}}).Decision })
 		if counts[store.Proceed] != 30 || counts[store.Throttled] != 20 {
 			t.Errorf("decisions %v, want 30 proceed and 20 throttled", counts)

@@ -1,4 +1,4 @@
-package server
+package mailstatus
 
 import (
 	"iter"
@@ -13,20 +13,20 @@ import (
 // that is not, and protojson refuses to write it. And a status is no place for a whole
 // oversized header line.
 const (
-	// maxErrorMessage bounds a status's message. It is longer than a detail's bound: the
+	// MaxMessage bounds a status's message. It is longer than a detail's bound: the
 	// message of an invalid request lists up to five violations.
-	maxErrorMessage = 2 << 10
-	// maxErrorDetail bounds each field path and description of a BadRequest and each
-	// ErrorInfo metadata key and value.
-	maxErrorDetail = 1 << 10
+	MaxMessage = 2 << 10
+	// MaxDetail bounds each field path and description of a BadRequest, each ErrorInfo
+	// metadata key and value, and a rejected recipient's reply.
+	MaxDetail = 1 << 10
 )
 
-// errorText returns s as an error may carry it: each byte that is not part of valid
+// Text returns s as an error may carry it: each byte that is not part of valid
 // UTF-8 written as \xNN (so the caller can still tell which byte it was, as Go's %q
 // shows it), and, past limit bytes, cut after a whole character and ended with
 // "…(N bytes more)", the whole at most limit bytes. Text that is already fit comes back
 // unchanged, so applying it twice is applying it once.
-func errorText(s string, limit int) string {
+func Text(s string, limit int) string {
 	if len(s) <= limit && utf8.ValidString(s) {
 		return s
 	}

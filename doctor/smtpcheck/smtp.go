@@ -1,4 +1,10 @@
-package doctor
+// Package smtpcheck is the doctor's checks of the SMTP backends (smtp_auth, relay,
+// direct_send): DNS, the TCP connection, the greeting and EHLO, STARTTLS, the TLS
+// version and the server's certificate, the AUTH mechanisms, an Entra ID token and an
+// AUTH with it, the relay's client certificate, and the answers to MAIL FROM and RCPT
+// TO. Nothing is ever sent: a session ends with RSET and QUIT at the latest after RCPT
+// TO.
+package smtpcheck
 
 import (
 	"context"
@@ -11,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mailgate/mailgate/doctor"
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/senders/smtp"
 )
@@ -27,7 +34,21 @@ type smtpSpec struct {
 // The steps of opening a session, in order.
 var openSteps = []string{"connect", "greeting", "EHLO", "STARTTLS", "TLS", "certificate", "EHLO after STARTTLS"}
 
-func (d *doctor) smtpAuth(ctx context.Context, c *smtp.AuthConfig) {
+// run is the checks of one backend.
+type run struct{ b *doctor.Backend }
+
+// Auth checks an smtp_auth backend.
+func Auth(ctx context.Context, b *doctor.Backend, c *smtp.AuthConfig) { (&run{b}).smtpAuth(ctx, c) }
+
+// Relay checks a relay backend.
+func Relay(ctx context.Context, b *doctor.Backend, c *smtp.RelayConfig) { (&run{b}).relay(ctx, c) }
+
+// DirectSend checks a direct_send backend.
+func DirectSend(ctx context.Context, b *doctor.Backend, c *smtp.DirectSendConfig) {
+	(&run{b}).directSend(ctx, c)
+}
+
+func (d *run) smtpAuth(ctx context.Context, c *smtp.AuthConfig) {
 	spec := &smtpSpec{kind: "smtp_auth", conn: c.Connection, tlsRequired: true}
 	if spec.conn.Address == "" {
 		spec.conn.Address = smtp.SubmissionAddress
@@ -36,20 +57,20 @@ func (d *doctor) smtpAuth(ctx context.Context, c *smtp.AuthConfig) {
 	if auth == "" {
 		auth = "xoauth2"
 	}
-	var tok *tokenResult
+	var tok *doctor.Token
 	var users []string
 	switch auth {
 	case "login":
 		mech, users = "LOGIN", []string{c.Username}
 	default:
-		scope := c.Scope
+		scope := c.TokenScope
 		if scope == "" {
 			scope = smtp.OutlookScope
 		}
-		tok = d.token(ctx, &c.Credentials, c.CAFile, scope)
-		users = d.routeMailboxes()
-		if d.opts.Mailbox != "" {
-			users = []string{d.opts.Mailbox}
+		tok = d.b.Token(ctx, &c.Credentials, c.CAFile, scope)
+		users = d.b.RouteMailboxes()
+		if d.b.Options.Mailbox != "" {
+			users = []string{d.b.Options.Mailbox}
 		}
 	}
 	authSteps := []string{"AUTH"}
@@ -74,15 +95,15 @@ func (d *doctor) smtpAuth(ctx context.Context, c *smtp.AuthConfig) {
 		if mech == "LOGIN" && slices.Contains(offered, "XOAUTH2") {
 			fix = "the server no longer offers basic authentication: set auth: xoauth2 with an app registration (docs/microsoft365-smtp.md)"
 		}
-		d.b.fail("AUTH mechanisms", detail, fix)
+		d.b.Fail("AUTH mechanisms", detail, fix)
 		d.skipSteps(authSteps, "not checked: the mechanism is not offered")
 		return
 	}
-	d.b.pass("AUTH mechanisms", fmt.Sprintf("%s (auth: %s needs %s)", strings.Join(offered, " "), auth, mech))
+	d.b.Pass("AUTH mechanisms", fmt.Sprintf("%s (auth: %s needs %s)", strings.Join(offered, " "), auth, mech))
 
 	switch {
 	case len(users) == 0:
-		d.b.skip("AUTH", "no route to this backend names a mailbox (a *@domain route signs in as each From address): run the doctor with --mailbox ADDRESS")
+		d.b.Skip("AUTH", "no route to this backend names a mailbox (a *@domain route signs in as each From address): run the doctor with --mailbox ADDRESS")
 		return
 	case auth == "xoauth2" && tok == nil:
 		d.skipSteps(authSteps, "not checked: no token")
@@ -94,7 +115,7 @@ func (d *doctor) smtpAuth(ctx context.Context, c *smtp.AuthConfig) {
 			// A session authenticates once: each further mailbox gets a new one.
 			var failure string
 			if sess, failure = d.reopen(ctx, spec, s.hostport); sess == nil {
-				d.b.fail(authSteps[i], "could not open another session: "+failure, "see the checks above")
+				d.b.Fail(authSteps[i], "could not open another session: "+failure, "see the checks above")
 				continue
 			}
 		}
@@ -103,19 +124,19 @@ func (d *doctor) smtpAuth(ctx context.Context, c *smtp.AuthConfig) {
 		if auth == "login" {
 			r, err = sess.authLogin(user, c.Password.Value())
 		} else {
-			r, err = sess.authXOAUTH2(user, tok.token)
+			r, err = sess.authXOAUTH2(user, tok.Raw)
 		}
 		switch {
 		case err != nil:
-			d.b.fail(authSteps[i], "the connection failed during AUTH: "+firstLine(err.Error()), "try again; if it persists, check the network between mailgate and the server")
+			d.b.Fail(authSteps[i], "the connection failed during AUTH: "+doctor.FirstLine(err.Error()), "try again; if it persists, check the network between mailgate and the server")
 		case r.Code != 235:
 			fix := replyFix(r, auth)
 			if fix == "" {
 				fix = "the server refused the sign-in: the reply says why"
 			}
-			d.b.fail(authSteps[i], r.String(), fix)
+			d.b.Fail(authSteps[i], r.String(), fix)
 		default:
-			d.b.pass(authSteps[i], r.String()+"; then QUIT, nothing is sent")
+			d.b.Pass(authSteps[i], r.String()+"; then QUIT, nothing is sent")
 		}
 		if i > 0 {
 			sess.quit()
@@ -123,12 +144,12 @@ func (d *doctor) smtpAuth(ctx context.Context, c *smtp.AuthConfig) {
 	}
 }
 
-func (d *doctor) relay(ctx context.Context, c *smtp.RelayConfig) {
+func (d *run) relay(ctx context.Context, c *smtp.RelayConfig) {
 	spec := &smtpSpec{kind: "relay", conn: c.Connection, resolver: c.Resolver, tlsRequired: c.TLS != smtp.TLSOpportunistic}
 	spec.clientCert = d.clientCertificate(c)
 	from := d.from(c.AcceptedDomains)
 	steps := []string{"MAIL FROM"}
-	if d.opts.Rcpt != "" {
+	if d.b.Options.Rcpt != "" {
 		steps = append(steps, "RCPT TO")
 	}
 	hosts := d.resolve(ctx, spec)
@@ -142,22 +163,22 @@ func (d *doctor) relay(ctx context.Context, c *smtp.RelayConfig) {
 		how = "by the client certificate (certificate-based connector)"
 	}
 	passed := "the server accepted MAIL FROM:<%s> on the connection the inbound connector recognises " + how
-	if d.opts.Rcpt == "" {
+	if d.b.Options.Rcpt == "" {
 		passed += "; Microsoft 365 may refuse relaying only at RCPT TO: run the doctor with --rcpt <an external address> to check that too"
 	}
 	if !d.mailFrom(s, from, passed, steps[1:]) {
 		return
 	}
-	if d.opts.Rcpt != "" {
-		d.rcptTo(s, d.opts.Rcpt, "the server accepts RCPT TO:<%s>: it relays for mailgate")
+	if d.b.Options.Rcpt != "" {
+		d.rcptTo(s, d.b.Options.Rcpt, "the server accepts RCPT TO:<%s>: it relays for mailgate")
 	}
 	_, _ = s.cmd("RSET")
 }
 
-func (d *doctor) directSend(ctx context.Context, c *smtp.DirectSendConfig) {
+func (d *run) directSend(ctx context.Context, c *smtp.DirectSendConfig) {
 	spec := &smtpSpec{kind: "direct_send", conn: c.Connection, resolver: c.Resolver, tlsRequired: c.TLS != smtp.TLSOpportunistic}
 	from := d.from(c.AcceptedDomains)
-	rcpt := d.opts.Rcpt
+	rcpt := d.b.Options.Rcpt
 	if rcpt == "" && len(c.AcceptedDomains) > 0 {
 		rcpt = "postmaster@" + c.AcceptedDomains[0]
 	}
@@ -174,60 +195,60 @@ func (d *doctor) directSend(ctx context.Context, c *smtp.DirectSendConfig) {
 	_, _ = s.cmd("RSET")
 }
 
-func (d *doctor) from(accepted []string) string {
-	if d.opts.From != "" || len(accepted) == 0 {
-		return d.opts.From
+func (d *run) from(accepted []string) string {
+	if d.b.Options.From != "" || len(accepted) == 0 {
+		return d.b.Options.From
 	}
 	return "postmaster@" + accepted[0]
 }
 
 // mailFrom checks MAIL FROM; on failure the later steps are skipped.
-func (d *doctor) mailFrom(s *session, from, passFormat string, later []string) bool {
+func (d *run) mailFrom(s *session, from, passFormat string, later []string) bool {
 	r, err := s.cmd("MAIL FROM:<%s>", from)
 	switch {
 	case err != nil:
-		d.b.fail("MAIL FROM", "the connection failed at MAIL FROM: "+firstLine(err.Error()), "try again; if it persists, check the network between mailgate and the server")
+		d.b.Fail("MAIL FROM", "the connection failed at MAIL FROM: "+doctor.FirstLine(err.Error()), "try again; if it persists, check the network between mailgate and the server")
 	case r.Code != 250:
 		fix := replyFix(r, "")
 		if fix == "" {
 			fix = "the server refused the sender: the reply says why"
 		}
-		d.b.fail("MAIL FROM", fmt.Sprintf("MAIL FROM:<%s>: %s", from, r), fix)
+		d.b.Fail("MAIL FROM", fmt.Sprintf("MAIL FROM:<%s>: %s", from, r), fix)
 	default:
-		d.b.pass("MAIL FROM", fmt.Sprintf(passFormat, from)+"; then RSET, nothing is sent")
+		d.b.Pass("MAIL FROM", fmt.Sprintf(passFormat, from)+"; then RSET, nothing is sent")
 		return true
 	}
 	d.skipSteps(later, "not checked after MAIL FROM failed")
 	return false
 }
 
-func (d *doctor) rcptTo(s *session, rcpt, passFormat string) {
+func (d *run) rcptTo(s *session, rcpt, passFormat string) {
 	r, err := s.cmd("RCPT TO:<%s>", rcpt)
 	switch {
 	case err != nil:
-		d.b.fail("RCPT TO", "the connection failed at RCPT TO: "+firstLine(err.Error()), "try again; if it persists, check the network between mailgate and the server")
+		d.b.Fail("RCPT TO", "the connection failed at RCPT TO: "+doctor.FirstLine(err.Error()), "try again; if it persists, check the network between mailgate and the server")
 	case r.Code != 250 && r.Code != 251:
 		fix := replyFix(r, "")
 		if fix == "" {
 			fix = "the server refused the recipient: the reply says why"
 		}
-		d.b.fail("RCPT TO", fmt.Sprintf("RCPT TO:<%s>: %s", rcpt, r), fix)
+		d.b.Fail("RCPT TO", fmt.Sprintf("RCPT TO:<%s>: %s", rcpt, r), fix)
 	default:
-		d.b.pass("RCPT TO", fmt.Sprintf(passFormat, rcpt)+"; then RSET, nothing is sent")
+		d.b.Pass("RCPT TO", fmt.Sprintf(passFormat, rcpt)+"; then RSET, nothing is sent")
 	}
 }
 
-func (d *doctor) skipSteps(steps []string, why string) {
+func (d *run) skipSteps(steps []string, why string) {
 	if len(steps) > 0 {
-		d.b.skip(strings.Join(steps, ", "), why)
+		d.b.Skip(strings.Join(steps, ", "), why)
 	}
 }
 
 // resolve checks DNS as the backend resolves its address, and returns the host:port
 // candidates to connect to, in order: address itself when it is host:port, else the
 // domain's MX hosts on port 25 (the domain itself without MX), each only if it resolves.
-func (d *doctor) resolve(ctx context.Context, spec *smtpSpec) []string {
-	timeout := d.opts.timeout()
+func (d *run) resolve(ctx context.Context, spec *smtpSpec) []string {
+	timeout := d.b.Timeout()
 	lookupHost := func(host string) ([]string, error) {
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -236,15 +257,15 @@ func (d *doctor) resolve(ctx context.Context, spec *smtpSpec) []string {
 	address := spec.conn.Address
 	if host, _, err := net.SplitHostPort(address); err == nil {
 		if net.ParseIP(host) != nil {
-			d.b.pass("DNS", host+" is an IP address: nothing to look up")
+			d.b.Pass("DNS", host+" is an IP address: nothing to look up")
 			return []string{address}
 		}
 		addrs, err := lookupHost(host)
 		if err != nil {
-			d.b.fail("DNS", firstLine(err.Error()), "the name does not resolve: check address, and this machine's DNS")
+			d.b.Fail("DNS", doctor.FirstLine(err.Error()), "the name does not resolve: check address, and this machine's DNS")
 			return nil
 		}
-		d.b.pass("DNS", host+" is "+strings.Join(addrs, ", "))
+		d.b.Pass("DNS", host+" is "+strings.Join(addrs, ", "))
 		return []string{address}
 	}
 
@@ -260,7 +281,7 @@ func (d *doctor) resolve(ctx context.Context, spec *smtpSpec) []string {
 	var hosts []string
 	switch {
 	case err == nil && len(mxs) == 1 && mxs[0].Host == ".":
-		d.b.fail("DNS MX", address+" publishes a null MX (MX 0 .): it accepts no mail"+via,
+		d.b.Fail("DNS MX", address+" publishes a null MX (MX 0 .): it accepts no mail"+via,
 			"set address to the tenant's MX endpoint (such as contoso-com.mail.protection.outlook.com:25) or to a domain whose MX points at Microsoft 365")
 		return nil
 	case err == nil && len(mxs) > 0:
@@ -276,17 +297,17 @@ func (d *doctor) resolve(ctx context.Context, spec *smtpSpec) []string {
 		if !microsoft {
 			detail += "; none is a Microsoft 365 endpoint (*.mail.protection.outlook.com, *.mx.microsoft): fine for a relay of your own, not for reaching the tenant"
 		}
-		d.b.pass("DNS MX", detail)
+		d.b.Pass("DNS MX", detail)
 	case err == nil, errors.As(err, &dnsErr) && dnsErr.IsNotFound:
-		d.b.pass("DNS MX", address+" has no MX record"+via+": mailgate uses the domain itself, on port 25; use a bare domain only when its MX points at Microsoft 365")
+		d.b.Pass("DNS MX", address+" has no MX record"+via+": mailgate uses the domain itself, on port 25; use a bare domain only when its MX points at Microsoft 365")
 		hosts = []string{address}
 	default:
-		d.b.fail("DNS MX", firstLine(err.Error()), "the MX lookup failed: check resolver (or this machine's DNS) and address")
+		d.b.Fail("DNS MX", doctor.FirstLine(err.Error()), "the MX lookup failed: check resolver (or this machine's DNS) and address")
 		return nil
 	}
 	port := "25"
-	if d.opts.mxPort != "" {
-		port = d.opts.mxPort
+	if d.b.Options.MXPort != "" {
+		port = d.b.Options.MXPort
 	}
 	var out []string
 	for _, h := range hosts {
@@ -296,10 +317,10 @@ func (d *doctor) resolve(ctx context.Context, spec *smtpSpec) []string {
 			if h == address {
 				fix = "the domain has neither an MX record nor an address: set address to the tenant's MX endpoint (such as contoso-com.mail.protection.outlook.com:25) or to a domain whose MX points at Microsoft 365"
 			}
-			d.b.fail("DNS "+h, firstLine(err.Error()), fix)
+			d.b.Fail("DNS "+h, doctor.FirstLine(err.Error()), fix)
 			continue
 		}
-		d.b.pass("DNS "+h, h+" is "+strings.Join(addrs, ", "))
+		d.b.Pass("DNS "+h, h+" is "+strings.Join(addrs, ", "))
 		out = append(out, net.JoinHostPort(h, port))
 	}
 	return out
@@ -318,7 +339,7 @@ func isMicrosoftMX(h string) bool {
 // open connects to the first candidate that answers and takes the session through
 // the greeting, EHLO, STARTTLS and EHLO again, reporting each step. On a failure it
 // reports the later steps, and then the caller's, as skipped, and returns nil.
-func (d *doctor) open(ctx context.Context, spec *smtpSpec, hosts []string, later []string) *session {
+func (d *run) open(ctx context.Context, spec *smtpSpec, hosts []string, later []string) *session {
 	p := &probe{d: d, spec: spec}
 	s := p.open(ctx, hosts)
 	if s == nil {
@@ -339,7 +360,7 @@ func (d *doctor) open(ctx context.Context, spec *smtpSpec, hosts []string, later
 
 // reopen opens another session to hostport, reporting nothing; it returns why it could
 // not.
-func (d *doctor) reopen(ctx context.Context, spec *smtpSpec, hostport string) (*session, string) {
+func (d *run) reopen(ctx context.Context, spec *smtpSpec, hostport string) (*session, string) {
 	p := &probe{d: d, spec: spec, quiet: true}
 	s := p.open(ctx, []string{hostport})
 	return s, p.failure
@@ -347,7 +368,7 @@ func (d *doctor) reopen(ctx context.Context, spec *smtpSpec, hostport string) (*
 
 // probe runs the steps of opening one session.
 type probe struct {
-	d     *doctor
+	d     *run
 	spec  *smtpSpec
 	quiet bool     // report nothing; keep the first failure
 	done  []string // the steps reported
@@ -359,22 +380,22 @@ type probe struct {
 	certPresented string
 }
 
-func (p *probe) step(name string, st Status, detail, fix string) {
+func (p *probe) step(name string, st doctor.Status, detail, fix string) {
 	p.done = append(p.done, name)
 	if p.quiet {
-		if st == Fail && p.failure == "" {
+		if st == doctor.Fail && p.failure == "" {
 			p.failure = name + ": " + detail
 		}
 		return
 	}
-	p.d.b.add(name, st, detail, fix)
+	p.d.b.Add(name, st, detail, fix)
 }
 
 func (p *probe) open(ctx context.Context, hosts []string) *session {
 	if len(hosts) == 0 {
 		return nil
 	}
-	timeout := p.d.opts.timeout()
+	timeout := p.d.b.Timeout()
 	var nc net.Conn
 	var hostport, detail string
 	var tried []string
@@ -390,21 +411,21 @@ func (p *probe) open(ctx context.Context, hosts []string) *session {
 			detail += " in " + elapsed(time.Since(start))
 			break
 		}
-		tried = append(tried, hp+": "+firstLine(err.Error()))
+		tried = append(tried, hp+": "+doctor.FirstLine(err.Error()))
 		if ctx.Err() != nil {
 			break
 		}
 	}
 	_, port, _ := net.SplitHostPort(hosts[0])
 	if nc == nil {
-		p.step("connect", Fail, strings.Join(tried, "; "),
+		p.step("connect", doctor.Fail, strings.Join(tried, "; "),
 			fmt.Sprintf("check the network, that outbound TCP port %s is open (firewalls; many ISPs and clouds block port 25), and address", port))
 		return nil
 	}
 	if len(tried) > 0 {
 		detail += "; could not reach " + strings.Join(tried, "; ")
 	}
-	p.step("connect", Pass, detail, "")
+	p.step("connect", doctor.Pass, detail, "")
 	s := newSession(ctx, nc, hostport, timeout)
 	if !p.greet(s) || !p.ehlo(s, "EHLO") {
 		s.close()
@@ -414,25 +435,25 @@ func (p *probe) open(ctx context.Context, hosts []string) *session {
 	if _, ok := s.ext["STARTTLS"]; !ok {
 		switch {
 		case p.spec.kind == "smtp_auth":
-			p.step("STARTTLS", Fail, "the server does not offer STARTTLS",
+			p.step("STARTTLS", doctor.Fail, "the server does not offer STARTTLS",
 				"Microsoft 365 offers STARTTLS on smtp.office365.com:587, and mailgate never signs in without TLS: check address")
 		case p.spec.clientCert != nil:
-			p.step("STARTTLS", Fail, "the server does not offer STARTTLS, and a client certificate travels only in TLS",
+			p.step("STARTTLS", doctor.Fail, "the server does not offer STARTTLS, and a client certificate travels only in TLS",
 				"a certificate-based connector needs TLS: set address to the tenant's MX endpoint (which offers STARTTLS) and keep tls: required")
 		case p.spec.tlsRequired:
-			p.step("STARTTLS", Fail, "the server does not offer STARTTLS, and tls is required",
+			p.step("STARTTLS", doctor.Fail, "the server does not offer STARTTLS, and tls is required",
 				"Microsoft 365's MX endpoints offer STARTTLS on port 25: check address; tls: opportunistic is only for a relay in your own network")
 		default:
-			p.step("STARTTLS", Pass, "not offered: with tls: opportunistic, mailgate sends in the clear", "")
+			p.step("STARTTLS", doctor.Pass, "not offered: with tls: opportunistic, mailgate sends in the clear", "")
 			for _, st := range []string{"TLS", "certificate", "EHLO after STARTTLS"} {
-				p.step(st, Skip, "no STARTTLS", "")
+				p.step(st, doctor.Skip, "no STARTTLS", "")
 			}
 			return s
 		}
 		s.quit()
 		return nil
 	}
-	p.step("STARTTLS", Pass, "offered", "")
+	p.step("STARTTLS", doctor.Pass, "offered", "")
 	if !p.startTLS(ctx, s) || !p.ehlo(s, "EHLO after STARTTLS") {
 		s.close()
 		return nil
@@ -444,7 +465,7 @@ func (p *probe) greet(s *session) bool {
 	r, err := s.read()
 	switch {
 	case err != nil:
-		p.step("greeting", Fail, "no greeting: "+firstLine(err.Error()),
+		p.step("greeting", doctor.Fail, "no greeting: "+doctor.FirstLine(err.Error()),
 			"the server took the connection but did not greet as an SMTP server: check address and port (a firewall or proxy may intercept the port)")
 		return false
 	case r.Code != 220:
@@ -452,10 +473,10 @@ func (p *probe) greet(s *session) bool {
 		if fix == "" {
 			fix = "the server refused the connection: the reply says why"
 		}
-		p.step("greeting", Fail, r.String(), fix)
+		p.step("greeting", doctor.Fail, r.String(), fix)
 		return false
 	}
-	p.step("greeting", Pass, r.String(), "")
+	p.step("greeting", doctor.Pass, r.String(), "")
 	return true
 }
 
@@ -467,17 +488,17 @@ func (p *probe) ehlo(s *session, name string) bool {
 		if name != "EHLO" && p.spec.clientCert != nil && strings.Contains(err.Error(), "certificate") {
 			fix = "the server refused the client certificate in TLS: it must chain to a certificate authority the server trusts (for Microsoft 365, a public CA), and be valid"
 		}
-		p.step(name, Fail, "no answer to EHLO: "+firstLine(err.Error()), fix)
+		p.step(name, doctor.Fail, "no answer to EHLO: "+doctor.FirstLine(err.Error()), fix)
 		return false
 	case r.Code != 250:
 		fix := replyFix(r, "")
 		if fix == "" {
 			fix = "the server refused EHLO: set helo to this host's fully-qualified domain name"
 		}
-		p.step(name, Fail, r.String(), fix)
+		p.step(name, doctor.Fail, r.String(), fix)
 		return false
 	}
-	p.step(name, Pass, strings.Join(s.exts, ", "), "")
+	p.step(name, doctor.Pass, strings.Join(s.exts, ", "), "")
 	return true
 }
 
@@ -489,14 +510,14 @@ func (p *probe) startTLS(ctx context.Context, s *session) bool {
 	r, err := s.cmd("STARTTLS")
 	switch {
 	case err != nil:
-		p.step("TLS", Fail, "no answer to STARTTLS: "+firstLine(err.Error()), "the connection broke: try again; if it persists, look for a middlebox between mailgate and the server")
+		p.step("TLS", doctor.Fail, "no answer to STARTTLS: "+doctor.FirstLine(err.Error()), "the connection broke: try again; if it persists, look for a middlebox between mailgate and the server")
 		return false
 	case r.Code != 220:
 		fix := replyFix(r, "")
 		if fix == "" {
 			fix = "the server offered STARTTLS but refused it: the reply says why"
 		}
-		p.step("TLS", Fail, "STARTTLS: "+r.String(), fix)
+		p.step("TLS", doctor.Fail, "STARTTLS: "+r.String(), fix)
 		return false
 	}
 	var certs []tls.Certificate
@@ -531,7 +552,7 @@ func (p *probe) startTLS(ctx context.Context, s *session) bool {
 		if strings.Contains(err.Error(), "version") {
 			fix = "the server offers no TLS version mailgate supports: " + fixOldTLS
 		}
-		p.step("TLS", Fail, "TLS handshake: "+firstLine(err.Error()), fix)
+		p.step("TLS", doctor.Fail, "TLS handshake: "+doctor.FirstLine(err.Error()), fix)
 		return false
 	}
 	s.upgrade(tc)
@@ -548,14 +569,14 @@ func (p *probe) startTLS(ctx context.Context, s *session) bool {
 		detail += "; the server did not ask for the client certificate"
 	}
 	if state.Version < tls.VersionTLS12 {
-		p.step("TLS", Fail, detail+": mailgate requires TLS 1.2 or later", fixOldTLS)
+		p.step("TLS", doctor.Fail, detail+": mailgate requires TLS 1.2 or later", fixOldTLS)
 		return false
 	}
-	p.step("TLS", Pass, detail, "")
+	p.step("TLS", doctor.Pass, detail, "")
 
 	leaf := state.PeerCertificates[0]
 	if rootsErr != nil {
-		p.step("certificate", Fail, "ca_file: "+rootsErr.Error(), "give ca_file a readable PEM file of certificate authorities")
+		p.step("certificate", doctor.Fail, "ca_file: "+rootsErr.Error(), "give ca_file a readable PEM file of certificate authorities")
 		return false
 	}
 	inter := x509.NewCertPool()
@@ -563,10 +584,10 @@ func (p *probe) startTLS(ctx context.Context, s *session) bool {
 		inter.AddCert(c)
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: s.host}); err != nil {
-		p.step("certificate", Fail, certSummary(leaf)+": "+firstLine(err.Error()), certFix(err, s.host))
+		p.step("certificate", doctor.Fail, certSummary(leaf)+": "+doctor.FirstLine(err.Error()), certFix(err, s.host))
 		return false
 	}
-	p.step("certificate", Pass, "valid "+certSummary(leaf), "")
+	p.step("certificate", doctor.Pass, "valid "+certSummary(leaf), "")
 	return true
 }
 
@@ -639,20 +660,20 @@ func orNone(list []string) string {
 // clientCertificate checks the relay's client certificate as Microsoft 365 will judge
 // it: valid now, and named (subject CN or a DNS SAN) after an accepted domain or a host
 // in one. It returns the pair to present, or nil when there is none to load.
-func (d *doctor) clientCertificate(c *smtp.RelayConfig) *tls.Certificate {
+func (d *run) clientCertificate(c *smtp.RelayConfig) *tls.Certificate {
 	const name = "client certificate"
 	if c.ClientCertFile == "" {
-		d.b.skip(name, "none: an IP-based inbound connector recognises this host's public IP address")
+		d.b.Skip(name, "none: an IP-based inbound connector recognises this host's public IP address")
 		return nil
 	}
 	pair, err := tls.LoadX509KeyPair(c.ClientCertFile, c.ClientKeyFile)
 	if err != nil {
-		d.b.fail(name, firstLine(err.Error()), "client_cert_file and client_key_file must be a PEM certificate (with its chain) and its unencrypted private key")
+		d.b.Fail(name, doctor.FirstLine(err.Error()), "client_cert_file and client_key_file must be a PEM certificate (with its chain) and its unencrypted private key")
 		return nil
 	}
 	leaf, err := x509.ParseCertificate(pair.Certificate[0])
 	if err != nil {
-		d.b.fail(name, firstLine(err.Error()), "client_cert_file must hold a PEM certificate")
+		d.b.Fail(name, doctor.FirstLine(err.Error()), "client_cert_file must hold a PEM certificate")
 		return nil
 	}
 	pair.Leaf = leaf
@@ -670,17 +691,17 @@ func (d *doctor) clientCertificate(c *smtp.RelayConfig) *tls.Certificate {
 		leaf.NotBefore.UTC().Format(time.DateOnly), leaf.NotAfter.UTC().Format(time.DateOnly), issuerName(leaf))
 	switch {
 	case now.Before(leaf.NotBefore):
-		d.b.fail(name, detail+": not valid yet", "check this machine's clock, or wait until the certificate's start date")
+		d.b.Fail(name, detail+": not valid yet", "check this machine's clock, or wait until the certificate's start date")
 	case now.After(leaf.NotAfter):
-		d.b.fail(name, detail+": expired", "renew the certificate (and update the inbound connector's TlsSenderCertificateName if its name changes), then restart mailgate")
+		d.b.Fail(name, detail+": expired", "renew the certificate (and update the inbound connector's TlsSenderCertificateName if its name changes), then restart mailgate")
 	case match == "":
-		d.b.fail(name, fmt.Sprintf("%s: none of the names is in accepted_domains (%s)", detail, strings.Join(c.AcceptedDomains, ", ")),
+		d.b.Fail(name, fmt.Sprintf("%s: none of the names is in accepted_domains (%s)", detail, strings.Join(c.AcceptedDomains, ", ")),
 			"Microsoft 365 attributes the connection to the tenant by the certificate's subject or SAN: use a certificate named after an accepted domain or a host in one (such as relay."+firstOr(c.AcceptedDomains, "contoso.com")+"), and set the inbound connector's TlsSenderCertificateName to it")
 	default:
 		if left := time.Until(leaf.NotAfter); left < 30*24*time.Hour {
 			match += fmt.Sprintf("; it expires within %d days: renew it soon", int(left.Hours()/24)+1)
 		}
-		d.b.pass(name, detail+"; "+match)
+		d.b.Pass(name, detail+"; "+match)
 	}
 	return &pair
 }

@@ -1,0 +1,230 @@
+// Package app is mailgate's composition root: the one place that knows every backend
+// type and builds the running parts (store, backends, service, server) from a validated
+// configuration. Package config parses and validates; it constructs nothing.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"slices"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/config"
+	"github.com/mailgate/mailgate/doctor"
+	"github.com/mailgate/mailgate/doctor/filecheck"
+	"github.com/mailgate/mailgate/doctor/graphcheck"
+	"github.com/mailgate/mailgate/doctor/smtpcheck"
+	"github.com/mailgate/mailgate/mailaddr"
+	"github.com/mailgate/mailgate/senders"
+	"github.com/mailgate/mailgate/senders/discard"
+	"github.com/mailgate/mailgate/senders/file"
+	"github.com/mailgate/mailgate/senders/graph"
+	"github.com/mailgate/mailgate/senders/smtp"
+	"github.com/mailgate/mailgate/server"
+	"github.com/mailgate/mailgate/server/apikey"
+	"github.com/mailgate/mailgate/server/policy"
+	"github.com/mailgate/mailgate/server/store"
+)
+
+// BackendTypes are the backend types mailgate knows, by their `type:` name. A new
+// backend is its package below senders and one entry here.
+func BackendTypes() senders.Types {
+	return senders.NewTypes(
+		file.Type,
+		discard.Type,
+		graph.Type,
+		smtp.AuthType,
+		smtp.RelayType,
+		smtp.DirectSendType,
+	)
+}
+
+// DoctorCheckers are the checks `mailgate doctor` runs for each backend type; a type
+// without any is reported as skipped.
+func DoctorCheckers() doctor.Checkers {
+	return doctor.Checkers{
+		file.Type.Name:           doctor.For(filecheck.Check),
+		discard.Type.Name:        checkDiscard,
+		graph.Type.Name:          doctor.For(graphcheck.Check),
+		smtp.AuthType.Name:       doctor.For(smtpcheck.Auth),
+		smtp.RelayType.Name:      doctor.For(smtpcheck.Relay),
+		smtp.DirectSendType.Name: doctor.For(smtpcheck.DirectSend),
+	}
+}
+
+func checkDiscard(_ context.Context, b *doctor.Backend) {
+	b.Pass("discard", "accepts and drops every message: nothing to check")
+}
+
+// Load reads, parses and validates a configuration file.
+func Load(path string) (*config.Config, error) { return config.Load(path, BackendTypes()) }
+
+// Parse parses a configuration without validating it (config.Parse).
+func Parse(b []byte, name string) (*config.Config, error) {
+	return config.Parse(b, name, BackendTypes())
+}
+
+// ParseAndValidate parses and validates a configuration.
+func ParseAndValidate(b []byte, name string) (*config.Config, error) {
+	return config.ParseAndValidate(b, name, BackendTypes())
+}
+
+// Default is the embedded default configuration (config.Default).
+func Default() *config.Config { return config.Default(BackendTypes()) }
+
+// Server is a mailgate server built from a configuration, with what it opened.
+type Server struct {
+	*server.Server
+	parts *parts
+}
+
+// parts are what NewServer opened, closed in one place, in one order.
+type parts struct {
+	store    io.Closer // the Redis client; nil: in-process
+	backends map[string]senders.Sender
+}
+
+// close closes the store's client, then each backend (in name order): after the
+// server has drained, so that no send is still using them.
+func (p *parts) close() error {
+	var errs []error
+	if p.store != nil {
+		if err := p.store.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(p.backends)) {
+		if err := p.backends[name].Close(); err != nil {
+			errs = append(errs, fmt.Errorf("backend %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// NewServer builds a server, and opens its backends and store, from a validated
+// configuration. Serve closes them once it has drained.
+func NewServer(cfg *config.Config, log *slog.Logger) (*Server, error) {
+	keys, err := Keyring(cfg)
+	if err != nil {
+		return nil, err
+	}
+	router, err := Router(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := &parts{backends: make(map[string]senders.Sender, len(cfg.Backends))}
+	fail := func(err error) (*Server, error) {
+		p.close()
+		return nil, err
+	}
+	for name, b := range cfg.Backends {
+		snd, err := b.Settings.Open(senders.Env{Name: name, Logger: log.With("backend", name)})
+		if err != nil {
+			return fail(fmt.Errorf("backends.%s: %w", name, err))
+		}
+		p.backends[name] = snd
+	}
+	st := store.Store(store.NewMemory())
+	if cfg.Redis.Enabled() {
+		client, err := NewRedisClient(cfg.Redis)
+		if err != nil {
+			return fail(fmt.Errorf("redis: %w", err))
+		}
+		r := store.NewRedis(client, cfg.Redis.KeyPrefix)
+		if host, err := os.Hostname(); err == nil {
+			r.SetReplica(host)
+		}
+		st, p.store = r, client
+	}
+	opts := server.Options{
+		Service: server.ServiceOptions{
+			Router:   router,
+			Backends: p.backends,
+			Store:    st,
+			Limits: server.Limits{
+				MaxMessageBytes: cfg.Limits.MaxMessageBytes,
+				MaxRecipients:   cfg.Limits.Mailbox.RecipientsPerMessage,
+			},
+			Mailbox: server.MailboxLimits{
+				MessagesPerMinute: cfg.Limits.Mailbox.MessagesPerMinute,
+				RecipientsPerDay:  cfg.Limits.Mailbox.RecipientsPerDay,
+			},
+			Retention:   cfg.Idempotency.TTL,
+			SendTimeout: cfg.Limits.SendTimeout,
+			Logger:      log,
+		},
+		Keys:              keys,
+		MaxInflightBytes:  cfg.Limits.MaxInflightBytes,
+		ShutdownTimeout:   cfg.Listen.ShutdownTimeout,
+		DataCheckInterval: cfg.Redis.CheckInterval,
+		Logger:            log,
+	}
+	if cfg.Listen.TLS.Enabled() {
+		cert, err := config.LoadKeyPair(cfg.Listen.TLS)
+		if err != nil {
+			return fail(err)
+		}
+		opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
+	srv, err := server.New(opts)
+	if err != nil {
+		return fail(err)
+	}
+	return &Server{Server: srv, parts: p}, nil
+}
+
+// Serve runs the server until ctx is done and it has drained (server.Server.Serve), then
+// closes the store and the backends.
+func (s *Server) Serve(ctx context.Context, httpLn, grpcLn net.Listener) error {
+	err := s.Server.Serve(ctx, httpLn, grpcLn)
+	return errors.Join(err, s.parts.close())
+}
+
+// NewRedisClient returns a client of the configured Redis (store.NewRedisClient).
+func NewRedisClient(r config.Redis) (goredis.UniversalClient, error) {
+	return store.NewRedisClient(store.RedisOptions{
+		URL: r.URL, Addrs: r.Addrs, MasterName: r.MasterName,
+		Username: r.Username, Password: r.Password.Value(), SentinelPassword: r.SentinelPassword.Value(),
+		DB: r.DB, TLS: r.TLS, Timeout: r.Timeout,
+	})
+}
+
+// Keyring builds the keyring of a validated configuration.
+func Keyring(c *config.Config) (*apikey.Keyring, error) {
+	kr := apikey.NewKeyring()
+	for _, k := range c.Keys {
+		key := &apikey.Key{Name: k.Name, MessagesPerMinute: k.Limits.MessagesPerMinute}
+		for _, s := range k.Senders {
+			p, err := mailaddr.ParsePattern(s)
+			if err != nil {
+				return nil, fmt.Errorf("key %s: %w", k.Name, err)
+			}
+			key.Senders = append(key.Senders, p)
+		}
+		if err := kr.Add(key, k.Hash.Value()); err != nil {
+			return nil, fmt.Errorf("key %s: %w", k.Name, err)
+		}
+	}
+	return kr, nil
+}
+
+// Router builds the router of a validated configuration.
+func Router(c *config.Config) (*policy.Router, error) {
+	routes := make([]policy.Route, 0, len(c.Routes))
+	for _, r := range c.Routes {
+		p, err := mailaddr.ParsePattern(r.Match)
+		if err != nil {
+			return nil, err
+		}
+		routes = append(routes, policy.Route{Name: r.RouteName(), Match: p, Backend: r.Backend, Mailbox: r.Mailbox})
+	}
+	return policy.NewRouter(routes), nil
+}
