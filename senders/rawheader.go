@@ -240,17 +240,20 @@ func ParseRawHeader(raw []byte) (*RawHeader, error) {
 		spans[f.key] = &FieldSpan{Name: f.name, Start: f.start, End: f.end}
 	}
 	if len(values["subject"]) > MaxRawSubject {
+		//lint:ignore ST1005 the field name is written as RFC 5322 spells it, and callers see it
 		return nil, fmt.Errorf("Subject header: %d characters unfolded; the limit is %d", len(values["subject"]), MaxRawSubject)
 	}
 	h.MessageID = values["message-id"]
 	h.MessageIDField = spans["message-id"]
 	h.HasDate = values["date"] != ""
 	if hasGroup(values["from"]) {
+		//lint:ignore ST1005 the field name is written as RFC 5322 spells it, and callers see it
 		return nil, errors.New("From header: group syntax (name: addresses;) is not allowed in From; give one address")
 	}
 	if v := values["from"]; v != "" {
 		list, latin, err := parseAddressList(v)
 		if err != nil {
+			//lint:ignore ST1005 the field name is written as RFC 5322 spells it, and callers see it
 			return nil, fmt.Errorf("From header: %w", err)
 		}
 		h.From = list
