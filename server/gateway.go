@@ -40,6 +40,17 @@ func (g *gatewayService) GetMessage(ctx context.Context, req *mailgatev1.GetMess
 	return resp.(*mailgatev1.GetMessageResponse), nil
 }
 
+func (g *gatewayService) WhoAmI(ctx context.Context, req *mailgatev1.WhoAmIRequest) (*mailgatev1.WhoAmIResponse, error) {
+	resp, err := g.chain(ctx, req, &grpc.UnaryServerInfo{Server: g.svc, FullMethod: mailgatev1.MailService_WhoAmI_FullMethodName},
+		func(ctx context.Context, req any) (any, error) {
+			return g.svc.WhoAmI(ctx, req.(*mailgatev1.WhoAmIRequest))
+		})
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*mailgatev1.WhoAmIResponse), nil
+}
+
 // chainUnary composes interceptors into one, first outermost, as
 // grpc.ChainUnaryInterceptor does.
 func chainUnary(interceptors []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {

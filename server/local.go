@@ -10,32 +10,42 @@ import (
 	"github.com/mailgate/mailgate/mailerr"
 	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/server/apikey"
+	"github.com/mailgate/mailgate/shim"
 )
 
-// Local is the MailService for an adapter in the same process, the SMTP shim, which
-// authenticates its own clients (SMTP AUTH with an API key, or a device's address). Each
-// call runs the chain a gRPC call runs, but as the key the adapter names instead of one
-// read from metadata: every other rule applies unchanged.
+// Local is the MailService for the SMTP shim in the same process, which authenticates
+// its own clients (SMTP AUTH with an API key, or a device's address). Each call runs the
+// chain a gRPC call runs, but as the key the shim names instead of one read from
+// metadata: every other rule applies unchanged.
 type Local struct {
 	svc   *Service
 	keys  *apikey.Keyring
 	chain grpc.UnaryServerInterceptor
 }
 
+var (
+	_ shim.Submitter = (*Local)(nil)
+	_ Adapter        = (*shim.Server)(nil)
+)
+
 // Local returns the server's in-process MailService.
 func (s *Server) Local() *Local { return s.local }
 
-// Authenticate reports whether secret is the API key named name.
-func (l *Local) Authenticate(name, secret string) bool {
+// Authenticate implements shim.Submitter: secret must be the API key named name.
+func (l *Local) Authenticate(_ context.Context, name, secret string) (shim.Principal, error) {
 	k, ok := l.keys.Lookup(secret)
-	return ok && subtle.ConstantTimeCompare([]byte(k.Name), []byte(name)) == 1
+	if !ok || subtle.ConstantTimeCompare([]byte(k.Name), []byte(name)) != 1 {
+		return shim.Principal{}, shim.ErrBadCredentials
+	}
+	return shim.Principal{Name: k.Name}, nil
 }
 
-// SendMailAs sends req as the API key named keyName.
-func (l *Local) SendMailAs(ctx context.Context, keyName string, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error) {
-	k, ok := l.keys.ByName(keyName)
+// SendMail implements shim.Submitter: it sends req as the API key p names. Its error is
+// the service's own, which carries the *mailerr.Error the shim answers with.
+func (l *Local) SendMail(ctx context.Context, p shim.Principal, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error) {
+	k, ok := l.keys.ByName(p.Name)
 	if !ok {
-		return nil, mailstatus.Err(mailerr.New(mailerr.Unauthenticated, "unknown API key %q", keyName))
+		return nil, mailstatus.Err(mailerr.New(mailerr.Unauthenticated, "unknown API key %q", p.Name))
 	}
 	resp, err := l.chain(withKey(ctx, k), req, &grpc.UnaryServerInfo{Server: l.svc, FullMethod: mailgatev1.MailService_SendMail_FullMethodName},
 		func(ctx context.Context, req any) (any, error) {

@@ -29,6 +29,8 @@ func TestRoutingErrorsJSON(t *testing.T) {
 		{"GET", "/v1/%ff", 404, "", []string{"no such endpoint: GET /v1/%ff"}},
 		{"GET", "/v1/messages:send", 405, "POST", []string{"GET is not allowed on /v1/messages:send: use POST"}},
 		{"DELETE", "/v1/messages/01jabc", 405, "GET", []string{"DELETE is not allowed on /v1/messages/01jabc: use GET"}},
+		{"POST", "/v1/whoami", 405, "GET", []string{"POST is not allowed on /v1/whoami: use GET"}},
+		{"GET", "/v1/whoamI", 404, "", []string{"no such endpoint: GET /v1/whoamI", "GET /v1/whoami"}},
 		{"GET", "/" + strings.Repeat("x", 52<<10), 404, "", []string{"no such endpoint: GET /xxx", "bytes more)"}},
 	}
 	for _, tt := range tests {

@@ -433,6 +433,19 @@ func (s *Service) GetMessage(ctx context.Context, req *mailgatev1.GetMessageRequ
 	return rec, nil
 }
 
+// WhoAmI implements mailgate.v1.MailService.
+func (s *Service) WhoAmI(ctx context.Context, _ *mailgatev1.WhoAmIRequest) (*mailgatev1.WhoAmIResponse, error) {
+	key := keyFrom(ctx)
+	if key == nil {
+		return nil, mailstatus.Err(mailerr.New(mailerr.Unauthenticated, "no API key"))
+	}
+	resp := &mailgatev1.WhoAmIResponse{Name: key.Name}
+	for _, p := range key.Senders {
+		resp.Senders = append(resp.Senders, p.String())
+	}
+	return resp, nil
+}
+
 // humanDuration prints 24h rather than 24h0m0s.
 func humanDuration(d time.Duration) string {
 	s := d.String()

@@ -39,8 +39,9 @@ func (b *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewJSONHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// acceptAnyName stands for a separate shim's remote mailgate: it checks the key alone,
-// so the AUTH user name is taken as given, even when it is the key itself.
+// acceptAnyName is a Submitter that checks the key alone, so the AUTH user name is
+// taken as given, even when it is the key itself: the shim must still keep the key out
+// of its log.
 type acceptAnyName struct{ err error }
 
 func (a acceptAnyName) Authenticate(_ context.Context, name, secret string) (shim.Principal, error) {
@@ -95,7 +96,7 @@ func TestKeyInUserFieldNeverLogged(t *testing.T) {
 		{"key could not be checked", acceptAnyName{err: errors.New("upstream down")}, func(r *rawConn) {
 			r.want(454, "AUTH PLAIN %s", b64("\x00"+appKey+"\x00"+appKey))
 		}, `"user_sha256":"` + short(appKey) + `"`},
-		{"remote accepts the key as user name", acceptAnyName{}, func(r *rawConn) {
+		{"a Submitter accepts the key as user name", acceptAnyName{}, func(r *rawConn) {
 			r.want(235, "AUTH PLAIN %s", b64("\x00"+appKey+"\x00"+appKey))
 			r.want(250, "MAIL FROM:<app@contoso.com>")
 			r.want(250, "RCPT TO:<bob@fabrikam.com>")

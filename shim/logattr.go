@@ -15,11 +15,10 @@ import (
 // from another, and an operator can check a guess (printf %s NAME | sha256sum).
 func userAttr(name string) slog.Attr { return slog.String("user_sha256", shortHash(name)) }
 
-// keyAttr names a session's principal. In process it is a configured key's name; a
-// separate shim takes the AUTH user name as given once the remote accepted the key, and
-// a client that sends the key as both user name and password is accepted there: a name
-// that looks like a key is hashed. For a key, the hash is the start of its hash: line
-// in the configuration.
+// keyAttr names a session's principal: the key's name, as the service (in process, or
+// a remote mailgate's WhoAmI) gave it. A Submitter that took the AUTH user name as given
+// could accept the key as its own name, so a name that looks like a key is hashed. For a
+// key, the hash is the start of its hash: line in the configuration.
 func keyAttr(name string) slog.Attr {
 	if looksLikeKey(name) {
 		return slog.String("key_sha256", shortHash(name))

@@ -19,26 +19,26 @@ type Remote struct {
 	client mailgatev1.MailServiceClient
 }
 
+var _ Submitter = (*Remote)(nil)
+
 // NewRemote returns a Submitter over cc.
 func NewRemote(cc grpc.ClientConnInterface) *Remote {
 	return &Remote{client: mailgatev1.NewMailServiceClient(cc)}
 }
 
-// probeID is a well-formed message id no message has: looking it up tells a valid key
-// (NOT_FOUND) from an unknown one (UNAUTHENTICATED) without sending anything.
-const probeID = "00000000000000000000000000"
-
-// Authenticate implements Submitter. The remote mailgate checks the key; it does not
-// say the key's name, so the name given in AUTH is taken as it is.
+// Authenticate implements Submitter: the remote mailgate's WhoAmI checks the key and
+// names it, and name must be that name, as in process.
 func (r *Remote) Authenticate(ctx context.Context, name, secret string) (Principal, error) {
-	_, err := r.client.GetMessage(withBearer(ctx, secret), &mailgatev1.GetMessageRequest{Id: probeID})
-	switch status.Code(err) {
-	case codes.NotFound, codes.OK:
-		return Principal{Name: name, Secret: secret}, nil
-	case codes.Unauthenticated:
+	who, err := r.client.WhoAmI(withBearer(ctx, secret), &mailgatev1.WhoAmIRequest{})
+	switch {
+	case status.Code(err) == codes.Unauthenticated:
+		return Principal{}, ErrBadCredentials
+	case err != nil:
+		return Principal{}, err
+	case who.GetName() != name:
 		return Principal{}, ErrBadCredentials
 	}
-	return Principal{}, err
+	return Principal{Name: who.GetName(), Secret: secret}, nil
 }
 
 // SendMail implements Submitter.

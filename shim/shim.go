@@ -37,8 +37,8 @@ type Principal struct {
 	Secret string
 }
 
-// Submitter is mailgate's MailService as the shim uses it: in the same process, or a
-// remote mailgate over gRPC.
+// Submitter is mailgate's MailService as the shim uses it: in the same process
+// (server.Local), or a remote mailgate over gRPC (Remote).
 //
 // Authenticate checks an AUTH: name is an API key's name and secret the key. A failure
 // that is the client's (unknown key, wrong name) is errBadCredentials-like: the shim
@@ -99,17 +99,19 @@ type Options struct {
 
 // Server is a running shim: one go-smtp server over any number of listeners.
 type Server struct {
-	smtp  *smtp.Server
-	opts  Options
-	log   *slog.Logger
-	conns *connLimit
+	smtp      *smtp.Server
+	opts      Options
+	log       *slog.Logger
+	conns     *connLimit
+	listeners []listener // what Listen opened, for Serve
 }
 
 // MaxLineBytes is the longest line the shim reads, command or message; a longer one
 // ends the session with 500 5.4.0. Body lines up to this length are delivered.
 const MaxLineBytes = 1 << 20
 
-// New returns a shim server; Serve starts it on a listener.
+// New returns a shim server without listeners; ServeListener serves it on one. Listen
+// opens its own.
 func New(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -154,9 +156,9 @@ func New(opts Options) *Server {
 	return s
 }
 
-// Serve accepts connections on ln until Shutdown; with implicitTLS, each connection
-// starts with a TLS handshake (port 465 style).
-func (s *Server) Serve(ln net.Listener, implicitTLS bool) error {
+// ServeListener accepts connections on ln until Shutdown; with implicitTLS, each
+// connection starts with a TLS handshake (port 465 style).
+func (s *Server) ServeListener(ln net.Listener, implicitTLS bool) error {
 	// The limit counts TCP connections, under TLS: go-smtp must see the *tls.Conn itself
 	// to know a session is encrypted.
 	ln = s.conns.wrap(ln, implicitTLS)
@@ -213,28 +215,3 @@ func (l errorLog) Printf(format string, v ...any) {
 }
 
 func (l errorLog) Println(v ...any) { l.log.Warn("smtp shim", "detail", fmt.Sprint(v...)) }
-
-// LocalService is the in-process MailService the shim uses inside `mailgate serve`
-// (server.Local): it authenticates keys itself and sends as a named key.
-type LocalService interface {
-	Authenticate(name, secret string) bool
-	SendMailAs(ctx context.Context, keyName string, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error)
-}
-
-// InProcess adapts the in-process service to a Submitter.
-func InProcess(l LocalService) Submitter { return inProcess{l} }
-
-type inProcess struct{ l LocalService }
-
-var _ Submitter = inProcess{}
-
-func (p inProcess) Authenticate(_ context.Context, name, secret string) (Principal, error) {
-	if !p.l.Authenticate(name, secret) {
-		return Principal{}, ErrBadCredentials
-	}
-	return Principal{Name: name}, nil
-}
-
-func (p inProcess) SendMail(ctx context.Context, pr Principal, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error) {
-	return p.l.SendMailAs(ctx, pr.Name, req)
-}

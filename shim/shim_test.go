@@ -105,7 +105,7 @@ func start(t testing.TB, adjust func(*shim.Options, *server.ServiceOptions)) *fi
 		t.Fatal(err)
 	}
 	if opts.Submitter == nil {
-		opts.Submitter = shim.InProcess(srv.Local())
+		opts.Submitter = srv.Local()
 	}
 	s := shim.New(opts)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -117,8 +117,8 @@ func start(t testing.TB, adjust func(*shim.Options, *server.ServiceOptions)) *fi
 		t.Fatal(err)
 	}
 	done := make(chan error, 2)
-	go func() { done <- s.Serve(ln, false) }()
-	go func() { done <- s.Serve(implicit, true) }()
+	go func() { done <- s.ServeListener(ln, false) }()
+	go func() { done <- s.ServeListener(implicit, true) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -417,9 +417,9 @@ func TestImplicitTLS(t *testing.T) {
 		Router:   policy.NewRouter([]policy.Route{{Name: "all", Match: mailaddr.MustParsePattern("*"), Backend: "out"}}),
 		Backends: map[string]senders.Sender{"out": box}, Limits: server.Limits{MaxMessageBytes: 1 << 20, MaxRecipients: 10},
 	}})
-	s := shim.New(shim.Options{Submitter: shim.InProcess(srv.Local()), TLS: &tls.Config{Certificates: certs, MinVersion: tls.VersionTLS12}})
+	s := shim.New(shim.Options{Submitter: srv.Local(), TLS: &tls.Config{Certificates: certs, MinVersion: tls.VersionTLS12}})
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	go s.Serve(ln, true)
+	go s.ServeListener(ln, true)
 	defer s.Shutdown(context.Background())
 	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
 	if err != nil {

@@ -115,12 +115,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	attrs := []any{"version", version}
 	if cfg.Shim.Enabled() {
-		a, err := newShim(cfg, shim.InProcess(srv.Local()), localDevices(cfg), shim.NewMetrics(srv.Registerer()), log)
+		a, err := newShim(cfg, srv.Local(), localDevices(cfg), shim.NewMetrics(srv.Registerer()), log)
 		if err != nil {
 			return listenErr("shim.listen", err)
 		}
 		srv.Attach(a)
-		attrs = append(attrs, a.addrs()...)
+		attrs = append(attrs, a.Addrs()...)
 	}
 	if httpLn != nil {
 		attrs = append(attrs, "http", httpLn.Addr().String())

@@ -706,6 +706,97 @@ func (x *GetMessageResponse) GetRejectedRecipients() []*RejectedRecipient {
 	return nil
 }
 
+type WhoAmIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIRequest) Reset() {
+	*x = WhoAmIRequest{}
+	mi := &file_mailgate_v1_mail_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIRequest) ProtoMessage() {}
+
+func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mailgate_v1_mail_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
+func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
+	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{7}
+}
+
+// The API key a request was made with.
+type WhoAmIResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key's name in the configuration, such as `erp-app`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The From addresses the key may send as, as configured (`*@contoso.com`).
+	Senders       []string `protobuf:"bytes,2,rep,name=senders,proto3" json:"senders,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIResponse) Reset() {
+	*x = WhoAmIResponse{}
+	mi := &file_mailgate_v1_mail_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIResponse) ProtoMessage() {}
+
+func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mailgate_v1_mail_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
+func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
+	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *WhoAmIResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetSenders() []string {
+	if x != nil {
+		return x.Senders
+	}
+	return nil
+}
+
 var File_mailgate_v1_mail_proto protoreflect.FileDescriptor
 
 const file_mailgate_v1_mail_proto_rawDesc = "" +
@@ -776,12 +867,16 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	" \x03(\v2\x1e.mailgate.v1.RejectedRecipientR\x12rejectedRecipients\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*6\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x0f\n" +
+	"\rWhoAmIRequest\">\n" +
+	"\x0eWhoAmIResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\asenders\x18\x02 \x03(\tR\asenders*6\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04SENT\x10\x01\x12\n" +
 	"\n" +
-	"\x06QUEUED\x10\x022\xf7\x18\n" +
+	"\x06QUEUED\x10\x022\xb4\x1b\n" +
 	"\vMailService\x12\xa9\x13\n" +
 	"\bSendMail\x12\x1c.mailgate.v1.SendMailRequest\x1a\x1d.mailgate.v1.SendMailResponse\"\xdf\x12\x92A\xbf\x12J\xb4\x01\n" +
 	"\x03400\x12\xac\x01\n" +
@@ -836,7 +931,15 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\x1f\x1a\x1d#/definitions/googleRpcStatusJu\n" +
 	"\adefault\x12j\n" +
 	"EAny other error (CANCELED 499, INTERNAL 500), as a google.rpc.Status.\x12!\n" +
-	"\x1f\x1a\x1d#/definitions/googleRpcStatus\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/messages/{id}B\xc4\x04\x92A\x87\x04\x12\xc9\x02\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatus\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/messages/{id}\x12\xba\x02\n" +
+	"\x06WhoAmI\x12\x1a.mailgate.v1.WhoAmIRequest\x1a\x1b.mailgate.v1.WhoAmIResponse\"\xf6\x01\x92A\xe0\x01Jg\n" +
+	"\x03401\x12`\n" +
+	";UNAUTHENTICATED: no API key, or one mailgate does not know.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJu\n" +
+	"\adefault\x12j\n" +
+	"EAny other error (CANCELED 499, INTERNAL 500), as a google.rpc.Status.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatus\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/whoamiB\xc4\x04\x92A\x87\x04\x12\xc9\x02\n" +
 	"\bmailgate\x12\xb8\x02Send mail through Microsoft 365 with one API. Authenticate with an API key in `Authorization: Bearer <key>` or `X-API-Key: <key>`. Errors are google.rpc.Status objects whose details carry an ErrorInfo (reason, metadata) and, when the request was throttled, a RetryInfo; HTTP 429 responses also carry Retry-After.2\x02v1*\x02\x01\x022\x10application/json:\x10application/jsonZl\n" +
 	"4\n" +
 	"\fApiKeyHeader\x12$\b\x02\x12\x13The API key itself.\x1a\tX-API-Key \x02\n" +
@@ -860,7 +963,7 @@ func file_mailgate_v1_mail_proto_rawDescGZIP() []byte {
 }
 
 var file_mailgate_v1_mail_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_mailgate_v1_mail_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_mailgate_v1_mail_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_mailgate_v1_mail_proto_goTypes = []any{
 	(Status)(0),                   // 0: mailgate.v1.Status
 	(*Address)(nil),               // 1: mailgate.v1.Address
@@ -870,11 +973,13 @@ var file_mailgate_v1_mail_proto_goTypes = []any{
 	(*RejectedRecipient)(nil),     // 5: mailgate.v1.RejectedRecipient
 	(*GetMessageRequest)(nil),     // 6: mailgate.v1.GetMessageRequest
 	(*GetMessageResponse)(nil),    // 7: mailgate.v1.GetMessageResponse
-	nil,                           // 8: mailgate.v1.SendMailRequest.HeadersEntry
-	nil,                           // 9: mailgate.v1.SendMailRequest.TagsEntry
-	nil,                           // 10: mailgate.v1.GetMessageResponse.TagsEntry
-	(*wrapperspb.BoolValue)(nil),  // 11: google.protobuf.BoolValue
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*WhoAmIRequest)(nil),         // 8: mailgate.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),        // 9: mailgate.v1.WhoAmIResponse
+	nil,                           // 10: mailgate.v1.SendMailRequest.HeadersEntry
+	nil,                           // 11: mailgate.v1.SendMailRequest.TagsEntry
+	nil,                           // 12: mailgate.v1.GetMessageResponse.TagsEntry
+	(*wrapperspb.BoolValue)(nil),  // 13: google.protobuf.BoolValue
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_mailgate_v1_mail_proto_depIdxs = []int32{
 	1,  // 0: mailgate.v1.SendMailRequest.from:type_name -> mailgate.v1.Address
@@ -883,21 +988,23 @@ var file_mailgate_v1_mail_proto_depIdxs = []int32{
 	1,  // 3: mailgate.v1.SendMailRequest.bcc:type_name -> mailgate.v1.Address
 	1,  // 4: mailgate.v1.SendMailRequest.reply_to:type_name -> mailgate.v1.Address
 	2,  // 5: mailgate.v1.SendMailRequest.attachments:type_name -> mailgate.v1.Attachment
-	8,  // 6: mailgate.v1.SendMailRequest.headers:type_name -> mailgate.v1.SendMailRequest.HeadersEntry
-	11, // 7: mailgate.v1.SendMailRequest.save_to_sent_items:type_name -> google.protobuf.BoolValue
-	9,  // 8: mailgate.v1.SendMailRequest.tags:type_name -> mailgate.v1.SendMailRequest.TagsEntry
+	10, // 6: mailgate.v1.SendMailRequest.headers:type_name -> mailgate.v1.SendMailRequest.HeadersEntry
+	13, // 7: mailgate.v1.SendMailRequest.save_to_sent_items:type_name -> google.protobuf.BoolValue
+	11, // 8: mailgate.v1.SendMailRequest.tags:type_name -> mailgate.v1.SendMailRequest.TagsEntry
 	0,  // 9: mailgate.v1.SendMailResponse.status:type_name -> mailgate.v1.Status
 	5,  // 10: mailgate.v1.SendMailResponse.rejected_recipients:type_name -> mailgate.v1.RejectedRecipient
 	0,  // 11: mailgate.v1.GetMessageResponse.status:type_name -> mailgate.v1.Status
-	10, // 12: mailgate.v1.GetMessageResponse.tags:type_name -> mailgate.v1.GetMessageResponse.TagsEntry
-	12, // 13: mailgate.v1.GetMessageResponse.accept_time:type_name -> google.protobuf.Timestamp
+	12, // 12: mailgate.v1.GetMessageResponse.tags:type_name -> mailgate.v1.GetMessageResponse.TagsEntry
+	14, // 13: mailgate.v1.GetMessageResponse.accept_time:type_name -> google.protobuf.Timestamp
 	5,  // 14: mailgate.v1.GetMessageResponse.rejected_recipients:type_name -> mailgate.v1.RejectedRecipient
 	3,  // 15: mailgate.v1.MailService.SendMail:input_type -> mailgate.v1.SendMailRequest
 	6,  // 16: mailgate.v1.MailService.GetMessage:input_type -> mailgate.v1.GetMessageRequest
-	4,  // 17: mailgate.v1.MailService.SendMail:output_type -> mailgate.v1.SendMailResponse
-	7,  // 18: mailgate.v1.MailService.GetMessage:output_type -> mailgate.v1.GetMessageResponse
-	17, // [17:19] is the sub-list for method output_type
-	15, // [15:17] is the sub-list for method input_type
+	8,  // 17: mailgate.v1.MailService.WhoAmI:input_type -> mailgate.v1.WhoAmIRequest
+	4,  // 18: mailgate.v1.MailService.SendMail:output_type -> mailgate.v1.SendMailResponse
+	7,  // 19: mailgate.v1.MailService.GetMessage:output_type -> mailgate.v1.GetMessageResponse
+	9,  // 20: mailgate.v1.MailService.WhoAmI:output_type -> mailgate.v1.WhoAmIResponse
+	18, // [18:21] is the sub-list for method output_type
+	15, // [15:18] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -914,7 +1021,7 @@ func file_mailgate_v1_mail_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mailgate_v1_mail_proto_rawDesc), len(file_mailgate_v1_mail_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	MailService_SendMail_FullMethodName   = "/mailgate.v1.MailService/SendMail"
 	MailService_GetMessage_FullMethodName = "/mailgate.v1.MailService/GetMessage"
+	MailService_WhoAmI_FullMethodName     = "/mailgate.v1.MailService/WhoAmI"
 )
 
 // MailServiceClient is the client API for MailService service.
@@ -46,6 +47,11 @@ type MailServiceClient interface {
 	// Only the API key that sent a message can read it; for any other key it does not
 	// exist (404).
 	GetMessage(ctx context.Context, in *GetMessageRequest, opts ...grpc.CallOption) (*GetMessageResponse, error)
+	// WhoAmI names the API key the request was made with, and the From addresses it may use.
+	//
+	// It sends nothing and reads no record: a client calls it to check a key (the
+	// separate SMTP shim does, at each AUTH). The key itself is never in the answer.
+	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
 }
 
 type mailServiceClient struct {
@@ -76,6 +82,16 @@ func (c *mailServiceClient) GetMessage(ctx context.Context, in *GetMessageReques
 	return out, nil
 }
 
+func (c *mailServiceClient) WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WhoAmIResponse)
+	err := c.cc.Invoke(ctx, MailService_WhoAmI_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MailServiceServer is the server API for MailService service.
 // All implementations must embed UnimplementedMailServiceServer
 // for forward compatibility.
@@ -95,6 +111,11 @@ type MailServiceServer interface {
 	// Only the API key that sent a message can read it; for any other key it does not
 	// exist (404).
 	GetMessage(context.Context, *GetMessageRequest) (*GetMessageResponse, error)
+	// WhoAmI names the API key the request was made with, and the From addresses it may use.
+	//
+	// It sends nothing and reads no record: a client calls it to check a key (the
+	// separate SMTP shim does, at each AUTH). The key itself is never in the answer.
+	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
 	mustEmbedUnimplementedMailServiceServer()
 }
 
@@ -110,6 +131,9 @@ func (UnimplementedMailServiceServer) SendMail(context.Context, *SendMailRequest
 }
 func (UnimplementedMailServiceServer) GetMessage(context.Context, *GetMessageRequest) (*GetMessageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetMessage not implemented")
+}
+func (UnimplementedMailServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WhoAmI not implemented")
 }
 func (UnimplementedMailServiceServer) mustEmbedUnimplementedMailServiceServer() {}
 func (UnimplementedMailServiceServer) testEmbeddedByValue()                     {}
@@ -168,6 +192,24 @@ func _MailService_GetMessage_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MailService_WhoAmI_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WhoAmIRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServiceServer).WhoAmI(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MailService_WhoAmI_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServiceServer).WhoAmI(ctx, req.(*WhoAmIRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MailService_ServiceDesc is the grpc.ServiceDesc for MailService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -182,6 +224,10 @@ var MailService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetMessage",
 			Handler:    _MailService_GetMessage_Handler,
+		},
+		{
+			MethodName: "WhoAmI",
+			Handler:    _MailService_WhoAmI_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
