@@ -10,7 +10,6 @@ import (
 	"github.com/mailgate/mailgate/mailerr"
 	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/server/apikey"
-	"github.com/mailgate/mailgate/shim"
 )
 
 // Local is the MailService for the SMTP shim in the same process, which authenticates
@@ -23,26 +22,21 @@ type Local struct {
 	chain grpc.UnaryServerInterceptor
 }
 
-var (
-	_ shim.Submitter = (*Local)(nil)
-	_ Adapter        = (*shim.Server)(nil)
-)
-
 // Local returns the server's in-process MailService.
 func (s *Server) Local() *Local { return s.local }
 
-// Authenticate implements shim.Submitter: secret must be the API key named name.
-func (l *Local) Authenticate(_ context.Context, name, secret string) (shim.Principal, error) {
+// Authenticate implements the shim's Submitter: secret must be the API key named name.
+func (l *Local) Authenticate(_ context.Context, name, secret string) (apikey.Principal, error) {
 	k, ok := l.keys.Lookup(secret)
 	if !ok || subtle.ConstantTimeCompare([]byte(k.Name), []byte(name)) != 1 {
-		return shim.Principal{}, shim.ErrBadCredentials
+		return apikey.Principal{}, apikey.ErrBadCredentials
 	}
-	return shim.Principal{Name: k.Name}, nil
+	return apikey.Principal{Name: k.Name}, nil
 }
 
-// SendMail implements shim.Submitter: it sends req as the API key p names. Its error is
+// SendMail implements the shim's Submitter: it sends req as the API key p names. Its error is
 // the service's own, which carries the *mailerr.Error the shim answers with.
-func (l *Local) SendMail(ctx context.Context, p shim.Principal, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error) {
+func (l *Local) SendMail(ctx context.Context, p apikey.Principal, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error) {
 	k, ok := l.keys.ByName(p.Name)
 	if !ok {
 		return nil, mailstatus.Err(mailerr.New(mailerr.Unauthenticated, "unknown API key %q", p.Name))

@@ -26,16 +26,11 @@ import (
 	"github.com/emersion/go-smtp"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+	"github.com/mailgate/mailgate/server/apikey"
 )
 
-// Principal is who a session sends as: an API key's name, and for a remote mailgate the
-// key itself.
-type Principal struct {
-	Name string
-	// Secret is the API key, when the Submitter needs it to call on the principal's
-	// behalf (over gRPC). Never logged.
-	Secret string
-}
+// Principal is who a connection sends as (see apikey.Principal).
+type Principal = apikey.Principal
 
 // Submitter is mailgate's MailService as the shim uses it: in the same process
 // (server.Local), or a remote mailgate over gRPC (Remote).
@@ -54,8 +49,8 @@ type Submitter interface {
 }
 
 // ErrBadCredentials is what Submitter.Authenticate returns for credentials it does not
-// accept.
-var ErrBadCredentials = errors.New("unknown API key, or a name that is not the key's")
+// accept: the shim answers 535.
+var ErrBadCredentials = apikey.ErrBadCredentials
 
 // Device admits the hosts in Prefix without AUTH, as Principal.
 type Device struct {

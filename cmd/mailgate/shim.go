@@ -16,7 +16,15 @@ import (
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/internal/app"
 	"github.com/mailgate/mailgate/senders"
+	"github.com/mailgate/mailgate/server"
 	"github.com/mailgate/mailgate/shim"
+)
+
+// The shim in the same process submits to the server's Local, and is served as one of
+// the server's adapters; neither package imports the other.
+var (
+	_ shim.Submitter = (*server.Local)(nil)
+	_ server.Adapter = (*shim.Server)(nil)
 )
 
 // newShim opens the shim's listeners, as cfg's shim section says, and builds it over sub:

@@ -11,6 +11,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -107,3 +108,17 @@ func (r *Keyring) ByName(name string) (*Key, bool) {
 	k, ok := r.byName[name]
 	return k, ok
 }
+
+// Principal is who a front end other than the APIs (the SMTP shim) sends as: an API key's
+// name, and, where the call goes to a remote mailgate, the key itself. It is here, with
+// the keys, so that the service and the shim share it without either importing the other.
+type Principal struct {
+	Name string
+	// Secret is the API key, when the call is made on the principal's behalf over the
+	// network. Never logged.
+	Secret string
+}
+
+// ErrBadCredentials is what authenticating a principal returns for a key that is not
+// known, or a name that is not the key's: the client's mistake, never a temporary one.
+var ErrBadCredentials = errors.New("unknown API key, or a name that is not the key's")
