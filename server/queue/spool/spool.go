@@ -1,0 +1,372 @@
+// Package spool is the local queue: one bbolt file on disk, for a single node (the
+// embedded default). Each operation is one bbolt transaction, written and fsynced before
+// it returns, so an Enqueue that returned survives kill -9 and a power cut.
+//
+// Buckets (docs/queue.md has the design):
+//
+//	items   id -> JSON of queue.Item (Body included)
+//	ready   kind byte, group name, 0, notBefore (8 bytes, big-endian Unix ns), id -> nil
+//	        one key per Queued item; sorted by group, then by when it is ready
+//	leases  until (8 bytes, big-endian Unix ns), id -> nil
+//	        one key per Sending item; sorted by when its lease lapses
+//
+// The fencing token is the items bucket's sequence, which bbolt keeps in the same
+// transaction as the lease.
+package spool
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/mailgate/mailgate/server/queue"
+	"github.com/mailgate/mailgate/server/store"
+)
+
+var (
+	bItems  = []byte("items")
+	bReady  = []byte("ready")
+	bLeases = []byte("leases")
+)
+
+// Options are the spool's settings. The zero value is the default.
+type Options struct {
+	// LockTimeout is how long Open waits for another process to let go of the file;
+	// default 1s.
+	LockTimeout time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Spool is a queue.Queue in one bbolt file.
+type Spool struct {
+	db  *bolt.DB
+	now func() time.Time
+}
+
+var _ queue.Queue = (*Spool)(nil)
+
+// Open opens (creating it if need be) the spool file at path. The file is locked for
+// the process: when another process holds it, Open fails after Options.LockTimeout with
+// an error naming the file, rather than waiting for ever.
+func Open(path string, opts Options) (*Spool, error) {
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("queue spool %s is in use by another process (still locked after %s): %w", path, opts.LockTimeout, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue spool %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bItems, bReady, bLeases} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("queue spool %s: %w", path, err)
+	}
+	return &Spool{db: db, now: opts.Now}, nil
+}
+
+// Close implements queue.Queue.
+func (s *Spool) Close() error { return s.db.Close() }
+
+// Path is the spool's file.
+func (s *Spool) Path() string { return s.db.Path() }
+
+func stamp(t time.Time) []byte {
+	var b [8]byte
+	n := t.UnixNano()
+	if t.IsZero() || n < 0 {
+		n = 0
+	}
+	binary.BigEndian.PutUint64(b[:], uint64(n))
+	return b[:]
+}
+
+// groupPrefix is a group's part of a ready key: every key of the group begins with it,
+// and no other group's does (names hold no NUL).
+func groupPrefix(g store.GroupID) []byte {
+	p := make([]byte, 0, len(g.Name)+2)
+	p = append(p, byte(g.Kind))
+	p = append(p, g.Name...)
+	return append(p, 0)
+}
+
+func readyKey(it *queue.Item) []byte {
+	k := append(groupPrefix(it.Group), stamp(it.NotBefore)...)
+	return append(k, it.ID...)
+}
+
+func leaseKey(it *queue.Item) []byte { return append(stamp(it.Lease.Until), it.ID...) }
+
+func get(tx *bolt.Tx, id string) (*queue.Item, error) {
+	v := tx.Bucket(bItems).Get([]byte(id))
+	if v == nil {
+		return nil, fmt.Errorf("%w: %s", queue.ErrNotFound, id)
+	}
+	it := new(queue.Item)
+	if err := json.Unmarshal(v, it); err != nil {
+		return nil, fmt.Errorf("queue spool: item %s is unreadable: %w", id, err)
+	}
+	return it, nil
+}
+
+func put(tx *bolt.Tx, it *queue.Item) error {
+	v, err := json.Marshal(it)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bItems).Put([]byte(it.ID), v)
+}
+
+// Enqueue implements queue.Queue.
+func (s *Spool) Enqueue(ctx context.Context, it *queue.Item) error {
+	if err := queue.CheckNew(it); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c := *it
+	c.State = queue.Queued
+	if c.Accepted.IsZero() {
+		c.Accepted = s.now()
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bItems).Get([]byte(c.ID)) != nil {
+			return fmt.Errorf("%w: %s", queue.ErrExists, c.ID)
+		}
+		if err := put(tx, &c); err != nil {
+			return err
+		}
+		return tx.Bucket(bReady).Put(readyKey(&c), nil)
+	})
+}
+
+// Lease implements queue.Queue.
+func (s *Spool) Lease(ctx context.Context, ready func(store.GroupID) bool, d time.Duration) (*queue.Item, error) {
+	if d <= 0 {
+		return nil, fmt.Errorf("%w: lease duration %s is not positive", queue.ErrInvalid, d)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out *queue.Item
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		now := s.now()
+		if err := s.takeOver(tx, now); err != nil {
+			return err
+		}
+		id, err := s.pick(tx, now, ready)
+		if err != nil {
+			return err
+		}
+		it, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bReady).Delete(readyKey(it)); err != nil {
+			return err
+		}
+		tok, err := tx.Bucket(bItems).NextSequence()
+		if err != nil {
+			return err
+		}
+		it.State = queue.Sending
+		it.Lease = queue.Lease{ID: it.ID, Token: tok, Until: now.Add(d)}
+		if err := put(tx, it); err != nil {
+			return err
+		}
+		out = it
+		return tx.Bucket(bLeases).Put(leaseKey(it), nil)
+	})
+	return out, err
+}
+
+// takeOver makes every item whose lease lapsed before now ready again, at once.
+func (s *Spool) takeOver(tx *bolt.Tx, now time.Time) error {
+	leases := tx.Bucket(bLeases)
+	limit := stamp(now)
+	var lapsed [][]byte
+	c := leases.Cursor()
+	for k, _ := c.First(); k != nil && bytes.Compare(k[:8], limit) < 0; k, _ = c.Next() {
+		lapsed = append(lapsed, bytes.Clone(k))
+	}
+	for _, k := range lapsed {
+		if err := leases.Delete(k); err != nil {
+			return err
+		}
+		it, err := get(tx, string(k[8:]))
+		if err != nil {
+			return err
+		}
+		it.LastError = fmt.Sprintf("lease until %s lapsed: its worker stopped; taken over", it.Lease.Until.UTC().Format(time.RFC3339Nano))
+		it.State, it.Lease, it.NotBefore = queue.Queued, queue.Lease{}, time.Time{}
+		if err := put(tx, it); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bReady).Put(readyKey(it), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pick returns the id of the earliest ready item of the first group ready accepts,
+// looking at each group's earliest key only and skipping to the next group otherwise.
+func (s *Spool) pick(tx *bolt.Tx, now time.Time, ready func(store.GroupID) bool) (string, error) {
+	limit := stamp(now)
+	c := tx.Bucket(bReady).Cursor()
+	for k, _ := c.First(); k != nil; {
+		nul := bytes.IndexByte(k, 0)
+		if nul < 1 || len(k) < nul+1+8 {
+			return "", fmt.Errorf("queue spool: malformed ready key %q", k)
+		}
+		g := store.GroupID{Kind: store.GroupKind(k[0]), Name: string(k[1:nul])}
+		at := k[nul+1 : nul+9]
+		if bytes.Compare(at, limit) <= 0 && ready(g) {
+			return string(k[nul+9:]), nil
+		}
+		// Next group: the first key after every key with this prefix.
+		next := bytes.Clone(k[:nul+1])
+		next[nul] = 1
+		k, _ = c.Seek(next)
+	}
+	return "", queue.ErrEmpty
+}
+
+// settle runs f on the item l leases, in one transaction, if l is its current lease.
+func (s *Spool) settle(ctx context.Context, l queue.Lease, f func(it *queue.Item) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		it, err := get(tx, l.ID)
+		if err != nil {
+			return err
+		}
+		if it.State != queue.Sending || it.Lease.Token != l.Token {
+			return &queue.StateError{ID: it.ID, State: it.State, Err: queue.ErrStaleLease}
+		}
+		if err := tx.Bucket(bLeases).Delete(leaseKey(it)); err != nil {
+			return err
+		}
+		if err := f(it); err != nil {
+			return err
+		}
+		if err := put(tx, it); err != nil {
+			return err
+		}
+		switch it.State {
+		case queue.Sending:
+			return tx.Bucket(bLeases).Put(leaseKey(it), nil)
+		case queue.Queued:
+			return tx.Bucket(bReady).Put(readyKey(it), nil)
+		}
+		return nil
+	})
+}
+
+// Extend implements queue.Queue.
+func (s *Spool) Extend(ctx context.Context, l queue.Lease, d time.Duration) (queue.Lease, error) {
+	if d <= 0 {
+		return queue.Lease{}, fmt.Errorf("%w: lease duration %s is not positive", queue.ErrInvalid, d)
+	}
+	var out queue.Lease
+	err := s.settle(ctx, l, func(it *queue.Item) error {
+		it.Lease.Until = s.now().Add(d)
+		out = it.Lease
+		return nil
+	})
+	return out, err
+}
+
+// Release implements queue.Queue.
+func (s *Spool) Release(ctx context.Context, l queue.Lease, notBefore time.Time) error {
+	return s.settle(ctx, l, func(it *queue.Item) error {
+		it.State, it.Lease, it.NotBefore = queue.Queued, queue.Lease{}, notBefore
+		return nil
+	})
+}
+
+func record(it *queue.Item, a queue.Attempt, st queue.State) {
+	it.Attempts = append(it.Attempts, a)
+	it.LastError = a.Error
+	it.State, it.Lease = st, queue.Lease{}
+}
+
+// Retry implements queue.Queue.
+func (s *Spool) Retry(ctx context.Context, l queue.Lease, at time.Time, a queue.Attempt) error {
+	return s.settle(ctx, l, func(it *queue.Item) error {
+		record(it, a, queue.Queued)
+		it.NotBefore = at
+		return nil
+	})
+}
+
+// Complete implements queue.Queue.
+func (s *Spool) Complete(ctx context.Context, l queue.Lease, a queue.Attempt) error {
+	return s.settle(ctx, l, func(it *queue.Item) error { record(it, a, queue.Sent); return nil })
+}
+
+// Fail implements queue.Queue.
+func (s *Spool) Fail(ctx context.Context, l queue.Lease, a queue.Attempt) error {
+	return s.settle(ctx, l, func(it *queue.Item) error { record(it, a, queue.Failed); return nil })
+}
+
+// MarkUnknown implements queue.Queue.
+func (s *Spool) MarkUnknown(ctx context.Context, l queue.Lease, a queue.Attempt) error {
+	return s.settle(ctx, l, func(it *queue.Item) error { record(it, a, queue.Unknown); return nil })
+}
+
+// Cancel implements queue.Queue.
+func (s *Spool) Cancel(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		it, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		if it.State != queue.Queued {
+			return &queue.StateError{ID: id, State: it.State, Err: queue.ErrNotCancelable}
+		}
+		if err := tx.Bucket(bReady).Delete(readyKey(it)); err != nil {
+			return err
+		}
+		it.State = queue.Canceled
+		return put(tx, it)
+	})
+}
+
+// Get implements queue.Queue.
+func (s *Spool) Get(ctx context.Context, id string) (*queue.Item, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out *queue.Item
+	err := s.db.View(func(tx *bolt.Tx) error {
+		it, err := get(tx, id)
+		out = it
+		return err
+	})
+	return out, err
+}
