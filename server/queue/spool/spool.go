@@ -42,12 +42,17 @@ type Options struct {
 	LockTimeout time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// BatchDelay, when positive, lets concurrent Enqueues share one transaction (and
+	// one fsync): an Enqueue waits up to BatchDelay for others to join it (bbolt's
+	// Batch). Each still returns only once its item is on disk.
+	BatchDelay time.Duration
 }
 
 // Spool is a queue.Queue in one bbolt file.
 type Spool struct {
-	db  *bolt.DB
-	now func() time.Time
+	db    *bolt.DB
+	now   func() time.Time
+	batch bool
 }
 
 var _ queue.Queue = (*Spool)(nil)
@@ -81,7 +86,10 @@ func Open(path string, opts Options) (*Spool, error) {
 		db.Close()
 		return nil, fmt.Errorf("queue spool %s: %w", path, err)
 	}
-	return &Spool{db: db, now: opts.Now}, nil
+	if opts.BatchDelay > 0 {
+		db.MaxBatchDelay = opts.BatchDelay
+	}
+	return &Spool{db: db, now: opts.Now, batch: opts.BatchDelay > 0}, nil
 }
 
 // Close implements queue.Queue.
@@ -149,7 +157,13 @@ func (s *Spool) Enqueue(ctx context.Context, it *queue.Item) error {
 	if c.Accepted.IsZero() {
 		c.Accepted = s.now()
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	update := s.db.Update
+	if s.batch {
+		// Batch may run f more than once (alone, when another in its batch failed): f
+		// only reads and writes the transaction, so that is safe.
+		update = s.db.Batch
+	}
+	return update(func(tx *bolt.Tx) error {
 		if tx.Bucket(bItems).Get([]byte(c.ID)) != nil {
 			return fmt.Errorf("%w: %s", queue.ErrExists, c.ID)
 		}

@@ -10,9 +10,14 @@ import (
 	"github.com/mailgate/mailgate/server/queue/spool"
 )
 
-func open(t *testing.T, path string, now func() time.Time) *spool.Spool {
+func open(t testing.TB, path string, now func() time.Time) *spool.Spool {
 	t.Helper()
-	s, err := spool.Open(path, spool.Options{Now: now})
+	return openWith(t, path, spool.Options{Now: now})
+}
+
+func openWith(t testing.TB, path string, opts spool.Options) *spool.Spool {
+	t.Helper()
+	s, err := spool.Open(path, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,17 +26,25 @@ func open(t *testing.T, path string, now func() time.Time) *spool.Spool {
 
 func TestContract(t *testing.T) {
 	t.Parallel()
-	queuetest.Run(t, func(t *testing.T, now func() time.Time) (queue.Queue, func() queue.Queue) {
-		path := filepath.Join(t.TempDir(), "queue.db")
-		s := open(t, path, now)
-		cur := s
-		t.Cleanup(func() { cur.Close() })
-		return s, func() queue.Queue {
-			if err := cur.Close(); err != nil {
-				t.Fatal(err)
-			}
-			cur = open(t, path, now)
-			return cur
-		}
-	})
+	for _, tc := range []struct {
+		name  string
+		batch time.Duration
+	}{{"one transaction per enqueue", 0}, {"batched enqueues", time.Millisecond}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			queuetest.Run(t, func(t *testing.T, now func() time.Time) (queue.Queue, func() queue.Queue) {
+				path := filepath.Join(t.TempDir(), "queue.db")
+				opts := spool.Options{Now: now, BatchDelay: tc.batch}
+				cur := openWith(t, path, opts)
+				t.Cleanup(func() { cur.Close() })
+				return cur, func() queue.Queue {
+					if err := cur.Close(); err != nil {
+						t.Fatal(err)
+					}
+					cur = openWith(t, path, opts)
+					return cur
+				}
+			})
+		})
+	}
 }
