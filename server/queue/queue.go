@@ -103,9 +103,9 @@ type Attempt struct {
 	Error string
 }
 
-// Lease is a worker's hold on one item. Token fences it: each lease of a queue gets a
-// larger token than any before, so a worker whose lease was taken over cannot settle
-// the item the new holder is working on.
+// Lease is a worker's hold on one item. Token fences it: each lease of an item gets a
+// larger token than the item's leases before, so a worker whose lease was taken over
+// cannot settle the item the new holder is working on.
 type Lease struct {
 	ID    string
 	Token uint64

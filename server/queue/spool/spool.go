@@ -24,6 +24,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/mailgate/mailgate/server/queue"
 	"github.com/mailgate/mailgate/server/store"
@@ -68,7 +69,7 @@ func Open(path string, opts Options) (*Spool, error) {
 		opts.Now = time.Now
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("queue spool %s is in use by another process (still locked after %s): %w", path, opts.LockTimeout, err)
 	}
 	if err != nil {
