@@ -59,7 +59,7 @@ func Run(t *testing.T, open Opener) {
 		}
 		return it
 	}
-	any := func(store.GroupID) bool { return true }
+	everyGroup := func(store.GroupID) bool { return true }
 	lease := func(t *testing.T, q queue.Queue, ready func(store.GroupID) bool) *queue.Item {
 		t.Helper()
 		it, err := q.Lease(ctx, ready, time.Minute)
@@ -96,7 +96,7 @@ func Run(t *testing.T, open Opener) {
 			got.Group != it.Group || len(got.Backends) != 2 || !got.Deadline.Equal(it.Deadline) {
 			t.Errorf("after reopen %+v, want %+v", got, it)
 		}
-		if l := lease(t, q, any); l.ID != it.ID {
+		if l := lease(t, q, everyGroup); l.ID != it.ID {
 			t.Errorf("leased %s, want %s", l.ID, it.ID)
 		}
 	})
@@ -129,6 +129,15 @@ func Run(t *testing.T, open Opener) {
 		if _, err := q.Get(ctx, "nope"); !errors.Is(err, queue.ErrNotFound) {
 			t.Errorf("Get of no item = %v, want ErrNotFound", err)
 		}
+		if _, err := q.Lease(ctx, nil, time.Minute); !errors.Is(err, queue.ErrInvalid) {
+			t.Errorf("Lease without a predicate = %v, want ErrInvalid", err)
+		}
+		if _, err := q.Lease(ctx, everyGroup, 0); !errors.Is(err, queue.ErrInvalid) {
+			t.Errorf("Lease for 0s = %v, want ErrInvalid", err)
+		}
+		if err := q.Complete(ctx, queue.Lease{ID: "nope", Token: 1}, queue.Attempt{}); !errors.Is(err, queue.ErrNotFound) {
+			t.Errorf("Complete of no item = %v, want ErrNotFound", err)
+		}
 	})
 
 	t.Run("concurrent leasers never share an item", func(t *testing.T) {
@@ -147,7 +156,7 @@ func Run(t *testing.T, open Opener) {
 		for range 8 {
 			wg.Go(func() {
 				for {
-					it, err := q.Lease(ctx, any, time.Minute)
+					it, err := q.Lease(ctx, everyGroup, time.Minute)
 					if errors.Is(err, queue.ErrEmpty) {
 						return
 					}
@@ -209,18 +218,18 @@ func Run(t *testing.T, open Opener) {
 		early := item(g)
 		early.NotBefore = start.Add(time.Hour)
 		enqueue(t, q, early)
-		empty(t, q, any)
+		empty(t, q, everyGroup)
 		clk.Advance(time.Hour)
-		first := lease(t, q, any)
+		first := lease(t, q, everyGroup)
 		if first.ID != early.ID {
 			t.Errorf("leased %s, want the earlier %s", first.ID, early.ID)
 		}
-		empty(t, q, any)
+		empty(t, q, everyGroup)
 		if err := q.Complete(ctx, first.Lease, queue.Attempt{Time: clk.Now(), Backend: "graph", Outcome: "SENT"}); err != nil {
 			t.Fatal(err)
 		}
 		clk.Advance(time.Hour)
-		if got := lease(t, q, any); got.ID != late.ID {
+		if got := lease(t, q, everyGroup); got.ID != late.ID {
 			t.Errorf("leased %s, want %s", got.ID, late.ID)
 		}
 	})
@@ -229,7 +238,7 @@ func Run(t *testing.T, open Opener) {
 		t.Parallel()
 		q, clk, _ := setup(t)
 		it := enqueue(t, q, item(mbox("a@example.com")))
-		l := lease(t, q, any)
+		l := lease(t, q, everyGroup)
 		a := queue.Attempt{Time: clk.Now(), Backend: "graph", Outcome: "THROTTLED", Reply: "429 ApplicationThrottled", Error: "Microsoft throttled the mailbox"}
 		if err := q.Retry(ctx, l.Lease, start.Add(5*time.Minute), a); err != nil {
 			t.Fatal(err)
@@ -239,9 +248,9 @@ func Run(t *testing.T, open Opener) {
 			got.LastError != a.Error || !got.NotBefore.Equal(start.Add(5*time.Minute)) || !got.Lease.IsZero() {
 			t.Errorf("after Retry %+v", got)
 		}
-		empty(t, q, any)
+		empty(t, q, everyGroup)
 		clk.Advance(5 * time.Minute)
-		l2 := lease(t, q, any)
+		l2 := lease(t, q, everyGroup)
 		if l2.Lease.Token <= l.Lease.Token {
 			t.Errorf("second lease token %d not after %d", l2.Lease.Token, l.Lease.Token)
 		}
@@ -251,7 +260,7 @@ func Run(t *testing.T, open Opener) {
 		if got := get(t, q, it.ID); got.State != queue.Queued || len(got.Attempts) != 1 {
 			t.Errorf("Release recorded an attempt or left %v: %+v", got.State, got.Attempts)
 		}
-		l3 := lease(t, q, any)
+		l3 := lease(t, q, everyGroup)
 		if err := q.Complete(ctx, l3.Lease, queue.Attempt{Time: clk.Now(), Backend: "relay", Outcome: "SENT", Reply: "250 OK"}); err != nil {
 			t.Fatal(err)
 		}
@@ -264,17 +273,17 @@ func Run(t *testing.T, open Opener) {
 		t.Parallel()
 		q, clk, _ := setup(t)
 		it := enqueue(t, q, item(mbox("a@example.com")))
-		old := lease(t, q, any)
-		empty(t, q, any)
+		old := lease(t, q, everyGroup)
+		empty(t, q, everyGroup)
 		clk.Advance(30 * time.Second)
 		ext, err := q.Extend(ctx, old.Lease, time.Minute)
 		if err != nil || ext.Token != old.Lease.Token || !ext.Until.Equal(clk.Now().Add(time.Minute)) {
 			t.Fatalf("Extend = %+v, %v", ext, err)
 		}
 		clk.Advance(59 * time.Second)
-		empty(t, q, any)
+		empty(t, q, everyGroup)
 		clk.Advance(2 * time.Second)
-		taken := lease(t, q, any)
+		taken := lease(t, q, everyGroup)
 		if taken.ID != it.ID || taken.Lease.Token == old.Lease.Token {
 			t.Fatalf("took over %s token %d (old %d)", taken.ID, taken.Lease.Token, old.Lease.Token)
 		}
@@ -312,12 +321,12 @@ func Run(t *testing.T, open Opener) {
 		scheduled.Deadline = start.Add(48 * time.Hour)
 		enqueue(t, q, scheduled)
 		leased := enqueue(t, q, item(g))
-		held := lease(t, q, any)
+		held := lease(t, q, everyGroup)
 		if held.ID != leased.ID {
 			t.Fatalf("leased %s, want %s", held.ID, leased.ID)
 		}
 		sent := enqueue(t, q, item(mbox("b@example.com")))
-		l := lease(t, q, any)
+		l := lease(t, q, everyGroup)
 		if err := q.Complete(ctx, l.Lease, queue.Attempt{Time: clk.Now(), Backend: "graph", Outcome: "SENT"}); err != nil {
 			t.Fatal(err)
 		}
@@ -341,7 +350,7 @@ func Run(t *testing.T, open Opener) {
 			t.Fatal(err)
 		}
 		clk.Advance(25 * time.Hour)
-		empty(t, q, any)
+		empty(t, q, everyGroup)
 		if got := get(t, q, scheduled.ID); got.State != queue.Canceled {
 			t.Errorf("canceled item is %v", got.State)
 		}
@@ -353,7 +362,7 @@ func Run(t *testing.T, open Opener) {
 		want := map[string]queue.State{}
 		for _, st := range []queue.State{queue.Sent, queue.Failed, queue.Unknown} {
 			it := enqueue(t, q, item(mbox("a@example.com")))
-			l := lease(t, q, any)
+			l := lease(t, q, everyGroup)
 			a := queue.Attempt{Time: clk.Now(), Backend: "graph", Outcome: st.String(), Reply: "550 5.7.1 refused", Error: "refused"}
 			var err error
 			switch st {
@@ -369,10 +378,10 @@ func Run(t *testing.T, open Opener) {
 			}
 			want[it.ID] = st
 		}
-		empty(t, q, any)
+		empty(t, q, everyGroup)
 		q = reopen()
 		clk.Advance(48 * time.Hour)
-		empty(t, q, any)
+		empty(t, q, everyGroup)
 		for id, st := range want {
 			got := get(t, q, id)
 			if got.State != st || !got.State.Terminal() || len(got.Attempts) != 1 || got.Attempts[0].Reply != "550 5.7.1 refused" {

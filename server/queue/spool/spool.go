@@ -177,6 +177,9 @@ func (s *Spool) Enqueue(ctx context.Context, it *queue.Item) error {
 
 // Lease implements queue.Queue.
 func (s *Spool) Lease(ctx context.Context, ready func(store.GroupID) bool, d time.Duration) (*queue.Item, error) {
+	if ready == nil {
+		return nil, fmt.Errorf("%w: Lease without a ready predicate", queue.ErrInvalid)
+	}
 	if d <= 0 {
 		return nil, fmt.Errorf("%w: lease duration %s is not positive", queue.ErrInvalid, d)
 	}
