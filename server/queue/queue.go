@@ -133,17 +133,15 @@ func (l Lease) IsZero() bool { return l == Lease{} }
 // earliest NotBefore first, and a group that ready refuses does not hold back the
 // others. ready is given only the group; it may be called several times per Lease,
 // possibly while the queue holds its own locks, so it must be quick and must not call
-// the queue. The item comes
-// back Sending with its Lease set. ErrEmpty: nothing is ready that ready accepts.
-// No two calls, in any process, get the same item under a live lease. A nil ready or a
-// d that is not positive is ErrInvalid.
+// the queue. The item comes back Sending with its Lease set. ErrEmpty: nothing is ready
+// that ready accepts. No two calls, in any process, get the same item under a live
+// lease. A nil ready or a d that is not positive is ErrInvalid.
 //
 // Extend, Release, Retry, Complete, Fail and MarkUnknown act on a leased item, and only
 // with its current lease: a lease that was taken over, or an item settled meanwhile,
 // gives ErrStaleLease and changes nothing (ErrNotFound when it names no item at all).
-// A lease that lapsed but was not yet taken
-// over is still current. A worker extends its lease well before Until for as long as
-// it sends.
+// A lease that lapsed but was not yet taken over is still current. A worker extends its
+// lease well before Until for as long as it sends.
 //   - Extend moves the lease's end to now + d and returns the new Lease (same Token).
 //   - Release puts the item back to Queued, ready at notBefore, recording no attempt:
 //     the worker did not try (its group ran out of budget, a pause began).
