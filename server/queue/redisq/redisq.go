@@ -1,0 +1,592 @@
+// Package redisq is the queue.Queue of replicas: every replica that opens the same Redis
+// (standalone, Sentinel or Cluster) with the same prefix shares one queue.
+//
+// Keys (P the prefix, <g> a group's GroupID.String(), every key of a group tagged
+// {q:<g>} so that each script touches one slot):
+//
+//	P{q:<g>}:item:<id>   hash: the item, its state, lease token and lease end
+//	P{q:<g>}:ready       sorted set: QUEUED ids by NotBefore (µs; 0 = at once)
+//	P{q:<g>}:leases      sorted set: SENDING ids by lease end (µs)
+//	P{qid:<id>}          string: <g>, where item <id> lives (and the claim on the id)
+//	P{q}:groups          sorted set: <g> by when it may next have work (µs)
+//
+// docs/queue.md explains the design and why it uses sorted sets where the first
+// proposal had a stream. These keys are a stored format.
+package redisq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/mailgate/mailgate/server/queue"
+	"github.com/mailgate/mailgate/server/store"
+)
+
+var _ queue.Queue = (*Queue)(nil)
+
+// Options are the Redis queue's settings.
+type Options struct {
+	// Prefix starts every key (e.g. "mg:"), so that several deployments share one
+	// Redis. It must not hold '{' or '}': the keys' hash tags follow it.
+	Prefix string
+	// Now is for tests only: when set, scripts take the time from it instead of from
+	// Redis's TIME. In production every replica must leave it nil, so that replicas
+	// with skewed clocks agree on when a lease ended.
+	Now func() time.Time
+}
+
+// Queue is a queue.Queue in Redis.
+type Queue struct {
+	c      redis.UniversalClient
+	prefix string
+	now    func() time.Time
+}
+
+// New returns the queue kept in c under opts.Prefix. It does not own c: Close leaves
+// it open.
+func New(c redis.UniversalClient, opts Options) (*Queue, error) {
+	if c == nil {
+		return nil, errors.New("redisq: no Redis client")
+	}
+	if strings.ContainsAny(opts.Prefix, "{}") {
+		return nil, fmt.Errorf("redisq: prefix %q holds '{' or '}': the keys' hash tags must come first", opts.Prefix)
+	}
+	return &Queue{c: c, prefix: opts.Prefix, now: opts.Now}, nil
+}
+
+// far is the index score of a group with nothing queued or leased: 2^52 µs, well
+// within a double's exact integers.
+const far = 1 << 52
+
+// Scripts take ARGV[1] "now" in µs, or "" to read Redis's TIME.
+const clock = `
+local function now()
+  if ARGV[1] ~= '' then return tonumber(ARGV[1]) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+-- next: when the group may next have work, from its two sorted sets.
+local function nextdue(ready, leases)
+  local n = ` + "2^52" + `
+  local r = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+  if r[2] then n = math.min(n, tonumber(r[2])) end
+  local l = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+  if l[2] then n = math.min(n, tonumber(l[2])) end
+  return n
+end
+`
+
+// KEYS item, ready, leases. ARGV now, id, score, then field/value pairs.
+// Returns {1, next} if the item exists, else {0, next}.
+var enqueueScript = redis.NewScript(clock + `
+if redis.call('EXISTS', KEYS[1]) == 1 then return {1, tostring(nextdue(KEYS[2], KEYS[3]))} end
+local f = {}
+for i = 4, #ARGV do f[#f+1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(f))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return {0, tostring(nextdue(KEYS[2], KEYS[3]))}
+`)
+
+// KEYS ready, leases, the item key's prefix (P{q:<g>}:item:). ARGV now, lease µs,
+// the takeover message's format.
+// Returns {next} when nothing is due, else {next, item fields (HGETALL)}.
+// The item keys are built here from KEYS[3]: they share its hash tag, so its slot.
+var leaseScript = redis.NewScript(clock + `
+local t = now()
+local d = tonumber(ARGV[2])
+local id, lapsed
+local l = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if l[2] and tonumber(l[2]) <= t then id, lapsed = l[1], l[2] end
+if not id then
+  local r = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if r[2] and tonumber(r[2]) <= t then id = r[1] end
+end
+if not id then return {tostring(nextdue(KEYS[1], KEYS[2]))} end
+local key = KEYS[3] .. id
+if lapsed then
+  redis.call('HSET', KEYS[3] .. id, 'lasterr', string.format(ARGV[3], lapsed), 'nb', '')
+end
+redis.call('ZREM', KEYS[1], id)
+local lend = t + d
+redis.call('ZADD', KEYS[2], lend, id)
+redis.call('HINCRBY', key, 'token', 1)
+redis.call('HSET', key, 'state', 'SENDING', 'until', string.format('%.0f', lend))
+return {tostring(nextdue(KEYS[1], KEYS[2])), redis.call('HGETALL', key)}
+`)
+
+// KEYS ready, leases. Returns when the group may next have work.
+var nextScript = redis.NewScript(clock + `return tostring(nextdue(KEYS[1], KEYS[2]))`)
+
+// KEYS item, ready, leases. ARGV now, id, token, op, then per op:
+// extend: lease µs; release/retry: nb (ns or ”), score, [attempt JSON, error];
+// settle (SENT, FAILED, UNKNOWN): attempt JSON, error.
+// Returns {0, until or next} done, {1} no item, {2, state} stale.
+var settleScript = redis.NewScript(clock + `
+local st = redis.call('HMGET', KEYS[1], 'state', 'token')
+if not st[1] then return {1} end
+if st[1] ~= 'SENDING' or st[2] ~= ARGV[3] then return {2, st[1]} end
+local op = ARGV[4]
+local function attempt(a, e)
+  local old = redis.call('HGET', KEYS[1], 'attempts') or '[]'
+  if old == '[]' then old = '[' .. a .. ']' else old = string.sub(old, 1, -2) .. ',' .. a .. ']' end
+  redis.call('HSET', KEYS[1], 'attempts', old, 'lasterr', e)
+end
+if op == 'extend' then
+  local lend = now() + tonumber(ARGV[5])
+  redis.call('ZADD', KEYS[3], lend, ARGV[2])
+  redis.call('HSET', KEYS[1], 'until', string.format('%.0f', lend))
+  return {0, string.format('%.0f', lend)}
+end
+redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('HDEL', KEYS[1], 'until')
+if op == 'release' or op == 'retry' then
+  if op == 'retry' then attempt(ARGV[7], ARGV[8]) end
+  redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'nb', ARGV[5])
+  redis.call('ZADD', KEYS[2], ARGV[6], ARGV[2])
+  return {0, tostring(nextdue(KEYS[2], KEYS[3]))}
+end
+attempt(ARGV[5], ARGV[6])
+redis.call('HSET', KEYS[1], 'state', op)
+return {0, ''}
+`)
+
+// KEYS item, ready. ARGV now, id. Returns {0} canceled, {1} no item, {2, state}.
+var cancelScript = redis.NewScript(clock + `
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return {1} end
+if st ~= 'QUEUED' then return {2, st} end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[1], 'state', 'CANCELED')
+return {0}
+`)
+
+func (q *Queue) tag(g string) string         { return q.prefix + "{q:" + g + "}" }
+func (q *Queue) itemKey(g, id string) string { return q.tag(g) + ":item:" + id }
+func (q *Queue) readyKey(g string) string    { return q.tag(g) + ":ready" }
+func (q *Queue) leasesKey(g string) string   { return q.tag(g) + ":leases" }
+func (q *Queue) locKey(id string) string     { return q.prefix + "{qid:" + id + "}" }
+func (q *Queue) groupsKey() string           { return q.prefix + "{q}:groups" }
+func (q *Queue) groupKeys(g string) []string { return []string{q.readyKey(g), q.leasesKey(g)} }
+func (q *Queue) itemKeys(g, id string) []string {
+	return append([]string{q.itemKey(g, id)}, q.groupKeys(g)...)
+}
+
+// nowArg is the scripts' clock argument: "" (Redis's TIME) unless a test clock is set.
+func (q *Queue) nowArg() string {
+	if q.now == nil {
+		return ""
+	}
+	return strconv.FormatInt(q.now().UnixMicro(), 10)
+}
+
+func score(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+func nsString(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return strconv.FormatInt(t.UnixNano(), 10)
+}
+
+// Enqueue claims the id (P{qid:<id>}, SET NX), writes the item in its group's slot,
+// then lowers the group's index entry. A retry after a partial failure finds its own
+// claim and finishes the job; ErrExists when the item was already written.
+func (q *Queue) Enqueue(ctx context.Context, it *queue.Item) error {
+	if err := queue.CheckNew(it); err != nil {
+		return err
+	}
+	g := it.Group.String()
+	ok, err := q.c.SetNX(ctx, q.locKey(it.ID), g, 0).Result()
+	if err != nil {
+		return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
+	}
+	if !ok {
+		owner, err := q.c.Get(ctx, q.locKey(it.ID)).Result()
+		if err != nil {
+			return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
+		}
+		if owner != g {
+			return fmt.Errorf("%w: message %s", queue.ErrExists, it.ID)
+		}
+	}
+	backends, err := json.Marshal(it.Backends)
+	if err != nil {
+		return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
+	}
+	args := []any{q.nowArg(), it.ID, score(it.NotBefore),
+		"id", it.ID, "key", it.Key, "gk", int(it.Group.Kind), "gn", it.Group.Name,
+		"backends", backends, "body", it.Body, "accepted", nsString(it.Accepted),
+		"nb", nsString(it.NotBefore), "deadline", nsString(it.Deadline),
+		"state", "QUEUED", "token", 0, "attempts", "[]", "lasterr", ""}
+	res, err := enqueueScript.Run(ctx, q.c, q.itemKeys(g, it.ID), args...).Slice()
+	if err != nil {
+		return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
+	}
+	if err := q.lower(ctx, g, res[1]); err != nil {
+		return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
+	}
+	if res[0].(int64) == 1 {
+		return fmt.Errorf("%w: message %s", queue.ErrExists, it.ID)
+	}
+	return nil
+}
+
+// lower moves the group's index entry to next if that is earlier (ZADD LT).
+func (q *Queue) lower(ctx context.Context, g string, next any) error {
+	n, err := strconv.ParseFloat(fmt.Sprint(next), 64)
+	if err != nil {
+		return fmt.Errorf("bad next time %v: %w", next, err)
+	}
+	return q.c.ZAddLT(ctx, q.groupsKey(), redis.Z{Score: n, Member: g}).Err()
+}
+
+// Lease pages through the groups the index says have due work, earliest first, and
+// runs the lease script on each the predicate accepts. After each script it raises the
+// group's entry to what the script found (ZADD GT), then checks the group once more and
+// lowers it (ZADD LT): an Enqueue that slipped in between wrote its item before its own
+// ZADD LT, so either that ZADD comes after ours or the check sees the item.
+func (q *Queue) Lease(ctx context.Context, ready func(store.GroupID) bool, d time.Duration) (*queue.Item, error) {
+	if ready == nil {
+		return nil, fmt.Errorf("%w: Lease needs a ready predicate", queue.ErrInvalid)
+	}
+	if d <= 0 {
+		return nil, fmt.Errorf("%w: lease duration %s is not positive", queue.ErrInvalid, d)
+	}
+	if d < time.Microsecond {
+		d = time.Microsecond
+	}
+	const page = 100
+	seen := map[string]bool{}
+	refused, off := 0, 0
+	for {
+		// The bound is read anew each page; a test clock's now, or Redis's.
+		max, err := q.indexNow(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("redisq: lease: %w", err)
+		}
+		groups, err := q.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: q.groupsKey(), ByScore: true,
+			Start: "-inf", Stop: max, Offset: int64(off), Count: page}).Result()
+		if err != nil {
+			return nil, fmt.Errorf("redisq: lease: %w", err)
+		}
+		if len(groups) == 0 {
+			return nil, queue.ErrEmpty
+		}
+		progressed := false
+		for _, g := range groups {
+			if seen[g] {
+				continue
+			}
+			seen[g], progressed = true, true
+			id, ok := parseGroup(g)
+			if !ok {
+				return nil, fmt.Errorf("redisq: lease: index %s holds %q, not a group", q.groupsKey(), g)
+			}
+			if !ready(id) {
+				refused++
+				continue
+			}
+			it, err := q.leaseIn(ctx, g, d)
+			if err != nil {
+				return nil, fmt.Errorf("redisq: lease in %s: %w", g, err)
+			}
+			if it != nil {
+				return it, nil
+			}
+		}
+		if progressed {
+			off = refused
+		} else {
+			off += len(groups)
+		}
+	}
+}
+
+// indexNow is the upper bound of due index entries: the test clock's now, or Redis's.
+func (q *Queue) indexNow(ctx context.Context) (string, error) {
+	if q.now != nil {
+		return q.nowArg(), nil
+	}
+	t, err := q.c.Time(ctx).Result()
+	if err != nil {
+		return "", err
+	}
+	return strconv.FormatInt(t.UnixMicro(), 10), nil
+}
+
+func (q *Queue) leaseIn(ctx context.Context, g string, d time.Duration) (*queue.Item, error) {
+	res, err := leaseScript.Run(ctx, q.c, []string{q.readyKey(g), q.leasesKey(g), q.itemKey(g, "")},
+		q.nowArg(), d.Microseconds(), "lease until %s µs lapsed: its worker stopped; taken over").Slice()
+	if err != nil {
+		return nil, err
+	}
+	n, err := strconv.ParseFloat(fmt.Sprint(res[0]), 64)
+	if err != nil {
+		return nil, fmt.Errorf("bad next time %v", res[0])
+	}
+	if err := q.c.ZAddGT(ctx, q.groupsKey(), redis.Z{Score: n, Member: g}).Err(); err != nil {
+		return nil, err
+	}
+	next, err := nextScript.Run(ctx, q.c, q.groupKeys(g), q.nowArg()).Result()
+	if err != nil {
+		return nil, err
+	}
+	if err := q.lower(ctx, g, next); err != nil {
+		return nil, err
+	}
+	if len(res) < 2 {
+		return nil, nil
+	}
+	return decode(res[1])
+}
+
+// parseGroup reads back a GroupID.String().
+func parseGroup(s string) (store.GroupID, bool) {
+	kind, name, ok := strings.Cut(s, ":")
+	if !ok {
+		return store.GroupID{}, false
+	}
+	for _, k := range []store.GroupKind{store.Mailbox, store.Backend, store.APIKey} {
+		if k.String() == kind {
+			return store.GroupID{Kind: k, Name: name}, true
+		}
+	}
+	return store.GroupID{}, false
+}
+
+var states = map[string]queue.State{}
+
+func init() {
+	for s := queue.Queued; s <= queue.Unknown; s++ {
+		states[s.String()] = s
+	}
+}
+
+// decode turns HGETALL's reply (a flat list from a script, or a map) into an Item.
+func decode(v any) (*queue.Item, error) {
+	f := map[string]string{}
+	switch v := v.(type) {
+	case []any:
+		for i := 0; i+1 < len(v); i += 2 {
+			f[fmt.Sprint(v[i])] = fmt.Sprint(v[i+1])
+		}
+	case map[string]string:
+		f = v
+	default:
+		return nil, fmt.Errorf("item reply is %T", v)
+	}
+	bad := func(field string, err error) (*queue.Item, error) {
+		return nil, fmt.Errorf("item %s: field %s %q: %v", f["id"], field, f[field], err)
+	}
+	ns := func(field string) (time.Time, error) {
+		if f[field] == "" {
+			return time.Time{}, nil
+		}
+		n, err := strconv.ParseInt(f[field], 10, 64)
+		if err != nil {
+			return time.Time{}, err
+		}
+		return time.Unix(0, n).UTC(), nil
+	}
+	it := &queue.Item{ID: f["id"], Key: f["key"], Body: []byte(f["body"]), LastError: f["lasterr"]}
+	kind, err := strconv.Atoi(f["gk"])
+	if err != nil {
+		return bad("gk", err)
+	}
+	it.Group = store.GroupID{Kind: store.GroupKind(kind), Name: f["gn"]}
+	if err := json.Unmarshal([]byte(f["backends"]), &it.Backends); err != nil {
+		return bad("backends", err)
+	}
+	if err := json.Unmarshal([]byte(f["attempts"]), &it.Attempts); err != nil {
+		return bad("attempts", err)
+	}
+	for _, t := range []struct {
+		field string
+		to    *time.Time
+	}{{"accepted", &it.Accepted}, {"nb", &it.NotBefore}, {"deadline", &it.Deadline}} {
+		if *t.to, err = ns(t.field); err != nil {
+			return bad(t.field, err)
+		}
+	}
+	var ok bool
+	if it.State, ok = states[f["state"]]; !ok {
+		return bad("state", errors.New("not a state"))
+	}
+	if it.State == queue.Sending {
+		tok, err := strconv.ParseUint(f["token"], 10, 64)
+		if err != nil {
+			return bad("token", err)
+		}
+		until, err := strconv.ParseInt(f["until"], 10, 64)
+		if err != nil {
+			return bad("until", err)
+		}
+		it.Lease = queue.Lease{ID: it.ID, Token: tok, Until: time.UnixMicro(until).UTC()}
+	}
+	return it, nil
+}
+
+// locate returns the group item id lives in; ErrNotFound when there is none.
+func (q *Queue) locate(ctx context.Context, id string) (string, error) {
+	g, err := q.c.Get(ctx, q.locKey(id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("%w: message %s", queue.ErrNotFound, id)
+	}
+	if err != nil {
+		return "", fmt.Errorf("redisq: locate %s: %w", id, err)
+	}
+	return g, nil
+}
+
+// settle runs the settle script for l; it returns the script's second value.
+func (q *Queue) settle(ctx context.Context, l queue.Lease, op string, args ...any) (string, error) {
+	g, err := q.locate(ctx, l.ID)
+	if err != nil {
+		return "", err
+	}
+	argv := append([]any{q.nowArg(), l.ID, strconv.FormatUint(l.Token, 10), op}, args...)
+	res, err := settleScript.Run(ctx, q.c, q.itemKeys(g, l.ID), argv...).Slice()
+	if err != nil {
+		return "", fmt.Errorf("redisq: %s %s: %w", op, l.ID, err)
+	}
+	switch res[0].(int64) {
+	case 1:
+		return "", fmt.Errorf("%w: message %s", queue.ErrNotFound, l.ID)
+	case 2:
+		return "", &queue.StateError{ID: l.ID, State: states[fmt.Sprint(res[1])], Err: queue.ErrStaleLease}
+	}
+	if len(res) > 1 {
+		return fmt.Sprint(res[1]), nil
+	}
+	return "", nil
+}
+
+// Extend moves the lease's end to now + d.
+func (q *Queue) Extend(ctx context.Context, l queue.Lease, d time.Duration) (queue.Lease, error) {
+	if d <= 0 {
+		return queue.Lease{}, fmt.Errorf("%w: lease duration %s is not positive", queue.ErrInvalid, d)
+	}
+	until, err := q.settle(ctx, l, "extend", max(d.Microseconds(), 1))
+	if err != nil {
+		return queue.Lease{}, err
+	}
+	u, err := strconv.ParseInt(until, 10, 64)
+	if err != nil {
+		return queue.Lease{}, fmt.Errorf("redisq: extend %s: bad lease end %q", l.ID, until)
+	}
+	l.Until = time.UnixMicro(u).UTC()
+	return l, nil
+}
+
+func (q *Queue) requeue(ctx context.Context, l queue.Lease, op string, at time.Time, a *queue.Attempt) error {
+	args := []any{nsString(at), score(at)}
+	if a != nil {
+		j, err := json.Marshal(a)
+		if err != nil {
+			return fmt.Errorf("redisq: %s %s: %w", op, l.ID, err)
+		}
+		args = append(args, j, a.Error)
+	}
+	next, err := q.settle(ctx, l, op, args...)
+	if err != nil {
+		return err
+	}
+	g, err := q.locate(ctx, l.ID)
+	if err != nil {
+		return err
+	}
+	if err := q.lower(ctx, g, next); err != nil {
+		return fmt.Errorf("redisq: %s %s: %w", op, l.ID, err)
+	}
+	return nil
+}
+
+// Release puts the item back, ready at notBefore, recording no attempt.
+func (q *Queue) Release(ctx context.Context, l queue.Lease, notBefore time.Time) error {
+	return q.requeue(ctx, l, "release", notBefore, nil)
+}
+
+// Retry records a and puts the item back, ready at at.
+func (q *Queue) Retry(ctx context.Context, l queue.Lease, at time.Time, a queue.Attempt) error {
+	return q.requeue(ctx, l, "retry", at, &a)
+}
+
+func (q *Queue) end(ctx context.Context, l queue.Lease, st queue.State, a queue.Attempt) error {
+	j, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("redisq: settle %s: %w", l.ID, err)
+	}
+	_, err = q.settle(ctx, l, st.String(), j, a.Error)
+	return err
+}
+
+// Complete records a and ends the item Sent.
+func (q *Queue) Complete(ctx context.Context, l queue.Lease, a queue.Attempt) error {
+	return q.end(ctx, l, queue.Sent, a)
+}
+
+// Fail records a and ends the item Failed.
+func (q *Queue) Fail(ctx context.Context, l queue.Lease, a queue.Attempt) error {
+	return q.end(ctx, l, queue.Failed, a)
+}
+
+// MarkUnknown records a and ends the item Unknown.
+func (q *Queue) MarkUnknown(ctx context.Context, l queue.Lease, a queue.Attempt) error {
+	return q.end(ctx, l, queue.Unknown, a)
+}
+
+// Cancel ends a Queued item Canceled.
+func (q *Queue) Cancel(ctx context.Context, id string) error {
+	g, err := q.locate(ctx, id)
+	if err != nil {
+		return err
+	}
+	res, err := cancelScript.Run(ctx, q.c, []string{q.itemKey(g, id), q.readyKey(g)}, q.nowArg(), id).Slice()
+	if err != nil {
+		return fmt.Errorf("redisq: cancel %s: %w", id, err)
+	}
+	switch res[0].(int64) {
+	case 1:
+		return fmt.Errorf("%w: message %s", queue.ErrNotFound, id)
+	case 2:
+		return &queue.StateError{ID: id, State: states[fmt.Sprint(res[1])], Err: queue.ErrNotCancelable}
+	}
+	return nil
+}
+
+// Get returns a copy of the item.
+func (q *Queue) Get(ctx context.Context, id string) (*queue.Item, error) {
+	g, err := q.locate(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	f, err := q.c.HGetAll(ctx, q.itemKey(g, id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redisq: get %s: %w", id, err)
+	}
+	if len(f) == 0 {
+		// The id was claimed by an Enqueue that failed before writing the item.
+		return nil, fmt.Errorf("%w: message %s", queue.ErrNotFound, id)
+	}
+	it, err := decode(f)
+	if err != nil {
+		return nil, fmt.Errorf("redisq: get %s: %w", id, err)
+	}
+	return it, nil
+}
+
+// Close does nothing: the client is the caller's.
+func (q *Queue) Close() error { return nil }
+
