@@ -589,4 +589,3 @@ func (q *Queue) Get(ctx context.Context, id string) (*queue.Item, error) {
 
 // Close does nothing: the client is the caller's.
 func (q *Queue) Close() error { return nil }
-
