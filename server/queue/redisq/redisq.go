@@ -66,7 +66,7 @@ func New(c redis.UniversalClient, opts Options) (*Queue, error) {
 const far = 1 << 52
 
 // Scripts take ARGV[1] "now" in µs, or "" to read Redis's TIME.
-const clock = `
+var clock = `
 local function now()
   if ARGV[1] ~= '' then return tonumber(ARGV[1]) end
   local t = redis.call('TIME')
@@ -74,7 +74,7 @@ local function now()
 end
 -- next: when the group may next have work, from its two sorted sets.
 local function nextdue(ready, leases)
-  local n = ` + "2^52" + `
+  local n = ` + strconv.Itoa(far) + `
   local r = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
   if r[2] then n = math.min(n, tonumber(r[2])) end
   local l = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
