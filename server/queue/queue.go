@@ -3,7 +3,7 @@
 //
 // The Queue interface is the contract; two implementations satisfy it and pass one
 // suite (package queuetest): a local spool on disk for one node (package spool) and,
-// for replicas, Redis Streams with a sorted set for delayed work. docs/queue.md is the
+// for replicas, Redis sorted sets and hashes (package redisq). docs/queue.md is the
 // design of the queue's storage: how each operation maps to bbolt and to Redis.
 //
 // The queue knows nothing of backends or Microsoft's limits. It keeps items, hands a
