@@ -72,6 +72,27 @@ local function now()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+-- rfc3339 formats µs since the epoch as Go's time.RFC3339Nano does, in UTC (days to
+-- a civil date: Howard Hinnant's algorithm).
+local function rfc3339(us)
+  local s = math.floor(us / 1000000)
+  local frac = us - s * 1000000
+  local days = math.floor(s / 86400)
+  local rem = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  local f = ''
+  if frac > 0 then f = string.gsub(string.format('.%06d', frac), '0+$', '') end
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d%sZ', y, m, d, math.floor(rem / 3600), math.floor(rem % 3600 / 60), rem % 60, f)
+end
 -- next: when the group may next have work, from its two sorted sets.
 local function nextdue(ready, leases)
   local n = ` + strconv.Itoa(far) + `
@@ -111,7 +132,7 @@ end
 if not id then return {tostring(nextdue(KEYS[1], KEYS[2]))} end
 local key = KEYS[3] .. id
 if lapsed then
-  redis.call('HSET', KEYS[3] .. id, 'lasterr', string.format(ARGV[3], lapsed), 'nb', '')
+  redis.call('HSET', KEYS[3] .. id, 'lasterr', string.format(ARGV[3], rfc3339(tonumber(lapsed))), 'nb', '')
 end
 redis.call('ZREM', KEYS[1], id)
 local lend = t + d
@@ -328,7 +349,7 @@ func (q *Queue) indexNow(ctx context.Context) (string, error) {
 
 func (q *Queue) leaseIn(ctx context.Context, g string, d time.Duration) (*queue.Item, error) {
 	res, err := leaseScript.Run(ctx, q.c, []string{q.readyKey(g), q.leasesKey(g), q.itemKey(g, "")},
-		q.nowArg(), d.Microseconds(), "lease until %s µs lapsed: its worker stopped; taken over").Slice()
+		q.nowArg(), d.Microseconds(), "lease until %s lapsed: its worker stopped; taken over").Slice()
 	if err != nil {
 		return nil, err
 	}

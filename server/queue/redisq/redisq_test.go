@@ -74,7 +74,7 @@ func TestReplicaTakesOverLapsedLease(t *testing.T) {
 	c2 := redis.NewClient(c1.Options())
 	t.Cleanup(func() { c2.Close() })
 	prefix := storetest.Prefix(t, c1, "takeover")
-	clk := time.Date(2026, 12, 4, 3, 0, 0, 0, time.UTC)
+	clk := time.Date(2026, 2, 28, 23, 59, 58, 123400000, time.UTC)
 	now := func() time.Time { return clk }
 	a, b := open(t, c1, prefix, now), open(t, c2, prefix, now)
 	every := func(store.GroupID) bool { return true }
@@ -94,6 +94,9 @@ func TestReplicaTakesOverLapsedLease(t *testing.T) {
 	taken, err := b.Lease(ctx, every, time.Minute)
 	if err != nil || taken.ID != it.ID || taken.Lease.Token <= held.Lease.Token || taken.LastError == "" {
 		t.Fatalf("replica b: %+v, %v", taken, err)
+	}
+	if want := "lease until " + held.Lease.Until.Format(time.RFC3339Nano) + " lapsed: its worker stopped; taken over"; taken.LastError != want {
+		t.Errorf("LastError %q, want %q", taken.LastError, want)
 	}
 	if err := a.Complete(ctx, held.Lease, queue.Attempt{Outcome: "SENT"}); !errors.Is(err, queue.ErrStaleLease) {
 		t.Errorf("replica a's Complete after takeover = %v, want ErrStaleLease", err)
@@ -164,5 +167,56 @@ func TestKeyLayout(t *testing.T) {
 	}
 	if s, err := c.ZScore(ctx, prefix+"{q:mb:a@example.com}:ready", "m3").Result(); err != nil || int64(s) != clk.Add(time.Minute).UnixMicro() {
 		t.Errorf("m3's ready score = %v, %v; want its NotBefore in µs", s, err)
+	}
+}
+
+// An Enqueue that failed part-way is finished by its retry: the id's claim written but
+// not the item, or the item written but not the group's index entry.
+func TestEnqueueRetryCompletes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := storetest.SharedRedis(t)
+	every := func(store.GroupID) bool { return true }
+	clk := time.Date(2026, 12, 4, 3, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		damage func(q *redisq.Queue, prefix string, it *queue.Item)
+		want   error
+	}{
+		{"claim only", func(q *redisq.Queue, prefix string, it *queue.Item) {
+			c.Set(ctx, prefix+"{qid:"+it.ID+"}", it.Group.String(), 0)
+		}, nil},
+		{"no index entry", func(q *redisq.Queue, prefix string, it *queue.Item) {
+			if err := q.Enqueue(ctx, it); err != nil {
+				t.Fatal(err)
+			}
+			c.Del(ctx, prefix+"{q}:groups")
+		}, queue.ErrExists},
+		{"id held by another group", func(q *redisq.Queue, prefix string, it *queue.Item) {
+			c.Set(ctx, prefix+"{qid:"+it.ID+"}", "mb:other@example.com", 0)
+		}, queue.ErrExists},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prefix := storetest.Prefix(t, c, "retry")
+			q := open(t, c, prefix, func() time.Time { return clk })
+			it := func() *queue.Item {
+				return &queue.Item{ID: "m1", Key: "app", Group: store.GroupID{Kind: store.Mailbox, Name: "a@example.com"},
+					Body: []byte("x"), Deadline: clk.Add(time.Hour)}
+			}
+			tc.damage(q, prefix, it())
+			if err := q.Enqueue(ctx, it()); !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+				t.Fatalf("retried Enqueue = %v, want %v", err, tc.want)
+			}
+			l, err := q.Lease(ctx, every, time.Minute)
+			if tc.name == "id held by another group" {
+				if !errors.Is(err, queue.ErrEmpty) {
+					t.Fatalf("Lease = %+v, %v; want ErrEmpty", l, err)
+				}
+				return
+			}
+			if err != nil || l.ID != "m1" {
+				t.Fatalf("Lease after the retry = %+v, %v", l, err)
+			}
+		})
 	}
 }
