@@ -387,12 +387,14 @@ func parseGroup(s string) (store.GroupID, bool) {
 	return store.GroupID{}, false
 }
 
-var states = map[string]queue.State{}
-
-func init() {
+// parseState reads back a State's String; 0 when it is none.
+func parseState(name string) queue.State {
 	for s := queue.Queued; s <= queue.Unknown; s++ {
-		states[s.String()] = s
+		if s.String() == name {
+			return s
+		}
 	}
+	return 0
 }
 
 // decode turns HGETALL's reply (a flat list from a script, or a map) into an Item.
@@ -441,8 +443,7 @@ func decode(v any) (*queue.Item, error) {
 			return bad(t.field, err)
 		}
 	}
-	var ok bool
-	if it.State, ok = states[f["state"]]; !ok {
+	if it.State = parseState(f["state"]); it.State == 0 {
 		return bad("state", errors.New("not a state"))
 	}
 	if it.State == queue.Sending {
@@ -471,27 +472,28 @@ func (q *Queue) locate(ctx context.Context, id string) (string, error) {
 	return g, nil
 }
 
-// settle runs the settle script for l; it returns the script's second value.
-func (q *Queue) settle(ctx context.Context, l queue.Lease, op string, args ...any) (string, error) {
-	g, err := q.locate(ctx, l.ID)
+// settle runs the settle script for l; it returns the item's group and the script's
+// second value.
+func (q *Queue) settle(ctx context.Context, l queue.Lease, op string, args ...any) (g, val string, err error) {
+	g, err = q.locate(ctx, l.ID)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	argv := append([]any{q.nowArg(), l.ID, strconv.FormatUint(l.Token, 10), op}, args...)
 	res, err := settleScript.Run(ctx, q.c, q.itemKeys(g, l.ID), argv...).Slice()
 	if err != nil {
-		return "", fmt.Errorf("redisq: %s %s: %w", op, l.ID, err)
+		return "", "", fmt.Errorf("redisq: %s %s: %w", op, l.ID, err)
 	}
 	switch res[0].(int64) {
 	case 1:
-		return "", fmt.Errorf("%w: message %s", queue.ErrNotFound, l.ID)
+		return "", "", fmt.Errorf("%w: message %s", queue.ErrNotFound, l.ID)
 	case 2:
-		return "", &queue.StateError{ID: l.ID, State: states[fmt.Sprint(res[1])], Err: queue.ErrStaleLease}
+		return "", "", &queue.StateError{ID: l.ID, State: parseState(fmt.Sprint(res[1])), Err: queue.ErrStaleLease}
 	}
 	if len(res) > 1 {
-		return fmt.Sprint(res[1]), nil
+		return g, fmt.Sprint(res[1]), nil
 	}
-	return "", nil
+	return g, "", nil
 }
 
 // Extend moves the lease's end to now + d.
@@ -499,7 +501,7 @@ func (q *Queue) Extend(ctx context.Context, l queue.Lease, d time.Duration) (que
 	if d <= 0 {
 		return queue.Lease{}, fmt.Errorf("%w: lease duration %s is not positive", queue.ErrInvalid, d)
 	}
-	until, err := q.settle(ctx, l, "extend", max(d.Microseconds(), 1))
+	_, until, err := q.settle(ctx, l, "extend", max(d.Microseconds(), 1))
 	if err != nil {
 		return queue.Lease{}, err
 	}
@@ -520,11 +522,7 @@ func (q *Queue) requeue(ctx context.Context, l queue.Lease, op string, at time.T
 		}
 		args = append(args, j, a.Error)
 	}
-	next, err := q.settle(ctx, l, op, args...)
-	if err != nil {
-		return err
-	}
-	g, err := q.locate(ctx, l.ID)
+	g, next, err := q.settle(ctx, l, op, args...)
 	if err != nil {
 		return err
 	}
@@ -549,7 +547,7 @@ func (q *Queue) end(ctx context.Context, l queue.Lease, st queue.State, a queue.
 	if err != nil {
 		return fmt.Errorf("redisq: settle %s: %w", l.ID, err)
 	}
-	_, err = q.settle(ctx, l, st.String(), j, a.Error)
+	_, _, err = q.settle(ctx, l, st.String(), j, a.Error)
 	return err
 }
 
@@ -582,7 +580,7 @@ func (q *Queue) Cancel(ctx context.Context, id string) error {
 	case 1:
 		return fmt.Errorf("%w: message %s", queue.ErrNotFound, id)
 	case 2:
-		return &queue.StateError{ID: id, State: states[fmt.Sprint(res[1])], Err: queue.ErrNotCancelable}
+		return &queue.StateError{ID: id, State: parseState(fmt.Sprint(res[1])), Err: queue.ErrNotCancelable}
 	}
 	return nil
 }
