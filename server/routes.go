@@ -138,9 +138,15 @@ func (rt *routes) gatewayRoutingError(_ context.Context, _ *runtime.ServeMux, _ 
 // mux still decides which it is and which methods the Allow header lists.
 func (rt *routes) jsonRoutingErrors(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.RequestURI == "*" { // OPTIONS *: mux's own 400
+			mux.ServeHTTP(w, r)
+			return
+		}
+		// One lookup per request: h is the route's handler (or mux's redirect to the
+		// cleaned path) when pattern is set, mux's 404/405 handler when it is not.
 		h, pattern := mux.Handler(r)
 		if pattern != "" {
-			mux.ServeHTTP(w, r)
+			h.ServeHTTP(w, r)
 			return
 		}
 		h.ServeHTTP(&routingErrorWriter{ResponseWriter: w, r: r, routes: rt}, r)
