@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/emersion/go-message/charset"
+	"golang.org/x/text/encoding/charmap"
 )
 
 // Limits of a raw message's header section.
@@ -369,26 +370,9 @@ func UTF8(s string) string {
 // decodeWindows1252 reads s as windows-1252, the superset of ISO-8859-1 that mail
 // programs take for it. Its five undefined bytes become U+FFFD.
 func decodeWindows1252(s string) string {
-	var b strings.Builder
-	b.Grow(len(s) * 2)
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c < 0x80:
-			b.WriteByte(c)
-		case c < 0xa0:
-			b.WriteRune(cp1252[c-0x80])
-		default:
-			b.WriteRune(rune(c))
-		}
-	}
-	return b.String()
-}
-
-// cp1252 maps windows-1252's bytes 0x80 to 0x9F.
-var cp1252 = [32]rune{
-	'€', '\uFFFD', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\uFFFD', 'Ž', '\uFFFD',
-	'\uFFFD', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\uFFFD', 'ž', 'Ÿ',
+	// The decoder maps every byte to a rune: it cannot fail.
+	out, _ := charmap.Windows1252.NewDecoder().String(s)
+	return out
 }
 
 func isASCII(s string) bool {
