@@ -39,7 +39,42 @@ type Config struct {
 	Limits      Limits              `yaml:"limits"`
 	Idempotency Idempotency         `yaml:"idempotency"`
 	Shim        Shim                `yaml:"shim"`
+	Queue       Queue               `yaml:"queue"`
 	Log         Log                 `yaml:"log"`
+}
+
+// Delivery is when a message is sent: at once (sync, the answer is the backend's) or by
+// the queue's workers (queued, the answer is QUEUED once the message is durable).
+type Delivery string
+
+const (
+	DeliverySync   Delivery = "sync"
+	DeliveryQueued Delivery = "queued"
+)
+
+// Queue configures queued delivery: where accepted messages are kept and how workers
+// retry them. With Redis configured the queue is in Redis and shared by every replica;
+// without, it is a file in Dir.
+type Queue struct {
+	// Dir holds the local queue (one bbolt file, queue.db) when there is no Redis.
+	Dir string `yaml:"dir"`
+	// MaxLifetime is how long a message is retried before it is FAILED.
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
+	// MaxSchedule is how far ahead sendAt may be.
+	MaxSchedule time.Duration `yaml:"max_schedule"`
+	// Workers is how many messages one replica sends at once.
+	Workers int `yaml:"workers"`
+	// MinBackoff and MaxBackoff bound the wait before retrying a transient failure: it
+	// doubles from MinBackoff with each attempt, up to MaxBackoff, with jitter; a
+	// Retry-After from Microsoft is waited out when it is longer.
+	MinBackoff time.Duration `yaml:"min_backoff"`
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// Lease is how long a worker holds a message without renewing its claim; a replica
+	// that dies leaves its messages to the others after this.
+	Lease time.Duration `yaml:"lease"`
+	// Retention is how long a finished message (SENT, FAILED, CANCELED, UNKNOWN) stays
+	// in the queue for GetMessage and ListMessages; default idempotency.ttl.
+	Retention time.Duration `yaml:"retention"`
 }
 
 // Redis is where replicas share idempotency records, rate budgets and message records.
@@ -124,8 +159,24 @@ type Route struct {
 	Name    string `yaml:"name"`
 	Match   string `yaml:"match"`
 	Backend string `yaml:"backend"`
+	// Backends, instead of Backend, lists backends in order: a queued message goes
+	// through the first that is not paused, throttled or failing.
+	Backends []string `yaml:"backends"`
 	// Mailbox is the mailbox to send as; default: the From address.
 	Mailbox string `yaml:"mailbox"`
+	// Delivery is sync (the default) or queued, for API requests that do not say.
+	Delivery Delivery `yaml:"delivery"`
+}
+
+// BackendNames are the route's backends in order: Backends, or Backend alone.
+func (r Route) BackendNames() []string {
+	if len(r.Backends) > 0 {
+		return r.Backends
+	}
+	if r.Backend == "" {
+		return nil
+	}
+	return []string{r.Backend}
 }
 
 // Backend is one delivery backend: its type and that type's settings.
@@ -183,7 +234,9 @@ func defaults() *Config {
 			SendTimeout:     2 * time.Minute,
 		},
 		Idempotency: Idempotency{TTL: 24 * time.Hour},
-		Shim: Shim{MinTLS: "1.2", MaxConnections: 100, MaxConnectionsPerSource: 10, ReservedDeviceConnections: 10,
+		Queue: Queue{Dir: "./spool", MaxLifetime: 24 * time.Hour, MaxSchedule: 30 * 24 * time.Hour, Workers: 16,
+			MinBackoff: time.Minute, MaxBackoff: 20 * time.Minute, Lease: 30 * time.Second},
+		Shim: Shim{Delivery: DeliveryQueued, MinTLS: "1.2", MaxConnections: 100, MaxConnectionsPerSource: 10, ReservedDeviceConnections: 10,
 			AuthTimeout: 30 * time.Second, ReadTimeout: 5 * time.Minute, WriteTimeout: time.Minute},
 		Log: Log{Level: "info"},
 	}
@@ -279,8 +332,46 @@ func (c *Config) Validate() error {
 		v.add("idempotency.ttl", "must be at least 1m (the published default is 24h)")
 	}
 	c.validateShim(&v, true)
+	c.validateQueue(&v)
 	c.validateLog(&v)
 	return v.err()
+}
+
+func (c *Config) validateQueue(v *validator) {
+	q := c.Queue
+	if q.Dir == "" && !c.Redis.Enabled() {
+		v.add("queue.dir", "required without redis: the directory of the local queue (default ./spool)")
+	}
+	if q.MaxLifetime < time.Minute {
+		v.add("queue.max_lifetime", "must be at least 1m (default 24h)")
+	}
+	if q.MaxSchedule < 0 {
+		v.add("queue.max_schedule", "must not be negative (default 720h, 30 days; 0 refuses sendAt)")
+	}
+	if q.Workers < 1 || q.Workers > 1000 {
+		v.add("queue.workers", "must be 1 to 1000 (default 16), not %d", q.Workers)
+	}
+	if q.MinBackoff < time.Second {
+		v.add("queue.min_backoff", "must be at least 1s (default 1m)")
+	}
+	if q.MaxBackoff < q.MinBackoff {
+		v.add("queue.max_backoff", "must be at least queue.min_backoff (%s)", q.MinBackoff)
+	}
+	if q.Lease < 5*time.Second {
+		v.add("queue.lease", "must be at least 5s (default 30s): workers renew it every third of it")
+	}
+	if q.Retention < 0 {
+		v.add("queue.retention", "must not be negative (0: idempotency.ttl)")
+	}
+}
+
+// Retention is how long finished queued messages are kept: Queue.Retention, or
+// Idempotency.TTL when that is 0.
+func (c *Config) Retention() time.Duration {
+	if c.Queue.Retention > 0 {
+		return c.Queue.Retention
+	}
+	return c.Idempotency.TTL
 }
 
 func (c *Config) validateLog(v *validator) {
@@ -494,18 +585,39 @@ func (c *Config) validateRoutes(v *validator) {
 		} else if _, err := mailaddr.ParsePattern(r.Match); err != nil {
 			v.add(p+".match", "%v", err)
 		}
-		if r.Backend == "" {
-			v.add(p+".backend", "required")
-		} else if b, ok := c.Backends[r.Backend]; !ok {
-			v.add(p+".backend", "no backend named %q (have: %s)", r.Backend, strings.Join(sortedKeys(c.Backends), ", "))
-		} else if b != nil && b.Settings != nil {
-			for _, err := range b.Settings.CheckRoute(r.Match, r.Mailbox) {
-				if fe, ok := errors.AsType[*senders.FieldError](err); ok {
-					v.add(p+"."+fe.Field, "%v (backend %s)", fe.Err, r.Backend)
-				} else {
-					v.add(p, "%v (backend %s)", err, r.Backend)
+		switch {
+		case r.Backend != "" && len(r.Backends) > 0:
+			v.add(p+".backends", "give backend or backends, not both")
+		case r.Backend == "" && len(r.Backends) == 0:
+			v.add(p+".backend", "required (or backends: [NAME, FALLBACK...])")
+		}
+		field := p + ".backend"
+		seen := map[string]bool{}
+		for j, name := range r.BackendNames() {
+			if len(r.Backends) > 0 {
+				field = fmt.Sprintf("%s.backends[%d]", p, j)
+			}
+			if seen[name] {
+				v.add(field, "%q is listed twice", name)
+				continue
+			}
+			seen[name] = true
+			if b, ok := c.Backends[name]; !ok {
+				v.add(field, "no backend named %q (have: %s)", name, strings.Join(sortedKeys(c.Backends), ", "))
+			} else if b != nil && b.Settings != nil {
+				for _, err := range b.Settings.CheckRoute(r.Match, r.Mailbox) {
+					if fe, ok := errors.AsType[*senders.FieldError](err); ok {
+						v.add(p+"."+fe.Field, "%v (backend %s)", fe.Err, name)
+					} else {
+						v.add(p, "%v (backend %s)", err, name)
+					}
 				}
 			}
+		}
+		switch r.Delivery {
+		case "", DeliverySync, DeliveryQueued:
+		default:
+			v.add(p+".delivery", "must be sync or queued, not %q", r.Delivery)
 		}
 		if r.Mailbox != "" {
 			if _, err := mailaddr.ParsePattern(r.Mailbox); err != nil || strings.Contains(r.Mailbox, "*") {

@@ -13,6 +13,10 @@ import (
 type Shim struct {
 	// Listen is the plain SMTP listener, with STARTTLS; empty: no shim.
 	Listen string `yaml:"listen"`
+	// Delivery is queued (the default: a device gets 250 once the message is durable, and
+	// mailgate delivers it at Microsoft's pace) or sync (250 only once Microsoft 365
+	// accepted it).
+	Delivery Delivery `yaml:"delivery"`
 	// ImplicitTLSListen is a listener with TLS from the first byte (port 465 style).
 	ImplicitTLSListen string `yaml:"implicit_tls_listen"`
 	// TLS is the certificate for STARTTLS and implicit TLS; without one, mailgate makes a
@@ -92,6 +96,11 @@ func (c *Config) validateShim(v *validator, inProcess bool) {
 		} else if port != "" && !validPort(port) {
 			v.add(l.path, "%q: the port must be a number from 0 to 65535 (0: any free port)", l.addr)
 		}
+	}
+	switch s.Delivery {
+	case DeliverySync, DeliveryQueued:
+	default:
+		v.add("shim.delivery", "must be queued (the default) or sync, not %q", s.Delivery)
 	}
 	if _, ok := tlsVersions[s.MinTLS]; !ok {
 		v.add("shim.min_tls", "want 1.0, 1.1, 1.2 or 1.3, not %q", s.MinTLS)

@@ -58,6 +58,9 @@ const (
 	Canceled
 	// DeadlineExceeded means the caller's deadline passed before the request finished.
 	DeadlineExceeded
+	// WrongState means the message's status does not allow the operation (canceling a
+	// message that is being sent or has ended).
+	WrongState
 )
 
 // Reply is an SMTP reply: the basic code and the RFC 3463 enhanced status code.
@@ -100,6 +103,7 @@ const (
 	ReasonNotFound         Reason = "NOT_FOUND"
 	ReasonCanceled         Reason = "CANCELED"
 	ReasonDeadlineExceeded Reason = "DEADLINE_EXCEEDED"
+	ReasonWrongState       Reason = "WRONG_STATE"
 )
 
 // The reasons that say more than their kind's.
@@ -114,6 +118,11 @@ const (
 	// Send backend's accepted domains exclude the From or a recipient.
 	ReasonSenderDomainNotAccepted    Reason = "SENDER_DOMAIN_NOT_ACCEPTED"
 	ReasonRecipientDomainNotAccepted Reason = "RECIPIENT_DOMAIN_NOT_ACCEPTED"
+	// ReasonQueueUnavailable: mailgate's queue (its file, or Redis) did not take or give
+	// the message.
+	ReasonQueueUnavailable Reason = "QUEUE_UNAVAILABLE"
+	// ReasonNotCancelable: the message is being sent or has ended.
+	ReasonNotCancelable Reason = "NOT_CANCELABLE"
 	// ReasonStoreUnavailable: mailgate's store (Redis) did not answer.
 	ReasonStoreUnavailable Reason = "STORE_UNAVAILABLE"
 	// ReasonServerBusy: the server holds as many request bytes as
@@ -176,6 +185,7 @@ var table = [...]row{
 	NotFound:         {ReasonNotFound, codes.NotFound, http.StatusNotFound, Reply{550, "5.1.0"}},
 	Canceled:         {ReasonCanceled, codes.Canceled, 499, Reply{451, "4.3.0"}},
 	DeadlineExceeded: {ReasonDeadlineExceeded, codes.DeadlineExceeded, http.StatusGatewayTimeout, Reply{451, "4.4.7"}},
+	WrongState:       {ReasonWrongState, codes.FailedPrecondition, http.StatusConflict, Reply{554, "5.0.0"}},
 }
 
 func (k Kind) row() row {
@@ -212,6 +222,8 @@ var reasonTable = [...]struct {
 	{ReasonSenderDomainNotAccepted, PermissionDenied},
 	{ReasonRecipientDomainNotAccepted, PermissionDenied},
 	{ReasonStoreUnavailable, Unavailable},
+	{ReasonQueueUnavailable, Unavailable},
+	{ReasonNotCancelable, WrongState},
 	{ReasonServerBusy, Unavailable},
 	{ReasonBackendAuthFailed, Unavailable},
 	{ReasonGraphRequestTooLarge, TooLarge},

@@ -39,22 +39,31 @@ import (
 // Scope says what Microsoft 365 counts the backend's messages against; it does not
 // change while the Sender is open.
 //
+// Concurrency is how many sends Microsoft 365 allows at once for one mailbox of a
+// ScopeMailbox backend (3 SMTP AUTH sessions, 4 Graph requests); 0 is no limit. The
+// queue's workers hold each mailbox to it across replicas.
+//
 // Close releases what the backend holds (pooled connections, timers). It is called
 // once, after the last Send has returned.
 //
-// A backend embeds SenderDefaults for the usual Scope (ScopeMailbox) and a Close with
-// nothing to release.
+// A backend embeds SenderDefaults for the usual Scope (ScopeMailbox), no concurrency
+// limit and a Close with nothing to release.
 type Sender interface {
 	Send(ctx context.Context, msg *Message) (*Result, error)
 	Scope() Scope
+	Concurrency() int
 	Close() error
 }
 
-// SenderDefaults gives a Sender embedding it ScopeMailbox and a Close that does nothing.
+// SenderDefaults gives a Sender embedding it ScopeMailbox, no concurrency limit and a
+// Close that does nothing.
 type SenderDefaults struct{}
 
 // Scope implements Sender: ScopeMailbox.
 func (SenderDefaults) Scope() Scope { return ScopeMailbox }
+
+// Concurrency implements Sender: no limit.
+func (SenderDefaults) Concurrency() int { return 0 }
 
 // Close implements Sender: nothing to release.
 func (SenderDefaults) Close() error { return nil }

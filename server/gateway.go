@@ -18,37 +18,36 @@ type gatewayService struct {
 	chain grpc.UnaryServerInterceptor
 }
 
-func (g *gatewayService) SendMail(ctx context.Context, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error) {
-	resp, err := g.chain(ctx, req, &grpc.UnaryServerInfo{Server: g.svc, FullMethod: mailgatev1.MailService_SendMail_FullMethodName},
-		func(ctx context.Context, req any) (any, error) {
-			return g.svc.SendMail(ctx, req.(*mailgatev1.SendMailRequest))
-		})
+// invoke runs method's handler h through the chain, as the gRPC server would.
+func invoke[Req, Resp any](ctx context.Context, chain grpc.UnaryServerInterceptor, svc *Service, method string, req Req,
+	h func(context.Context, Req) (Resp, error)) (Resp, error) {
+	resp, err := chain(ctx, req, &grpc.UnaryServerInfo{Server: svc, FullMethod: method},
+		func(ctx context.Context, req any) (any, error) { return h(ctx, req.(Req)) })
 	if err != nil {
-		return nil, err
+		var zero Resp
+		return zero, err
 	}
-	return resp.(*mailgatev1.SendMailResponse), nil
+	return resp.(Resp), nil
+}
+
+func (g *gatewayService) SendMail(ctx context.Context, req *mailgatev1.SendMailRequest) (*mailgatev1.SendMailResponse, error) {
+	return invoke(ctx, g.chain, g.svc, mailgatev1.MailService_SendMail_FullMethodName, req, g.svc.SendMail)
 }
 
 func (g *gatewayService) GetMessage(ctx context.Context, req *mailgatev1.GetMessageRequest) (*mailgatev1.GetMessageResponse, error) {
-	resp, err := g.chain(ctx, req, &grpc.UnaryServerInfo{Server: g.svc, FullMethod: mailgatev1.MailService_GetMessage_FullMethodName},
-		func(ctx context.Context, req any) (any, error) {
-			return g.svc.GetMessage(ctx, req.(*mailgatev1.GetMessageRequest))
-		})
-	if err != nil {
-		return nil, err
-	}
-	return resp.(*mailgatev1.GetMessageResponse), nil
+	return invoke(ctx, g.chain, g.svc, mailgatev1.MailService_GetMessage_FullMethodName, req, g.svc.GetMessage)
 }
 
 func (g *gatewayService) WhoAmI(ctx context.Context, req *mailgatev1.WhoAmIRequest) (*mailgatev1.WhoAmIResponse, error) {
-	resp, err := g.chain(ctx, req, &grpc.UnaryServerInfo{Server: g.svc, FullMethod: mailgatev1.MailService_WhoAmI_FullMethodName},
-		func(ctx context.Context, req any) (any, error) {
-			return g.svc.WhoAmI(ctx, req.(*mailgatev1.WhoAmIRequest))
-		})
-	if err != nil {
-		return nil, err
-	}
-	return resp.(*mailgatev1.WhoAmIResponse), nil
+	return invoke(ctx, g.chain, g.svc, mailgatev1.MailService_WhoAmI_FullMethodName, req, g.svc.WhoAmI)
+}
+
+func (g *gatewayService) CancelMessage(ctx context.Context, req *mailgatev1.CancelMessageRequest) (*mailgatev1.CancelMessageResponse, error) {
+	return invoke(ctx, g.chain, g.svc, mailgatev1.MailService_CancelMessage_FullMethodName, req, g.svc.CancelMessage)
+}
+
+func (g *gatewayService) ListMessages(ctx context.Context, req *mailgatev1.ListMessagesRequest) (*mailgatev1.ListMessagesResponse, error) {
+	return invoke(ctx, g.chain, g.svc, mailgatev1.MailService_ListMessages_FullMethodName, req, g.svc.ListMessages)
 }
 
 // chainUnary composes interceptors into one, first outermost, as

@@ -41,12 +41,5 @@ func (l *Local) SendMail(ctx context.Context, p apikey.Principal, req *mailgatev
 	if !ok {
 		return nil, mailstatus.Err(mailerr.New(mailerr.Unauthenticated, "unknown API key %q", p.Name))
 	}
-	resp, err := l.chain(withKey(ctx, k), req, &grpc.UnaryServerInfo{Server: l.svc, FullMethod: mailgatev1.MailService_SendMail_FullMethodName},
-		func(ctx context.Context, req any) (any, error) {
-			return l.svc.SendMail(ctx, req.(*mailgatev1.SendMailRequest))
-		})
-	if err != nil {
-		return nil, err
-	}
-	return resp.(*mailgatev1.SendMailResponse), nil
+	return invoke(withKey(ctx, k), l.chain, l.svc, mailgatev1.MailService_SendMail_FullMethodName, req, l.svc.SendMail)
 }

@@ -19,6 +19,13 @@ type metrics struct {
 	storeErrors *prometheus.CounterVec
 	dataLost    prometheus.Gauge
 	dataLosses  prometheus.Counter
+
+	queued      prometheus.Counter
+	queueErrors *prometheus.CounterVec
+	attempts    *prometheus.CounterVec
+	delivered   *prometheus.CounterVec
+	waits       *prometheus.CounterVec
+	latency     prometheus.Histogram
 }
 
 func newMetrics() *metrics {
@@ -57,24 +64,56 @@ func newMetrics() *metrics {
 			Name: "mailgate_store_data_loss_total",
 			Help: "Losses of Redis's data (its marker key gone or written anew) that this replica noticed first.",
 		}),
+		queued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mailgate_queue_enqueued_total",
+			Help: "Messages this replica accepted into the queue (answered QUEUED).",
+		}),
+		queueErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailgate_queue_errors_total",
+			Help: "Failed operations on the queue (its file, or Redis), by operation: enqueue, lease, extend, settle, get, cancel, list, stats, expire.",
+		}, []string{"op"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailgate_queue_attempts_total",
+			Help: "Delivery attempts of queued messages, by backend and outcome (SENT or the error reason).",
+		}, []string{"backend", "outcome"}),
+		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailgate_queue_finished_total",
+			Help: "Queued messages that reached a final status, by status: SENT, FAILED, CANCELED, UNKNOWN.",
+		}, []string{"status"}),
+		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mailgate_queue_dispatch_waits_total",
+			Help: "Times a worker put a due message back without an attempt because its mailbox or backend had no budget, by scope (mailbox, backend) and limit (messages_per_minute, recipients_per_day, concurrent, pause, failing).",
+		}, []string{"scope", "limit"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "mailgate_queue_delivery_seconds",
+			Help:    "Time from accepting a queued message (or its sendAt) to the backend accepting it.",
+			Buckets: []float64{.01, .05, .1, .5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600},
+		}),
 	}
 }
 
 // refused counts a throttled request by what refused it: the mailbox's, key's or
 // backend's name stays out of the labels.
 func (m *metrics) refused(r store.Refusal) {
-	scope := map[store.GroupKind]string{store.Mailbox: "mailbox", store.APIKey: "key", store.Backend: "backend"}[r.Group.Kind]
-	if scope == "" {
-		scope = "other"
+	scope := refusalScope(r)
+	m.throttled.WithLabelValues(scope, refusalLimit(r)).Inc()
+}
+
+func refusalScope(r store.Refusal) string {
+	if scope := map[store.GroupKind]string{store.Mailbox: "mailbox", store.APIKey: "key", store.Backend: "backend"}[r.Group.Kind]; scope != "" {
+		return scope
 	}
-	limit := map[store.LimitID]string{store.MessagesPerMinute: "messages_per_minute", store.RecipientsPerDay: "recipients_per_day"}[r.Limit]
-	switch {
-	case r.Paused:
-		limit = "pause"
-	case limit == "":
-		limit = r.Limit.String()
+	return "other"
+}
+
+func refusalLimit(r store.Refusal) string {
+	if r.Paused {
+		return "pause"
 	}
-	m.throttled.WithLabelValues(scope, limit).Inc()
+	if limit := map[store.LimitID]string{store.MessagesPerMinute: "messages_per_minute", store.RecipientsPerDay: "recipients_per_day"}[r.Limit]; limit != "" {
+		return limit
+	}
+	return r.Limit.String()
 }
 
 func (m *metrics) observe(route, backend, outcome string, d time.Duration) {
@@ -97,5 +136,6 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.messages, m.duration, m.backend, m.throttled, m.idempotency, m.storeErrors, m.dataLost, m.dataLosses}
+	return []prometheus.Collector{m.messages, m.duration, m.backend, m.throttled, m.idempotency, m.storeErrors, m.dataLost, m.dataLosses,
+		m.queued, m.queueErrors, m.attempts, m.delivered, m.waits, m.latency}
 }

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/proto"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
 	"github.com/mailgate/mailgate/mailerr"
@@ -176,6 +177,7 @@ func New(opts Options) (*Server, error) {
 		runtime.WithErrorHandler(gatewayErrorHandler),
 		runtime.WithRoutingErrorHandler(rt.gatewayRoutingError),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, newJSONMarshaler()),
+		runtime.WithForwardResponseOption(acceptedStatus),
 	)
 	// In-process adapters authenticate their clients themselves: every interceptor but
 	// the API key's.
@@ -326,6 +328,15 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 func (s *Server) recovered(ctx context.Context, p any) error {
 	s.log.ErrorContext(ctx, "panic in handler", "panic", fmt.Sprint(p))
 	return mailstatus.Err(mailerr.New(mailerr.Internal, "internal error"))
+}
+
+// acceptedStatus answers a queued message with 202 Accepted: mailgate has taken it, and
+// delivery is yet to come.
+func acceptedStatus(_ context.Context, w http.ResponseWriter, m proto.Message) error {
+	if r, ok := m.(*mailgatev1.SendMailResponse); ok && r.GetStatus() == mailgatev1.Status_QUEUED {
+		w.WriteHeader(http.StatusAccepted)
+	}
+	return nil
 }
 
 // headerMatcher forwards the headers the API defines. grpc-gateway's default drops

@@ -21,6 +21,7 @@ import (
 	"github.com/mailgate/mailgate/senders"
 	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/server/policy"
+	"github.com/mailgate/mailgate/server/queue"
 	"github.com/mailgate/mailgate/server/store"
 )
 
@@ -41,6 +42,10 @@ type Service struct {
 	log         *slog.Logger
 	metrics     *metrics
 	now         func() time.Time
+
+	queue     queue.Queue // nil: queued delivery is off
+	queueOpts QueueOptions
+	wake      func() // tells the dispatcher a message is ready; nil without one
 }
 
 // MailboxLimits are the per-mailbox rates (Exchange Online's, by default); 0 is no limit.
@@ -66,6 +71,10 @@ type ServiceOptions struct {
 	Logger      *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Queue keeps queued messages; nil turns queued delivery off (a request for it is
+	// refused with QUEUE_UNAVAILABLE).
+	Queue        queue.Queue
+	QueueOptions QueueOptions
 }
 
 // NewService returns a service; every route's backend must be in opts.Backends.
@@ -87,6 +96,11 @@ func NewService(opts ServiceOptions) (*Service, error) {
 		now:         opts.Now,
 		metrics:     newMetrics(),
 		scopes:      make(map[string]senders.Scope),
+		queue:       opts.Queue,
+		queueOpts:   opts.QueueOptions,
+	}
+	if s.queueOpts.MaxLifetime <= 0 {
+		s.queueOpts.MaxLifetime = 24 * time.Hour
 	}
 	for name, b := range opts.Backends {
 		if b != nil {
@@ -185,8 +199,18 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 			"no route for From %s: the configuration's routes do not match it", msg.From.Address).WithReason(mailerr.ReasonNoRoute)
 	}
 	msg.Mailbox = route.Mailbox
+	queued, notBefore, err := s.deliveryOf(req, route, now)
+	if err != nil {
+		return nil, route, err
+	}
 
 	adm := s.admission(key, msg, route.Backend)
+	if queued {
+		// The mailbox's budgets are taken when a worker sends; the key's own and the
+		// idempotency claim now, so that a runaway caller is still told to slow down and
+		// a retry replays QUEUED instead of queueing twice.
+		adm = &store.Admission{Groups: adm.Groups[1:]}
+	}
 	if idemKey != "" {
 		adm.Claim = &store.Claim{
 			Scope: key.Name, Key: idemKey, Fingerprint: fingerprint(req),
@@ -194,36 +218,17 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 			LockTTL: s.sendTimeout + 30*time.Second,
 		}
 	}
-	ticket, err := s.store.Admit(ctx, adm)
-	if errors.Is(err, store.ErrInvalid) {
-		return nil, route, mailerr.Wrap(mailerr.Internal, err, "mailgate built rate limits its store cannot apply; nothing was sent")
+	var ticket *store.Ticket
+	if !queued || adm.Claim != nil || len(adm.Groups) > 0 {
+		var replay *mailgatev1.SendMailResponse
+		ticket, replay, err = s.admit(ctx, adm, key)
+		if err != nil || replay != nil {
+			return replay, route, err
+		}
 	}
-	if err != nil {
-		s.metrics.storeErrors.WithLabelValues("admit").Inc()
-		return nil, route, mailerr.Wrap(mailerr.Unavailable, err, "mailgate's store is unavailable; nothing was sent").WithReason(mailerr.ReasonStoreUnavailable)
-	}
-	if adm.Claim != nil {
-		s.metrics.idempotency.WithLabelValues(map[store.Decision]string{
-			store.Proceed: "proceed", store.Replay: "replay", store.InFlight: "in_flight", store.Mismatch: "mismatch",
-		}[ticket.Decision]).Inc()
-	}
-	switch ticket.Decision {
-	case store.Replay:
-		resp, err := decodeOutcome(ticket.Outcome)
+	if queued {
+		resp, err := s.enqueue(ctx, key, id, now, notBefore, req, msg, route, ticket)
 		return resp, route, err
-	case store.InFlight:
-		return nil, route, mailerr.New(mailerr.InFlight,
-			"a request with this idempotency key is still in progress; retry shortly")
-	case store.Mismatch:
-		return nil, route, mailerr.New(mailerr.KeyReused,
-			"this idempotency key was used for a different request; use a new key for a new message")
-	case store.Throttled:
-		s.metrics.refused(*ticket.Refused)
-		// Whole seconds, rounded up, as the Retry-After header says it.
-		wait := time.Duration(math.Ceil(ticket.RetryAfter.Seconds())) * time.Second
-		e := mailerr.New(mailerr.Throttled, "%s; retry in %s", describeRefusal(*ticket.Refused, s.mailbox, key), humanDuration(wait))
-		e.RetryAfter = ticket.RetryAfter
-		return nil, route, e
 	}
 
 	// From here the message is admitted: it is sent to the end even if the caller goes
@@ -275,6 +280,43 @@ func (s *Service) send(ctx context.Context, key *apikey.Key, id string, now time
 	return resp, route, nil
 }
 
+// admit asks the store for adm: a Proceed ticket, a replayed response, or the refusal.
+func (s *Service) admit(ctx context.Context, adm *store.Admission, key *apikey.Key) (*store.Ticket, *mailgatev1.SendMailResponse, error) {
+	ticket, err := s.store.Admit(ctx, adm)
+	if errors.Is(err, store.ErrInvalid) {
+		return nil, nil, mailerr.Wrap(mailerr.Internal, err, "mailgate built rate limits its store cannot apply; nothing was sent")
+	}
+	if err != nil {
+		s.metrics.storeErrors.WithLabelValues("admit").Inc()
+		return nil, nil, mailerr.Wrap(mailerr.Unavailable, err, "mailgate's store is unavailable; nothing was sent").WithReason(mailerr.ReasonStoreUnavailable)
+	}
+	if adm.Claim != nil {
+		s.metrics.idempotency.WithLabelValues(map[store.Decision]string{
+			store.Proceed: "proceed", store.Replay: "replay", store.InFlight: "in_flight", store.Mismatch: "mismatch",
+		}[ticket.Decision]).Inc()
+	}
+	switch ticket.Decision {
+	case store.Replay:
+		resp, err := decodeOutcome(ticket.Outcome)
+		return nil, resp, err
+	case store.InFlight:
+		return nil, nil, mailerr.New(mailerr.InFlight,
+			"a request with this idempotency key is still in progress; retry shortly")
+	case store.Mismatch:
+		return nil, nil, mailerr.New(mailerr.KeyReused,
+			"this idempotency key was used for a different request; use a new key for a new message")
+	case store.Throttled:
+		s.metrics.refused(*ticket.Refused)
+		// Whole seconds, rounded up, as the Retry-After header says it.
+		wait := time.Duration(math.Ceil(ticket.RetryAfter.Seconds())) * time.Second
+		e := mailerr.New(mailerr.Throttled, "%s; retry in %s", describeRefusal(*ticket.Refused, s.mailbox, key), humanDuration(wait))
+		e.RetryAfter = ticket.RetryAfter
+		return nil, nil, e
+	}
+
+	return ticket, nil, nil
+}
+
 // complete finishes an admitted request. The message's fate is already decided, so a
 // failure here is logged, never returned: reporting it would invite a retry that sends
 // the message again.
@@ -303,7 +345,7 @@ func (s *Service) admission(key *apikey.Key, msg *senders.Message, backend strin
 		}
 	}
 	adm := &store.Admission{Groups: []store.Group{target}, PauseTarget: target.ID()}
-	if key.MessagesPerMinute > 0 {
+	if key != nil && key.MessagesPerMinute > 0 {
 		adm.Groups = append(adm.Groups, store.Group{
 			Kind:   store.APIKey,
 			Name:   key.Name,
@@ -417,6 +459,11 @@ func (s *Service) GetMessage(ctx context.Context, req *mailgatev1.GetMessageRequ
 		return nil, mailstatus.Err(mailerr.Violations([]mailerr.FieldViolation{{
 			Field: "id", Description: "not a message id (26 characters, as SendMail returns)"}}))
 	}
+	if rec, err := s.queuedMessage(ctx, key, req.GetId()); err != nil {
+		return nil, mailstatus.Err(err)
+	} else if rec != nil {
+		return rec, nil
+	}
 	b, err := s.store.GetRecord(ctx, recordKey(key.Name, req.GetId()))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, mailstatus.Err(mailerr.New(mailerr.NotFound,
@@ -430,6 +477,7 @@ func (s *Service) GetMessage(ctx context.Context, req *mailgatev1.GetMessageRequ
 	if err := proto.Unmarshal(b, rec); err != nil {
 		return nil, mailstatus.Err(mailerr.Wrap(mailerr.Internal, err, "message record is corrupt"))
 	}
+	rec.Delivery = mailgatev1.SendMailRequest_SYNC
 	return rec, nil
 }
 

@@ -224,7 +224,11 @@ func Router(c *config.Config) (*policy.Router, error) {
 		if err != nil {
 			return nil, err
 		}
-		routes = append(routes, policy.Route{Name: r.RouteName(), Match: p, Backend: r.Backend, Mailbox: r.Mailbox})
+		names := r.BackendNames()
+		routes = append(routes, policy.Route{
+			Name: r.RouteName(), Match: p, Backend: names[0], Fallbacks: names[1:],
+			Mailbox: r.Mailbox, Queued: r.Delivery == config.DeliveryQueued,
+		})
 	}
 	return policy.NewRouter(routes), nil
 }

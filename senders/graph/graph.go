@@ -107,6 +107,10 @@ func New(c *Config, env senders.Env) (*Sender, error) {
 	}, nil
 }
 
+// Concurrency implements senders.Sender: Graph's Outlook service allows 4 concurrent
+// requests per app and mailbox (Microsoft Graph throttling limits).
+func (s *Sender) Concurrency() int { return 4 }
+
 // Send implements senders.Sender. The message goes to /users/{mailbox}/sendMail, where the
 // mailbox is the route's (or the From address); a From other than the mailbox needs Send
 // As or Send on Behalf in Exchange Online.

@@ -178,6 +178,15 @@ func (s *Sender) Scope() senders.Scope {
 	return senders.ScopeBackend
 }
 
+// Concurrency implements senders.Sender: Exchange Online refuses a 4th concurrent SMTP
+// AUTH session of one mailbox (432 4.3.2); relay and Direct Send have no such limit.
+func (s *Sender) Concurrency() int {
+	if s.kind == kindSubmission {
+		return 3
+	}
+	return 0
+}
+
 // Send implements senders.Sender.
 func (s *Sender) Send(ctx context.Context, msg *senders.Message) (*senders.Result, error) {
 	mailbox := ""

@@ -11,9 +11,19 @@ type Route struct {
 	Match mailaddr.Pattern
 	// Backend is the name of a configured backend.
 	Backend string
+	// Fallbacks are the backends, in order, that a queued message may go through when
+	// Backend is paused, throttled or failing.
+	Fallbacks []string
 	// Mailbox is the mailbox to send as (the Graph user or SMTP AUTH login); empty means
 	// the From address itself.
 	Mailbox string
+	// Queued: a request that does not say how to deliver is queued, not sent at once.
+	Queued bool
+}
+
+// Backends are Backend then Fallbacks.
+func (r Route) Backends() []string {
+	return append([]string{r.Backend}, r.Fallbacks...)
 }
 
 // Router holds ordered routes; the first that matches wins.
@@ -30,6 +40,16 @@ func NewRouter(routes []Route) *Router {
 func (r *Router) Route(from string) (Route, bool) {
 	for _, rt := range r.routes {
 		if rt.Match.Match(from) {
+			return rt, true
+		}
+	}
+	return Route{}, false
+}
+
+// ByName returns the route called name.
+func (r *Router) ByName(name string) (Route, bool) {
+	for _, rt := range r.routes {
+		if rt.Name == name {
 			return rt, true
 		}
 	}

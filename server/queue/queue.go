@@ -79,7 +79,19 @@ type Item struct {
 	// not fail an item by itself: a worker that finds the deadline passed calls Fail.
 	Deadline time.Time
 
+	// MessageID is the RFC 5322 Message-ID the caller was told.
+	MessageID string
+	// From is the From address.
+	From string
+	// Route is the route's name.
+	Route string
+	// Tags are the request's tags.
+	Tags map[string]string
+
 	// Set by the queue; Enqueue refuses an item with any of them set.
+
+	// Finished is when the item entered a terminal state; zero otherwise.
+	Finished time.Time
 
 	// State is the item's state.
 	State State

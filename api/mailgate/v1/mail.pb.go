@@ -36,8 +36,19 @@ const (
 	Status_STATUS_UNSPECIFIED Status = 0
 	// Accepted by Microsoft 365 (or the configured backend).
 	Status_SENT Status = 1
-	// Accepted by mailgate for later delivery.
+	// Accepted by mailgate for later delivery; waiting for its time, its mailbox's budget
+	// or a retry.
 	Status_QUEUED Status = 2
+	// A worker is sending it now.
+	Status_SENDING Status = 3
+	// Refused permanently by the backend, or not delivered within queue.max_lifetime.
+	// lastError and the attempts say why.
+	Status_FAILED Status = 4
+	// Canceled (CancelMessage, or an operator) before it was sent.
+	Status_CANCELED Status = 5
+	// An attempt may have delivered it (the connection broke after the message went out);
+	// mailgate does not send it again on its own.
+	Status_UNKNOWN Status = 6
 )
 
 // Enum value maps for Status.
@@ -46,11 +57,19 @@ var (
 		0: "STATUS_UNSPECIFIED",
 		1: "SENT",
 		2: "QUEUED",
+		3: "SENDING",
+		4: "FAILED",
+		5: "CANCELED",
+		6: "UNKNOWN",
 	}
 	Status_value = map[string]int32{
 		"STATUS_UNSPECIFIED": 0,
 		"SENT":               1,
 		"QUEUED":             2,
+		"SENDING":            3,
+		"FAILED":             4,
+		"CANCELED":           5,
+		"UNKNOWN":            6,
 	}
 )
 
@@ -79,6 +98,61 @@ func (x Status) Number() protoreflect.EnumNumber {
 // Deprecated: Use Status.Descriptor instead.
 func (Status) EnumDescriptor() ([]byte, []int) {
 	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{0}
+}
+
+// How mailgate delivers the message.
+type SendMailRequest_Delivery int32
+
+const (
+	// The route's `delivery` setting (sync unless the operator configured it).
+	SendMailRequest_DELIVERY_UNSPECIFIED SendMailRequest_Delivery = 0
+	// Send now and answer with the backend's outcome (SENT, or the error).
+	SendMailRequest_SYNC SendMailRequest_Delivery = 1
+	// Store the message durably, answer QUEUED, and deliver it at the pace Microsoft 365
+	// allows, retrying transient failures for up to queue.max_lifetime (24 hours by
+	// default). Follow it with GetMessage or ListMessages.
+	SendMailRequest_QUEUED SendMailRequest_Delivery = 2
+)
+
+// Enum value maps for SendMailRequest_Delivery.
+var (
+	SendMailRequest_Delivery_name = map[int32]string{
+		0: "DELIVERY_UNSPECIFIED",
+		1: "SYNC",
+		2: "QUEUED",
+	}
+	SendMailRequest_Delivery_value = map[string]int32{
+		"DELIVERY_UNSPECIFIED": 0,
+		"SYNC":                 1,
+		"QUEUED":               2,
+	}
+)
+
+func (x SendMailRequest_Delivery) Enum() *SendMailRequest_Delivery {
+	p := new(SendMailRequest_Delivery)
+	*p = x
+	return p
+}
+
+func (x SendMailRequest_Delivery) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SendMailRequest_Delivery) Descriptor() protoreflect.EnumDescriptor {
+	return file_mailgate_v1_mail_proto_enumTypes[1].Descriptor()
+}
+
+func (SendMailRequest_Delivery) Type() protoreflect.EnumType {
+	return &file_mailgate_v1_mail_proto_enumTypes[1]
+}
+
+func (x SendMailRequest_Delivery) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SendMailRequest_Delivery.Descriptor instead.
+func (SendMailRequest_Delivery) EnumDescriptor() ([]byte, []int) {
+	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{2, 0}
 }
 
 // An email address with an optional display name.
@@ -242,7 +316,13 @@ type SendMailRequest struct {
 	IdempotencyKey string `protobuf:"bytes,13,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// A complete RFC 5322 message, sent as is (Message-ID and Date are added when missing).
 	// Excludes subject, text, html, attachments, headers and replyTo.
-	RawMime       []byte `protobuf:"bytes,14,opt,name=raw_mime,json=rawMime,proto3" json:"raw_mime,omitempty"`
+	RawMime []byte `protobuf:"bytes,14,opt,name=raw_mime,json=rawMime,proto3" json:"raw_mime,omitempty"`
+	// SYNC or QUEUED; absent: the route's setting. A request with sendAt is queued.
+	Delivery SendMailRequest_Delivery `protobuf:"varint,16,opt,name=delivery,proto3,enum=mailgate.v1.SendMailRequest_Delivery" json:"delivery,omitempty"`
+	// Deliver no earlier than this time (RFC 3339, e.g. `2026-12-24T08:00:00Z`): queues the
+	// message. At most queue.max_schedule (30 days by default) ahead; a time in the past
+	// means at once.
+	SendAt        *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=send_at,json=sendAt,proto3" json:"send_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -371,6 +451,20 @@ func (x *SendMailRequest) GetIdempotencyKey() string {
 func (x *SendMailRequest) GetRawMime() []byte {
 	if x != nil {
 		return x.RawMime
+	}
+	return nil
+}
+
+func (x *SendMailRequest) GetDelivery() SendMailRequest_Delivery {
+	if x != nil {
+		return x.Delivery
+	}
+	return SendMailRequest_DELIVERY_UNSPECIFIED
+}
+
+func (x *SendMailRequest) GetSendAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SendAt
 	}
 	return nil
 }
@@ -602,8 +696,18 @@ type GetMessageResponse struct {
 	// When mailgate accepted the message.
 	AcceptTime         *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=accept_time,json=acceptTime,proto3" json:"accept_time,omitempty"`
 	RejectedRecipients []*RejectedRecipient   `protobuf:"bytes,10,rep,name=rejected_recipients,json=rejectedRecipients,proto3" json:"rejected_recipients,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// A queued message's delivery attempts, oldest first.
+	Attempts []*Attempt `protobuf:"bytes,11,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	// When a QUEUED message is next tried (its sendAt, a retry's backoff).
+	NextAttemptTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=next_attempt_time,json=nextAttemptTime,proto3" json:"next_attempt_time,omitempty"`
+	// Why the last attempt failed, for a queued message that is not SENT.
+	LastError string `protobuf:"bytes,13,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// When a queued message reached SENT, FAILED, CANCELED or UNKNOWN.
+	FinishTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
+	// The delivery the request asked for or the route gave: SYNC or QUEUED.
+	Delivery      SendMailRequest_Delivery `protobuf:"varint,15,opt,name=delivery,proto3,enum=mailgate.v1.SendMailRequest_Delivery" json:"delivery,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetMessageResponse) Reset() {
@@ -706,6 +810,356 @@ func (x *GetMessageResponse) GetRejectedRecipients() []*RejectedRecipient {
 	return nil
 }
 
+func (x *GetMessageResponse) GetAttempts() []*Attempt {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+func (x *GetMessageResponse) GetNextAttemptTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptTime
+	}
+	return nil
+}
+
+func (x *GetMessageResponse) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *GetMessageResponse) GetFinishTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FinishTime
+	}
+	return nil
+}
+
+func (x *GetMessageResponse) GetDelivery() SendMailRequest_Delivery {
+	if x != nil {
+		return x.Delivery
+	}
+	return SendMailRequest_DELIVERY_UNSPECIFIED
+}
+
+// One try at delivering a queued message.
+type Attempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// The backend that was tried.
+	Backend string `protobuf:"bytes,2,opt,name=backend,proto3" json:"backend,omitempty"`
+	// SENT, or the error's reason (THROTTLED, UNAVAILABLE, BACKEND_REJECTED...).
+	Outcome string `protobuf:"bytes,3,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// The remote server's reply, such as "451 4.7.500 Server busy", when it gave one.
+	Reply string `protobuf:"bytes,4,opt,name=reply,proto3" json:"reply,omitempty"`
+	// mailgate's description of the failure; empty when sent.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attempt) Reset() {
+	*x = Attempt{}
+	mi := &file_mailgate_v1_mail_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attempt) ProtoMessage() {}
+
+func (x *Attempt) ProtoReflect() protoreflect.Message {
+	mi := &file_mailgate_v1_mail_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
+func (*Attempt) Descriptor() ([]byte, []int) {
+	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Attempt) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Attempt) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *Attempt) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *Attempt) GetReply() string {
+	if x != nil {
+		return x.Reply
+	}
+	return ""
+}
+
+func (x *Attempt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type CancelMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id SendMail returned.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelMessageRequest) Reset() {
+	*x = CancelMessageRequest{}
+	mi := &file_mailgate_v1_mail_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelMessageRequest) ProtoMessage() {}
+
+func (x *CancelMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mailgate_v1_mail_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelMessageRequest.ProtoReflect.Descriptor instead.
+func (*CancelMessageRequest) Descriptor() ([]byte, []int) {
+	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CancelMessageRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type CancelMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message's record, status CANCELED.
+	Message       *GetMessageResponse `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelMessageResponse) Reset() {
+	*x = CancelMessageResponse{}
+	mi := &file_mailgate_v1_mail_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelMessageResponse) ProtoMessage() {}
+
+func (x *CancelMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mailgate_v1_mail_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelMessageResponse.ProtoReflect.Descriptor instead.
+func (*CancelMessageResponse) Descriptor() ([]byte, []int) {
+	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CancelMessageResponse) GetMessage() *GetMessageResponse {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+type ListMessagesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only messages in these statuses (repeat the parameter: `?status=QUEUED&status=FAILED`).
+	Status []Status `protobuf:"varint,1,rep,packed,name=status,proto3,enum=mailgate.v1.Status" json:"status,omitempty"`
+	// Only messages with these tags, each `key=value` (`?tag=invoice=2026-0042`).
+	Tag []string `protobuf:"bytes,2,rep,name=tag,proto3" json:"tag,omitempty"`
+	// Only messages accepted at or after this time (RFC 3339).
+	AcceptedAfter *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=accepted_after,json=acceptedAfter,proto3" json:"accepted_after,omitempty"`
+	// Only messages accepted before this time (RFC 3339).
+	AcceptedBefore *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=accepted_before,json=acceptedBefore,proto3" json:"accepted_before,omitempty"`
+	// At most this many messages (1 to 1000; 100 when absent).
+	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// The nextPageToken of the previous page.
+	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMessagesRequest) Reset() {
+	*x = ListMessagesRequest{}
+	mi := &file_mailgate_v1_mail_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMessagesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMessagesRequest) ProtoMessage() {}
+
+func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mailgate_v1_mail_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
+func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
+	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListMessagesRequest) GetStatus() []Status {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+func (x *ListMessagesRequest) GetTag() []string {
+	if x != nil {
+		return x.Tag
+	}
+	return nil
+}
+
+func (x *ListMessagesRequest) GetAcceptedAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AcceptedAfter
+	}
+	return nil
+}
+
+func (x *ListMessagesRequest) GetAcceptedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AcceptedBefore
+	}
+	return nil
+}
+
+func (x *ListMessagesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListMessagesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListMessagesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first. A listed message carries no attempts; GetMessage has them.
+	Messages []*GetMessageResponse `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// Pass as pageToken for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMessagesResponse) Reset() {
+	*x = ListMessagesResponse{}
+	mi := &file_mailgate_v1_mail_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMessagesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMessagesResponse) ProtoMessage() {}
+
+func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mailgate_v1_mail_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
+func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
+	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListMessagesResponse) GetMessages() []*GetMessageResponse {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+func (x *ListMessagesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 type WhoAmIRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -714,7 +1168,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_mailgate_v1_mail_proto_msgTypes[7]
+	mi := &file_mailgate_v1_mail_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +1180,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mailgate_v1_mail_proto_msgTypes[7]
+	mi := &file_mailgate_v1_mail_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +1193,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{7}
+	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{12}
 }
 
 // The API key a request was made with.
@@ -755,7 +1209,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_mailgate_v1_mail_proto_msgTypes[8]
+	mi := &file_mailgate_v1_mail_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +1221,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mailgate_v1_mail_proto_msgTypes[8]
+	mi := &file_mailgate_v1_mail_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +1234,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{8}
+	return file_mailgate_v1_mail_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WhoAmIResponse) GetName() string {
@@ -811,7 +1265,7 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\fcontent_type\x18\x02 \x01(\tR\vcontentType\x12\x18\n" +
 	"\acontent\x18\x03 \x01(\fR\acontent\x12\x1d\n" +
 	"\n" +
-	"content_id\x18\x04 \x01(\tR\tcontentId\"\xfe\x05\n" +
+	"content_id\x18\x04 \x01(\tR\tcontentId\"\xb2\a\n" +
 	"\x0fSendMailRequest\x12(\n" +
 	"\x04from\x18\x01 \x01(\v2\x14.mailgate.v1.AddressR\x04from\x12$\n" +
 	"\x02to\x18\x02 \x03(\v2\x14.mailgate.v1.AddressR\x02to\x12$\n" +
@@ -829,13 +1283,20 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"x-nullable\x12\x02 \x01R\x0fsaveToSentItems\x12:\n" +
 	"\x04tags\x18\f \x03(\v2&.mailgate.v1.SendMailRequest.TagsEntryR\x04tags\x12'\n" +
 	"\x0fidempotency_key\x18\r \x01(\tR\x0eidempotencyKey\x12\x19\n" +
-	"\braw_mime\x18\x0e \x01(\fR\arawMime\x1a:\n" +
+	"\braw_mime\x18\x0e \x01(\fR\arawMime\x12A\n" +
+	"\bdelivery\x18\x10 \x01(\x0e2%.mailgate.v1.SendMailRequest.DeliveryR\bdelivery\x123\n" +
+	"\asend_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x06sendAt\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\v\x10\f\"\xbc\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\":\n" +
+	"\bDelivery\x12\x18\n" +
+	"\x14DELIVERY_UNSPECIFIED\x10\x00\x12\b\n" +
+	"\x04SYNC\x10\x01\x12\n" +
+	"\n" +
+	"\x06QUEUED\x10\x02J\x04\b\v\x10\f\"\xbc\x02\n" +
 	"\x10SendMailResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -850,7 +1311,7 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05reply\x18\x02 \x01(\tR\x05reply\"(\n" +
 	"\x11GetMessageRequest\x12\x13\n" +
-	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x02R\x02id\"\xeb\x03\n" +
+	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x02R\x02id\"\x84\x06\n" +
 	"\x12GetMessageResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -864,19 +1325,52 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\vaccept_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"acceptTime\x12O\n" +
 	"\x13rejected_recipients\x18\n" +
-	" \x03(\v2\x1e.mailgate.v1.RejectedRecipientR\x12rejectedRecipients\x1a7\n" +
+	" \x03(\v2\x1e.mailgate.v1.RejectedRecipientR\x12rejectedRecipients\x120\n" +
+	"\battempts\x18\v \x03(\v2\x14.mailgate.v1.AttemptR\battempts\x12F\n" +
+	"\x11next_attempt_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0fnextAttemptTime\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\r \x01(\tR\tlastError\x12;\n" +
+	"\vfinish_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"finishTime\x12A\n" +
+	"\bdelivery\x18\x0f \x01(\x0e2%.mailgate.v1.SendMailRequest.DeliveryR\bdelivery\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x0f\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x01\n" +
+	"\aAttempt\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
+	"\abackend\x18\x02 \x01(\tR\abackend\x12\x18\n" +
+	"\aoutcome\x18\x03 \x01(\tR\aoutcome\x12\x14\n" +
+	"\x05reply\x18\x04 \x01(\tR\x05reply\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"+\n" +
+	"\x14CancelMessageRequest\x12\x13\n" +
+	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x02R\x02id\"R\n" +
+	"\x15CancelMessageResponse\x129\n" +
+	"\amessage\x18\x01 \x01(\v2\x1f.mailgate.v1.GetMessageResponseR\amessage\"\x98\x02\n" +
+	"\x13ListMessagesRequest\x12+\n" +
+	"\x06status\x18\x01 \x03(\x0e2\x13.mailgate.v1.StatusR\x06status\x12\x10\n" +
+	"\x03tag\x18\x02 \x03(\tR\x03tag\x12A\n" +
+	"\x0eaccepted_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\racceptedAfter\x12C\n" +
+	"\x0faccepted_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0eacceptedBefore\x12\x1b\n" +
+	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\"{\n" +
+	"\x14ListMessagesResponse\x12;\n" +
+	"\bmessages\x18\x01 \x03(\v2\x1f.mailgate.v1.GetMessageResponseR\bmessages\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x0f\n" +
 	"\rWhoAmIRequest\">\n" +
 	"\x0eWhoAmIResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
-	"\asenders\x18\x02 \x03(\tR\asenders*6\n" +
+	"\asenders\x18\x02 \x03(\tR\asenders*j\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\b\n" +
 	"\x04SENT\x10\x01\x12\n" +
 	"\n" +
-	"\x06QUEUED\x10\x022\xb4\x1b\n" +
+	"\x06QUEUED\x10\x02\x12\v\n" +
+	"\aSENDING\x10\x03\x12\n" +
+	"\n" +
+	"\x06FAILED\x10\x04\x12\f\n" +
+	"\bCANCELED\x10\x05\x12\v\n" +
+	"\aUNKNOWN\x10\x062\xce&\n" +
 	"\vMailService\x12\xa9\x13\n" +
 	"\bSendMail\x12\x1c.mailgate.v1.SendMailRequest\x1a\x1d.mailgate.v1.SendMailResponse\"\xdf\x12\x92A\xbf\x12J\xb4\x01\n" +
 	"\x03400\x12\xac\x01\n" +
@@ -939,7 +1433,39 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\adefault\x12j\n" +
 	"EAny other error (CANCELED 499, INTERNAL 500), as a google.rpc.Status.\x12!\n" +
 	"\x1f\x1a\x1d#/definitions/googleRpcStatus\x82\xd3\xe4\x93\x02\f\x12\n" +
-	"/v1/whoamiB\xc4\x04\x92A\x87\x04\x12\xc9\x02\n" +
+	"/v1/whoami\x12\xdc\x06\n" +
+	"\rCancelMessage\x12!.mailgate.v1.CancelMessageRequest\x1a\".mailgate.v1.CancelMessageResponse\"\x83\x06\x92A\xdc\x05Jq\n" +
+	"\x03400\x12j\n" +
+	"EINVALID_ARGUMENT: the id is not one SendMail returns (26 characters).\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJg\n" +
+	"\x03401\x12`\n" +
+	";UNAUTHENTICATED: no API key, or one mailgate does not know.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJg\n" +
+	"\x03404\x12`\n" +
+	";NOT_FOUND: no queued message with this id for this API key.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJ\x82\x01\n" +
+	"\x03409\x12{\n" +
+	"VNOT_CANCELABLE: the message is being sent or has ended (its status is in the message).\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJ\x98\x01\n" +
+	"\x03503\x12\x90\x01\n" +
+	"kQUEUE_UNAVAILABLE: the queue did not answer; the message's state is unchanged or unknown, retrying is safe.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJu\n" +
+	"\adefault\x12j\n" +
+	"EAny other error (CANCELED 499, INTERNAL 500), as a google.rpc.Status.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatus\x82\xd3\xe4\x93\x02\x1d:\x01*\"\x18/v1/messages/{id}:cancel\x12\xb8\x04\n" +
+	"\fListMessages\x12 .mailgate.v1.ListMessagesRequest\x1a!.mailgate.v1.ListMessagesResponse\"\xe2\x03\x92A\xca\x03J\x8d\x01\n" +
+	"\x03400\x12\x85\x01\n" +
+	"`INVALID_ARGUMENT: a filter, pageSize or pageToken is malformed (the BadRequest detail names it).\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJg\n" +
+	"\x03401\x12`\n" +
+	";UNAUTHENTICATED: no API key, or one mailgate does not know.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJX\n" +
+	"\x03503\x12Q\n" +
+	",QUEUE_UNAVAILABLE: the queue did not answer.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatusJu\n" +
+	"\adefault\x12j\n" +
+	"EAny other error (CANCELED 499, INTERNAL 500), as a google.rpc.Status.\x12!\n" +
+	"\x1f\x1a\x1d#/definitions/googleRpcStatus\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/messagesB\xc4\x04\x92A\x87\x04\x12\xc9\x02\n" +
 	"\bmailgate\x12\xb8\x02Send mail through Microsoft 365 with one API. Authenticate with an API key in `Authorization: Bearer <key>` or `X-API-Key: <key>`. Errors are google.rpc.Status objects whose details carry an ErrorInfo (reason, metadata) and, when the request was throttled, a RetryInfo; HTTP 429 responses also carry Retry-After.2\x02v1*\x02\x01\x022\x10application/json:\x10application/jsonZl\n" +
 	"4\n" +
 	"\fApiKeyHeader\x12$\b\x02\x12\x13The API key itself.\x1a\tX-API-Key \x02\n" +
@@ -962,52 +1488,74 @@ func file_mailgate_v1_mail_proto_rawDescGZIP() []byte {
 	return file_mailgate_v1_mail_proto_rawDescData
 }
 
-var file_mailgate_v1_mail_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_mailgate_v1_mail_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_mailgate_v1_mail_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_mailgate_v1_mail_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_mailgate_v1_mail_proto_goTypes = []any{
 	(Status)(0),                   // 0: mailgate.v1.Status
-	(*Address)(nil),               // 1: mailgate.v1.Address
-	(*Attachment)(nil),            // 2: mailgate.v1.Attachment
-	(*SendMailRequest)(nil),       // 3: mailgate.v1.SendMailRequest
-	(*SendMailResponse)(nil),      // 4: mailgate.v1.SendMailResponse
-	(*RejectedRecipient)(nil),     // 5: mailgate.v1.RejectedRecipient
-	(*GetMessageRequest)(nil),     // 6: mailgate.v1.GetMessageRequest
-	(*GetMessageResponse)(nil),    // 7: mailgate.v1.GetMessageResponse
-	(*WhoAmIRequest)(nil),         // 8: mailgate.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),        // 9: mailgate.v1.WhoAmIResponse
-	nil,                           // 10: mailgate.v1.SendMailRequest.HeadersEntry
-	nil,                           // 11: mailgate.v1.SendMailRequest.TagsEntry
-	nil,                           // 12: mailgate.v1.GetMessageResponse.TagsEntry
-	(*wrapperspb.BoolValue)(nil),  // 13: google.protobuf.BoolValue
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(SendMailRequest_Delivery)(0), // 1: mailgate.v1.SendMailRequest.Delivery
+	(*Address)(nil),               // 2: mailgate.v1.Address
+	(*Attachment)(nil),            // 3: mailgate.v1.Attachment
+	(*SendMailRequest)(nil),       // 4: mailgate.v1.SendMailRequest
+	(*SendMailResponse)(nil),      // 5: mailgate.v1.SendMailResponse
+	(*RejectedRecipient)(nil),     // 6: mailgate.v1.RejectedRecipient
+	(*GetMessageRequest)(nil),     // 7: mailgate.v1.GetMessageRequest
+	(*GetMessageResponse)(nil),    // 8: mailgate.v1.GetMessageResponse
+	(*Attempt)(nil),               // 9: mailgate.v1.Attempt
+	(*CancelMessageRequest)(nil),  // 10: mailgate.v1.CancelMessageRequest
+	(*CancelMessageResponse)(nil), // 11: mailgate.v1.CancelMessageResponse
+	(*ListMessagesRequest)(nil),   // 12: mailgate.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),  // 13: mailgate.v1.ListMessagesResponse
+	(*WhoAmIRequest)(nil),         // 14: mailgate.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),        // 15: mailgate.v1.WhoAmIResponse
+	nil,                           // 16: mailgate.v1.SendMailRequest.HeadersEntry
+	nil,                           // 17: mailgate.v1.SendMailRequest.TagsEntry
+	nil,                           // 18: mailgate.v1.GetMessageResponse.TagsEntry
+	(*wrapperspb.BoolValue)(nil),  // 19: google.protobuf.BoolValue
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
 }
 var file_mailgate_v1_mail_proto_depIdxs = []int32{
-	1,  // 0: mailgate.v1.SendMailRequest.from:type_name -> mailgate.v1.Address
-	1,  // 1: mailgate.v1.SendMailRequest.to:type_name -> mailgate.v1.Address
-	1,  // 2: mailgate.v1.SendMailRequest.cc:type_name -> mailgate.v1.Address
-	1,  // 3: mailgate.v1.SendMailRequest.bcc:type_name -> mailgate.v1.Address
-	1,  // 4: mailgate.v1.SendMailRequest.reply_to:type_name -> mailgate.v1.Address
-	2,  // 5: mailgate.v1.SendMailRequest.attachments:type_name -> mailgate.v1.Attachment
-	10, // 6: mailgate.v1.SendMailRequest.headers:type_name -> mailgate.v1.SendMailRequest.HeadersEntry
-	13, // 7: mailgate.v1.SendMailRequest.save_to_sent_items:type_name -> google.protobuf.BoolValue
-	11, // 8: mailgate.v1.SendMailRequest.tags:type_name -> mailgate.v1.SendMailRequest.TagsEntry
-	0,  // 9: mailgate.v1.SendMailResponse.status:type_name -> mailgate.v1.Status
-	5,  // 10: mailgate.v1.SendMailResponse.rejected_recipients:type_name -> mailgate.v1.RejectedRecipient
-	0,  // 11: mailgate.v1.GetMessageResponse.status:type_name -> mailgate.v1.Status
-	12, // 12: mailgate.v1.GetMessageResponse.tags:type_name -> mailgate.v1.GetMessageResponse.TagsEntry
-	14, // 13: mailgate.v1.GetMessageResponse.accept_time:type_name -> google.protobuf.Timestamp
-	5,  // 14: mailgate.v1.GetMessageResponse.rejected_recipients:type_name -> mailgate.v1.RejectedRecipient
-	3,  // 15: mailgate.v1.MailService.SendMail:input_type -> mailgate.v1.SendMailRequest
-	6,  // 16: mailgate.v1.MailService.GetMessage:input_type -> mailgate.v1.GetMessageRequest
-	8,  // 17: mailgate.v1.MailService.WhoAmI:input_type -> mailgate.v1.WhoAmIRequest
-	4,  // 18: mailgate.v1.MailService.SendMail:output_type -> mailgate.v1.SendMailResponse
-	7,  // 19: mailgate.v1.MailService.GetMessage:output_type -> mailgate.v1.GetMessageResponse
-	9,  // 20: mailgate.v1.MailService.WhoAmI:output_type -> mailgate.v1.WhoAmIResponse
-	18, // [18:21] is the sub-list for method output_type
-	15, // [15:18] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	2,  // 0: mailgate.v1.SendMailRequest.from:type_name -> mailgate.v1.Address
+	2,  // 1: mailgate.v1.SendMailRequest.to:type_name -> mailgate.v1.Address
+	2,  // 2: mailgate.v1.SendMailRequest.cc:type_name -> mailgate.v1.Address
+	2,  // 3: mailgate.v1.SendMailRequest.bcc:type_name -> mailgate.v1.Address
+	2,  // 4: mailgate.v1.SendMailRequest.reply_to:type_name -> mailgate.v1.Address
+	3,  // 5: mailgate.v1.SendMailRequest.attachments:type_name -> mailgate.v1.Attachment
+	16, // 6: mailgate.v1.SendMailRequest.headers:type_name -> mailgate.v1.SendMailRequest.HeadersEntry
+	19, // 7: mailgate.v1.SendMailRequest.save_to_sent_items:type_name -> google.protobuf.BoolValue
+	17, // 8: mailgate.v1.SendMailRequest.tags:type_name -> mailgate.v1.SendMailRequest.TagsEntry
+	1,  // 9: mailgate.v1.SendMailRequest.delivery:type_name -> mailgate.v1.SendMailRequest.Delivery
+	20, // 10: mailgate.v1.SendMailRequest.send_at:type_name -> google.protobuf.Timestamp
+	0,  // 11: mailgate.v1.SendMailResponse.status:type_name -> mailgate.v1.Status
+	6,  // 12: mailgate.v1.SendMailResponse.rejected_recipients:type_name -> mailgate.v1.RejectedRecipient
+	0,  // 13: mailgate.v1.GetMessageResponse.status:type_name -> mailgate.v1.Status
+	18, // 14: mailgate.v1.GetMessageResponse.tags:type_name -> mailgate.v1.GetMessageResponse.TagsEntry
+	20, // 15: mailgate.v1.GetMessageResponse.accept_time:type_name -> google.protobuf.Timestamp
+	6,  // 16: mailgate.v1.GetMessageResponse.rejected_recipients:type_name -> mailgate.v1.RejectedRecipient
+	9,  // 17: mailgate.v1.GetMessageResponse.attempts:type_name -> mailgate.v1.Attempt
+	20, // 18: mailgate.v1.GetMessageResponse.next_attempt_time:type_name -> google.protobuf.Timestamp
+	20, // 19: mailgate.v1.GetMessageResponse.finish_time:type_name -> google.protobuf.Timestamp
+	1,  // 20: mailgate.v1.GetMessageResponse.delivery:type_name -> mailgate.v1.SendMailRequest.Delivery
+	20, // 21: mailgate.v1.Attempt.time:type_name -> google.protobuf.Timestamp
+	8,  // 22: mailgate.v1.CancelMessageResponse.message:type_name -> mailgate.v1.GetMessageResponse
+	0,  // 23: mailgate.v1.ListMessagesRequest.status:type_name -> mailgate.v1.Status
+	20, // 24: mailgate.v1.ListMessagesRequest.accepted_after:type_name -> google.protobuf.Timestamp
+	20, // 25: mailgate.v1.ListMessagesRequest.accepted_before:type_name -> google.protobuf.Timestamp
+	8,  // 26: mailgate.v1.ListMessagesResponse.messages:type_name -> mailgate.v1.GetMessageResponse
+	4,  // 27: mailgate.v1.MailService.SendMail:input_type -> mailgate.v1.SendMailRequest
+	7,  // 28: mailgate.v1.MailService.GetMessage:input_type -> mailgate.v1.GetMessageRequest
+	14, // 29: mailgate.v1.MailService.WhoAmI:input_type -> mailgate.v1.WhoAmIRequest
+	10, // 30: mailgate.v1.MailService.CancelMessage:input_type -> mailgate.v1.CancelMessageRequest
+	12, // 31: mailgate.v1.MailService.ListMessages:input_type -> mailgate.v1.ListMessagesRequest
+	5,  // 32: mailgate.v1.MailService.SendMail:output_type -> mailgate.v1.SendMailResponse
+	8,  // 33: mailgate.v1.MailService.GetMessage:output_type -> mailgate.v1.GetMessageResponse
+	15, // 34: mailgate.v1.MailService.WhoAmI:output_type -> mailgate.v1.WhoAmIResponse
+	11, // 35: mailgate.v1.MailService.CancelMessage:output_type -> mailgate.v1.CancelMessageResponse
+	13, // 36: mailgate.v1.MailService.ListMessages:output_type -> mailgate.v1.ListMessagesResponse
+	32, // [32:37] is the sub-list for method output_type
+	27, // [27:32] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_mailgate_v1_mail_proto_init() }
@@ -1020,8 +1568,8 @@ func file_mailgate_v1_mail_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mailgate_v1_mail_proto_rawDesc), len(file_mailgate_v1_mail_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   12,
+			NumEnums:      2,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,9 +23,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	MailService_SendMail_FullMethodName   = "/mailgate.v1.MailService/SendMail"
-	MailService_GetMessage_FullMethodName = "/mailgate.v1.MailService/GetMessage"
-	MailService_WhoAmI_FullMethodName     = "/mailgate.v1.MailService/WhoAmI"
+	MailService_SendMail_FullMethodName      = "/mailgate.v1.MailService/SendMail"
+	MailService_GetMessage_FullMethodName    = "/mailgate.v1.MailService/GetMessage"
+	MailService_WhoAmI_FullMethodName        = "/mailgate.v1.MailService/WhoAmI"
+	MailService_CancelMessage_FullMethodName = "/mailgate.v1.MailService/CancelMessage"
+	MailService_ListMessages_FullMethodName  = "/mailgate.v1.MailService/ListMessages"
 )
 
 // MailServiceClient is the client API for MailService service.
@@ -36,7 +38,9 @@ const (
 type MailServiceClient interface {
 	// SendMail validates a message, routes it by its From address to the backend the
 	// operator configured, and returns once the backend has accepted it (status SENT) or
-	// mailgate has taken responsibility for it (status QUEUED).
+	// mailgate has taken responsibility for it (status QUEUED: the message is on disk, or
+	// in Redis, and workers deliver it at the pace Microsoft 365 allows). Over REST a
+	// QUEUED answer is HTTP 202.
 	//
 	// Send the `Idempotency-Key` header (gRPC metadata `idempotency-key`) or the
 	// idempotencyKey field so that a retried request never sends twice.
@@ -52,6 +56,15 @@ type MailServiceClient interface {
 	// It sends nothing and reads no record: a client calls it to check a key (the
 	// separate SMTP shim does, at each AUTH). The key itself is never in the answer.
 	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
+	// CancelMessage stops a queued message that no worker has started. It returns the
+	// message's record, now CANCELED. A message being sent or already ended cannot be
+	// canceled (FAILED_PRECONDITION, reason NOT_CANCELABLE, naming its status).
+	CancelMessage(ctx context.Context, in *CancelMessageRequest, opts ...grpc.CallOption) (*CancelMessageResponse, error)
+	// ListMessages lists the queued messages of the calling API key, newest first.
+	//
+	// It lists what went through the queue (delivery QUEUED), in any status, until the
+	// record's retention ends; a message sent synchronously is found with GetMessage.
+	ListMessages(ctx context.Context, in *ListMessagesRequest, opts ...grpc.CallOption) (*ListMessagesResponse, error)
 }
 
 type mailServiceClient struct {
@@ -92,6 +105,26 @@ func (c *mailServiceClient) WhoAmI(ctx context.Context, in *WhoAmIRequest, opts 
 	return out, nil
 }
 
+func (c *mailServiceClient) CancelMessage(ctx context.Context, in *CancelMessageRequest, opts ...grpc.CallOption) (*CancelMessageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelMessageResponse)
+	err := c.cc.Invoke(ctx, MailService_CancelMessage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *mailServiceClient) ListMessages(ctx context.Context, in *ListMessagesRequest, opts ...grpc.CallOption) (*ListMessagesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMessagesResponse)
+	err := c.cc.Invoke(ctx, MailService_ListMessages_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MailServiceServer is the server API for MailService service.
 // All implementations must embed UnimplementedMailServiceServer
 // for forward compatibility.
@@ -100,7 +133,9 @@ func (c *mailServiceClient) WhoAmI(ctx context.Context, in *WhoAmIRequest, opts 
 type MailServiceServer interface {
 	// SendMail validates a message, routes it by its From address to the backend the
 	// operator configured, and returns once the backend has accepted it (status SENT) or
-	// mailgate has taken responsibility for it (status QUEUED).
+	// mailgate has taken responsibility for it (status QUEUED: the message is on disk, or
+	// in Redis, and workers deliver it at the pace Microsoft 365 allows). Over REST a
+	// QUEUED answer is HTTP 202.
 	//
 	// Send the `Idempotency-Key` header (gRPC metadata `idempotency-key`) or the
 	// idempotencyKey field so that a retried request never sends twice.
@@ -116,6 +151,15 @@ type MailServiceServer interface {
 	// It sends nothing and reads no record: a client calls it to check a key (the
 	// separate SMTP shim does, at each AUTH). The key itself is never in the answer.
 	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
+	// CancelMessage stops a queued message that no worker has started. It returns the
+	// message's record, now CANCELED. A message being sent or already ended cannot be
+	// canceled (FAILED_PRECONDITION, reason NOT_CANCELABLE, naming its status).
+	CancelMessage(context.Context, *CancelMessageRequest) (*CancelMessageResponse, error)
+	// ListMessages lists the queued messages of the calling API key, newest first.
+	//
+	// It lists what went through the queue (delivery QUEUED), in any status, until the
+	// record's retention ends; a message sent synchronously is found with GetMessage.
+	ListMessages(context.Context, *ListMessagesRequest) (*ListMessagesResponse, error)
 	mustEmbedUnimplementedMailServiceServer()
 }
 
@@ -134,6 +178,12 @@ func (UnimplementedMailServiceServer) GetMessage(context.Context, *GetMessageReq
 }
 func (UnimplementedMailServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WhoAmI not implemented")
+}
+func (UnimplementedMailServiceServer) CancelMessage(context.Context, *CancelMessageRequest) (*CancelMessageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelMessage not implemented")
+}
+func (UnimplementedMailServiceServer) ListMessages(context.Context, *ListMessagesRequest) (*ListMessagesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListMessages not implemented")
 }
 func (UnimplementedMailServiceServer) mustEmbedUnimplementedMailServiceServer() {}
 func (UnimplementedMailServiceServer) testEmbeddedByValue()                     {}
@@ -210,6 +260,42 @@ func _MailService_WhoAmI_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MailService_CancelMessage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelMessageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServiceServer).CancelMessage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MailService_CancelMessage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServiceServer).CancelMessage(ctx, req.(*CancelMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MailService_ListMessages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMessagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MailServiceServer).ListMessages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MailService_ListMessages_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MailServiceServer).ListMessages(ctx, req.(*ListMessagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MailService_ServiceDesc is the grpc.ServiceDesc for MailService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -228,6 +314,14 @@ var MailService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "WhoAmI",
 			Handler:    _MailService_WhoAmI_Handler,
+		},
+		{
+			MethodName: "CancelMessage",
+			Handler:    _MailService_CancelMessage_Handler,
+		},
+		{
+			MethodName: "ListMessages",
+			Handler:    _MailService_ListMessages_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
