@@ -52,6 +52,13 @@ func TestRedisClusterContract(t *testing.T) {
 	storetest.Run(t, store.NewRedis(storetest.StartCluster(t), "mg:"))
 }
 
+// The same contract through a Sentinel, on a client built as the service builds one for
+// redis.addrs with redis.master_name.
+func TestRedisSentinelContract(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, store.NewRedis(storetest.StartSentinel(t).Client(t), "mg:"))
+}
+
 // The Redis keys are a stored format: a replica of a new release reads the budgets and
 // pauses an older one wrote, and the other way round, so that a rolling upgrade shares
 // one set of limits. docs/configuration.md lists the same keys.
