@@ -23,7 +23,7 @@ type Memory struct {
 
 	claims map[string]*memClaim  // by scope + "\x00" + key
 	expiry []claimExpiry         // claims' expiry times, in the order they were set
-	logs   map[windowID]*window  // sliding windows
+	logs   map[windowID]*window  // sliding windows, and Concurrent slots
 	pauses map[GroupID]time.Time // pause ends
 	ops    int                   // operations since the last sweep of windows and pauses
 }
@@ -110,7 +110,9 @@ func (m *Memory) Admit(_ context.Context, a *Admission) (*Ticket, error) {
 	return t, nil
 }
 
-// window is one limit's sliding-window log: what was taken when, oldest first.
+// window is one limit's sliding-window log: what was taken when, oldest first. A
+// Concurrent limit's is its slots: one entry of cost 1 per holder, which Complete removes
+// and which lapses after the period like any entry.
 type window struct {
 	entries []windowEntry
 	sum     int
@@ -169,7 +171,11 @@ func (m *Memory) take(now time.Time, groups []Group, token string) (refused *Ref
 			w.period = l.Period
 			w.prune(now, l.Period)
 			if w.sum+l.Cost > l.Count {
-				if d := w.wait(now, l); d > wait {
+				d := w.wait(now, l)
+				if l.ID == Concurrent {
+					d = min(d, ConcurrentRetry)
+				}
+				if d > wait {
 					refused, wait = &Refusal{Group: g.ID(), Limit: l.ID}, d
 				}
 				continue
@@ -227,12 +233,13 @@ func (m *Memory) Complete(_ context.Context, t *Ticket, c Completion) error {
 			}
 		}
 	}
-	if c.Refund {
-		for _, g := range t.groups {
-			for _, l := range g.Limits {
-				if w := m.logs[windowID{g.ID(), l.ID}]; w != nil {
-					w.remove(t.token)
-				}
+	for _, g := range t.groups {
+		for _, l := range g.Limits {
+			if !c.Refund && l.ID != Concurrent {
+				continue
+			}
+			if w := m.logs[windowID{g.ID(), l.ID}]; w != nil {
+				w.remove(t.token)
 			}
 		}
 	}

@@ -21,16 +21,19 @@ var (
 // Sentinel or Cluster). Every read-modify-write is one Lua script, and every script
 // touches keys of one hash slot only, so it runs unchanged on a Cluster:
 //
-//	<prefix>{mb:<mailbox>}:msgs|rcpts|pause    a mailbox's budgets and pause
-//	<prefix>{be:<backend>}:pause               a pause of a backend that sends as no mailbox
-//	<prefix>{key:<name>}:msgs|pause            an API key's budget
-//	<prefix>{idem:<scope>:<sha256 of key>}     an idempotency claim (a hash)
-//	<prefix>msg:<scope>:<id>                   a GetMessage record
-//	<prefix>{meta}:marker, <prefix>{meta}:lost  whether Redis kept its data (marker.go)
+//	<prefix>{mb:<mailbox>}:msgs|rcpts|conc|pause  a mailbox's budgets, slots and pause
+//	<prefix>{be:<backend>}:pause                  a pause of a backend that sends as no mailbox
+//	<prefix>{key:<name>}:msgs|pause               an API key's budget
+//	<prefix>{idem:<scope>:<sha256 of key>}        an idempotency claim (a hash)
+//	<prefix>msg:<scope>:<id>                      a GetMessage record
+//	<prefix>{meta}:marker, <prefix>{meta}:lost    whether Redis kept its data (marker.go)
 //
-// "mb", "be", "key" are GroupKind's String, "msgs", "rcpts" LimitID's; each budget is a
-// list and its running sum (the same key with ":sum"). Replicas of different releases
-// share these keys during an upgrade: they are a stored format.
+// "mb", "be", "key" are GroupKind's String, "msgs", "rcpts", "conc" LimitID's; each
+// budget is a list and its running sum (the same key with ":sum"). Concurrent slots are
+// kept as a window is, one entry of cost 1 per holder, so that a holder that never
+// completes lapses after the period as a window's entry does, and the list's expiry
+// (a period after the last admission) leaves nothing behind. Replicas of different
+// releases share these keys during an upgrade: they are a stored format.
 //
 // Scripts read the clock with Redis's TIME, so replicas with skewed clocks still share
 // one notion of "now".
@@ -51,7 +54,8 @@ func NewRedis(c redis.UniversalClient, prefix string) *Redis {
 // is a sliding window: a list of "<ms>:<cost>:<token>" entries, oldest first, and their
 // running sum.
 // KEYS[1] the pause flag; then per limit its list and its sum.
-// ARGV[1] the request's token; then per limit: period ms, count, cost.
+// ARGV[1] the request's token; then per limit: period ms, count, cost, and the longest
+// wait to report for it in ms (0: none; a Concurrent limit's ConcurrentRetry).
 // Returns {0, now} taken, {1, wait ms, index} refused (the limit that frees up last: the
 // wait covers every refusing limit), {2, wait ms} paused.
 var reserveScript = redis.NewScript(`
@@ -64,8 +68,8 @@ local sums = {}
 local wait, refused = 0, 0
 for i = 1, n do
   local log, sumkey = KEYS[2*i], KEYS[2*i+1]
-  local j = 2 + (i-1) * 3
-  local period, count, cost = tonumber(ARGV[j]), tonumber(ARGV[j+1]), tonumber(ARGV[j+2])
+  local j = 2 + (i-1) * 4
+  local period, count, cost, longest = tonumber(ARGV[j]), tonumber(ARGV[j+1]), tonumber(ARGV[j+2]), tonumber(ARGV[j+3])
   local sum = tonumber(redis.call('GET', sumkey) or '0')
   local pruned = false
   while true do
@@ -94,13 +98,14 @@ for i = 1, n do
       end
       from = from + 100
     end
+    if longest > 0 and w > longest then w = longest end
     if w > wait then wait, refused = w, i end
   end
   sums[i] = sum
 end
 if refused > 0 then return {1, wait, refused} end
 for i = 1, n do
-  local j = 2 + (i-1) * 3
+  local j = 2 + (i-1) * 4
   local period, cost = tonumber(ARGV[j]), tonumber(ARGV[j+2])
   redis.call('RPUSH', KEYS[2*i], string.format('%.0f:%d:%s', now, cost, ARGV[1]))
   redis.call('PEXPIRE', KEYS[2*i], period)
@@ -170,8 +175,12 @@ func (r *Redis) groupKeys(g Group, token string) (keys []string, args []any) {
 	keys = append(keys, tag+"pause")
 	args = append(args, token)
 	for _, l := range activeLimits(g) {
+		var longest time.Duration // the wait a refusal reports at most; 0: none
+		if l.ID == Concurrent {
+			longest = ConcurrentRetry
+		}
 		keys = append(keys, tag+l.ID.String(), tag+l.ID.String()+":sum")
-		args = append(args, l.Period.Milliseconds(), l.Count, l.Cost)
+		args = append(args, l.Period.Milliseconds(), l.Count, l.Cost, longest.Milliseconds())
 	}
 	return keys, args
 }
@@ -251,7 +260,7 @@ func (r *Redis) Admit(ctx context.Context, a *Admission) (*Ticket, error) {
 	}
 	// Refused: nothing may stay taken.
 	pipe = r.c.Pipeline()
-	r.refund(ctx, pipe, taken, takenAt, t.token)
+	r.refund(ctx, pipe, taken, takenAt, t.token, allLimits)
 	if claimed {
 		completeScript.Eval(ctx, pipe, []string{r.claimKey(a.Claim)}, t.token, "", 0)
 	}
@@ -268,7 +277,7 @@ func (r *Redis) undo(ctx context.Context, t *Ticket, groups []Group, reserves []
 	pipe := r.c.Pipeline()
 	for i, cmd := range reserves {
 		if res, err := cmd.Slice(); err == nil && code(res, 0) == 0 {
-			r.refund(ctx, pipe, groups[i:i+1], []time.Time{time.UnixMilli(code(res, 1))}, t.token)
+			r.refund(ctx, pipe, groups[i:i+1], []time.Time{time.UnixMilli(code(res, 1))}, t.token, allLimits)
 		}
 	}
 	if claim != nil {
@@ -277,13 +286,17 @@ func (r *Redis) undo(ctx context.Context, t *Ticket, groups []Group, reserves []
 	pipe.Exec(ctx)
 }
 
-// refund takes back the entries a request made in the groups' windows at the given times.
-func (r *Redis) refund(ctx context.Context, pipe redis.Pipeliner, groups []Group, at []time.Time, token string) {
+// refund takes back the entries a request made at the given times in the groups' limits
+// that which selects.
+func (r *Redis) refund(ctx context.Context, pipe redis.Pipeliner, groups []Group, at []time.Time, token string, which func(LimitID) bool) {
 	for i, g := range groups {
 		tag := r.groupTag(g.ID())
 		var keys []string
 		args := []any{":" + token}
 		for _, l := range activeLimits(g) {
+			if !which(l.ID) {
+				continue
+			}
 			keys = append(keys, tag+l.ID.String(), tag+l.ID.String()+":sum")
 			args = append(args, fmt.Sprintf("%d:%d:%s", at[i].UnixMilli(), l.Cost, token))
 		}
@@ -299,9 +312,12 @@ func (r *Redis) Complete(ctx context.Context, t *Ticket, c Completion) error {
 	if cl := t.claim; cl != nil {
 		completeScript.Eval(ctx, pipe, []string{r.claimKey(cl)}, t.token, c.Outcome, c.Retention.Milliseconds())
 	}
+	// A completed request no longer runs: its slots are free whether or not it refunds.
+	which := isConcurrent
 	if c.Refund {
-		r.refund(ctx, pipe, t.groups, t.at, t.token)
+		which = allLimits
 	}
+	r.refund(ctx, pipe, t.groups, t.at, t.token, which)
 	if rec := c.Record; rec != nil {
 		pipe.Set(ctx, r.recordKey(rec.Key), rec.Value, rec.TTL)
 	}
@@ -340,6 +356,9 @@ func (r *Redis) GetRecord(ctx context.Context, key string) ([]byte, error) {
 	}
 	return b, err
 }
+
+func allLimits(LimitID) bool      { return true }
+func isConcurrent(l LimitID) bool { return l == Concurrent }
 
 func activeLimits(g Group) []Limit {
 	var out []Limit

@@ -21,8 +21,8 @@ var ErrNotFound = errors.New("store: not found")
 
 // ErrInvalid is returned for an Admission or a Pause that no store could carry out: a
 // group of no known kind, without a name or there twice, a limit of no known id, without
-// a period, with a negative cost or there twice in its group, or a pause target that is
-// not one of the groups. It is a bug in the
+// a period, with a negative cost or there twice in its group, a Concurrent limit whose
+// cost is not 1, or a pause target that is not one of the groups. It is a bug in the
 // caller, never a state of the store; nothing was taken or changed.
 var ErrInvalid = errors.New("store: invalid request")
 
@@ -43,9 +43,12 @@ var ErrInvalid = errors.New("store: invalid request")
 //   - A Throttled ticket always says what refused it (Ticket.Refused): of several
 //     refusals, the one that lasts longest, so that retrying after RetryAfter is not
 //     refused again by another.
-//   - Budgets are shared by every caller of the same store: a window is identified by
-//     its group's GroupID and its LimitID, a pause by the GroupID, and each caller
-//     says the limits (count, period, cost) it applies.
+//   - Budgets are shared by every caller of the same store: a window or a set of
+//     Concurrent slots is identified by its group's GroupID and its LimitID, a pause by
+//     the GroupID, and each caller says the limits (count, period, cost) it applies.
+//   - A Concurrent slot is held from Admit until Complete, whatever the Completion
+//     says, or until its Period has passed, whichever comes first: a holder that never
+//     completes (its process died) does not keep its slot for ever.
 type Store interface {
 	// GetRecord returns a value stored with a Completion's Record, or ErrNotFound once it
 	// has expired.
@@ -57,10 +60,10 @@ type Store interface {
 	// admission it cannot carry out.
 	Admit(ctx context.Context, a *Admission) (*Ticket, error)
 	// Complete finishes a Proceed ticket: it stores the outcome for replay (or releases
-	// the claim when Outcome is nil), gives the budgets back when Refund is set, and
-	// stores the GetMessage record when there is one. A claim taken over by another
-	// request after its lock expired is left alone (the ticket's fence token no longer
-	// matches).
+	// the claim when Outcome is nil), frees its Concurrent slots, gives the windows'
+	// budgets back when Refund is set, and stores the GetMessage record when there is
+	// one. A claim taken over by another request after its lock expired is left alone
+	// (the ticket's fence token no longer matches), and so is a slot that lapsed.
 	Complete(ctx context.Context, t *Ticket, c Completion) error
 	// Pause refuses the group (for every replica) until d has passed: every Admit that
 	// includes it is Throttled, with a Refusal that says Paused, whatever its limits. A
@@ -160,7 +163,7 @@ type Group struct {
 func (g Group) ID() GroupID { return GroupID{Kind: g.Kind, Name: g.Name} }
 
 // LimitID names a limit within its group. Its String is the id in stored keys ("msgs",
-// "rcpts"), which Redis keeps across releases: never change it.
+// "rcpts", "conc"), which Redis keeps across releases: never change it.
 type LimitID int
 
 const (
@@ -168,9 +171,25 @@ const (
 	MessagesPerMinute LimitID = iota + 1
 	// RecipientsPerDay costs 1 per recipient (its period is the Limit's).
 	RecipientsPerDay
+	// Concurrent counts requests admitted and not yet completed: at most Count at once
+	// (Microsoft 365 allows a mailbox 3 SMTP AUTH sessions and 4 Graph requests at a
+	// time). Cost is 1 per request. Period bounds how long one holds its slot: a holder
+	// that never completes (its process died) frees it after Period, so Period must be
+	// longer than the slowest request.
+	//
+	// It is not a window: Complete frees the slot whether or not it refunds, since a
+	// completed request no longer runs. A request refused by it is told to retry after
+	// the time until the oldest slot's Period lapses, but at most ConcurrentRetry:
+	// slots are normally freed by Complete, which no store can foresee, and a request
+	// holds one for about a send's round trip, so waiting for the lapse (minutes) would
+	// leave the mailbox idle long after its sends ended.
+	Concurrent
 )
 
-var limitIDTags = [...]string{MessagesPerMinute: "msgs", RecipientsPerDay: "rcpts"}
+// ConcurrentRetry is the longest RetryAfter of a refusal by a Concurrent limit.
+const ConcurrentRetry = time.Second
+
+var limitIDTags = [...]string{MessagesPerMinute: "msgs", RecipientsPerDay: "rcpts", Concurrent: "conc"}
 
 func (l LimitID) String() string {
 	if l.valid() {
@@ -179,19 +198,20 @@ func (l LimitID) String() string {
 	return "LimitID(" + strconv.Itoa(int(l)) + ")"
 }
 
-func (l LimitID) valid() bool { return l >= MessagesPerMinute && l <= RecipientsPerDay }
+func (l LimitID) valid() bool { return l >= MessagesPerMinute && l <= Concurrent }
 
 // Limit is a sliding window: at most Count units in any span of Period, bursts allowed.
 // It is exact, as Exchange Online's rolling limits are: a mailbox that sent 30 messages
 // in one second sends the 31st a minute after the first, not two seconds later (a token
-// bucket would allow nearly twice the count in the first period). A Count of 0 or less
-// is no limit: the store skips it.
+// bucket would allow nearly twice the count in the first period). A Concurrent limit is
+// instead at most Count requests at once (see Concurrent). A Count of 0 or less is no
+// limit: the store skips it.
 type Limit struct {
 	ID     LimitID
 	Count  int
 	Period time.Duration
-	// Cost is what this request takes: 1 per message, or 1 per recipient. A cost above
-	// Count is refused for a whole Period.
+	// Cost is what this request takes: 1 per message, or 1 per recipient; always 1 for
+	// Concurrent. A cost above Count is refused for a whole Period.
 	Cost int
 }
 
@@ -218,11 +238,14 @@ func (a *Admission) invalid() error {
 			case slices.ContainsFunc(g.Limits[:j], func(o Limit) bool { return o.ID == l.ID && o.Count > 0 }):
 				return fmt.Errorf("%w: groups[%d] (%s): limit %s is there twice: both would share one window", ErrInvalid, i, g.ID(), l.ID)
 			case !l.ID.valid():
-				return fmt.Errorf("%w: groups[%d] (%s): limits[%d]: id %d is not MessagesPerMinute or RecipientsPerDay", ErrInvalid, i, g.ID(), j, int(l.ID))
+				return fmt.Errorf("%w: groups[%d] (%s): limits[%d]: id %d is not MessagesPerMinute, RecipientsPerDay or Concurrent", ErrInvalid, i, g.ID(), j, int(l.ID))
 			case l.Period <= 0:
 				return fmt.Errorf("%w: groups[%d] (%s): limit %s: period %v is not positive", ErrInvalid, i, g.ID(), l.ID, l.Period)
 			case l.Cost < 0:
 				return fmt.Errorf("%w: groups[%d] (%s): limit %s: cost %d is negative", ErrInvalid, i, g.ID(), l.ID, l.Cost)
+			case l.ID == Concurrent && l.Cost != 1:
+				// A slot is one request; another cost would make Count mean something else.
+				return fmt.Errorf("%w: groups[%d] (%s): limit %s: cost %d is not 1: a request holds one slot", ErrInvalid, i, g.ID(), l.ID, l.Cost)
 			}
 		}
 	}
@@ -290,9 +313,9 @@ type Ticket struct {
 	Refused *Refusal
 
 	claim  *Claim
-	token  string // fences the claim and marks this request's window entries
+	token  string // fences the claim and marks this request's window entries and slots
 	groups []Group
-	at     []time.Time // when each group's entries were made, for a refund
+	at     []time.Time // when each group's entries were made, for a refund or a slot's release
 }
 
 // Completion is how a Proceed request ended.
@@ -301,7 +324,8 @@ type Completion struct {
 	// Nil releases the claim, so that a retry may go ahead.
 	Outcome   []byte
 	Retention time.Duration
-	// Refund gives the budgets back: the message was not accepted.
+	// Refund gives the windows' budgets back: the message was not accepted. Concurrent
+	// slots are freed either way.
 	Refund bool
 	// Record, when set, is stored for GetMessage.
 	Record *Record

@@ -52,6 +52,13 @@ func TestRedisClusterContract(t *testing.T) {
 	storetest.Run(t, store.NewRedis(storetest.StartCluster(t), "mg:"))
 }
 
+// The same contract through a Sentinel, on a client built as the service builds one for
+// redis.addrs with redis.master_name.
+func TestRedisSentinelContract(t *testing.T) {
+	t.Parallel()
+	storetest.Run(t, store.NewRedis(storetest.StartSentinel(t).Client(t), "mg:"))
+}
+
 // The Redis keys are a stored format: a replica of a new release reads the budgets and
 // pauses an older one wrote, and the other way round, so that a rolling upgrade shares
 // one set of limits. docs/configuration.md lists the same keys.
@@ -64,9 +71,11 @@ func TestRedisKeyLayout(t *testing.T) {
 	mailbox := store.Group{Kind: store.Mailbox, Name: "a@example.com", Limits: []store.Limit{
 		{ID: store.MessagesPerMinute, Count: 30, Period: time.Minute, Cost: 1},
 		{ID: store.RecipientsPerDay, Count: 10000, Period: 24 * time.Hour, Cost: 3},
+		{ID: store.Concurrent, Count: 3, Period: 10 * time.Minute, Cost: 1},
 	}}
 	apiKey := store.Group{Kind: store.APIKey, Name: "billing-app", Limits: []store.Limit{{ID: store.MessagesPerMinute, Count: 10, Period: time.Minute, Cost: 1}}}
-	if tk, err := s.Admit(ctx, &store.Admission{Groups: []store.Group{mailbox, apiKey}}); err != nil || tk.Decision != store.Proceed {
+	tk, err := s.Admit(ctx, &store.Admission{Groups: []store.Group{mailbox, apiKey}})
+	if err != nil || tk.Decision != store.Proceed {
 		t.Fatalf("Admit: %v, %v", tk, err)
 	}
 	if err := s.Pause(ctx, store.GroupID{Kind: store.Mailbox, Name: "paused@example.com"}, time.Minute); err != nil {
@@ -78,6 +87,7 @@ func TestRedisKeyLayout(t *testing.T) {
 	for key, want := range map[string]string{
 		"{mb:a@example.com}:msgs:sum":   "1",
 		"{mb:a@example.com}:rcpts:sum":  "3",
+		"{mb:a@example.com}:conc:sum":   "1",
 		"{key:billing-app}:msgs:sum":    "1",
 		"{mb:paused@example.com}:pause": "1",
 		"{be:relay}:pause":              "1",
@@ -86,9 +96,23 @@ func TestRedisKeyLayout(t *testing.T) {
 			t.Errorf("%s = %q, %v; want %q", key, got, err, want)
 		}
 	}
-	for _, key := range []string{"{mb:a@example.com}:msgs", "{mb:a@example.com}:rcpts", "{key:billing-app}:msgs"} {
+	for _, key := range []string{"{mb:a@example.com}:msgs", "{mb:a@example.com}:rcpts", "{mb:a@example.com}:conc", "{key:billing-app}:msgs"} {
 		if n, err := c.LLen(ctx, prefix+key).Result(); err != nil || n != 1 {
 			t.Errorf("%s holds %d entries, %v; want 1", key, n, err)
+		}
+	}
+	// The slot lapses with its period, as a window's entry does: a holder that dies
+	// leaves nothing behind for longer.
+	if ttl, err := c.PTTL(ctx, prefix+"{mb:a@example.com}:conc").Result(); err != nil || ttl <= 9*time.Minute || ttl > 10*time.Minute {
+		t.Errorf("{mb:a@example.com}:conc expires in %v, %v; want the period of 10m", ttl, err)
+	}
+	// Complete frees the slot without a refund; the windows keep their entries.
+	if err := s.Complete(ctx, tk, store.Completion{}); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]int64{"{mb:a@example.com}:conc": 0, "{mb:a@example.com}:conc:sum": 0, "{mb:a@example.com}:msgs": 1} {
+		if n, err := c.Exists(ctx, prefix+key).Result(); err != nil || n != want {
+			t.Errorf("after Complete, %s exists: %d, %v; want %d", key, n, err, want)
 		}
 	}
 
@@ -97,18 +121,23 @@ func TestRedisKeyLayout(t *testing.T) {
 	c.Set(ctx, prefix+"{mb:old@example.com}:pause", "1", time.Minute)
 	c.RPush(ctx, prefix+"{key:old-app}:msgs", fmt.Sprintf("%d:1:0123456789abcdef", now))
 	c.Set(ctx, prefix+"{key:old-app}:msgs:sum", "1", time.Minute)
+	c.RPush(ctx, prefix+"{mb:busy@example.com}:conc", fmt.Sprintf("%d:1:0123456789abcdef", now))
+	c.Set(ctx, prefix+"{mb:busy@example.com}:conc:sum", "1", time.Minute)
 	for _, tc := range []struct {
-		group   store.Group
-		refused store.Refusal
+		group       store.Group
+		refused     store.Refusal
+		least, most time.Duration // the RetryAfter
 	}{
 		{store.Group{Kind: store.Mailbox, Name: "old@example.com"},
-			store.Refusal{Group: store.GroupID{Kind: store.Mailbox, Name: "old@example.com"}, Paused: true}},
+			store.Refusal{Group: store.GroupID{Kind: store.Mailbox, Name: "old@example.com"}, Paused: true}, 50 * time.Second, time.Minute},
 		{store.Group{Kind: store.APIKey, Name: "old-app", Limits: []store.Limit{{ID: store.MessagesPerMinute, Count: 1, Period: time.Minute, Cost: 1}}},
-			store.Refusal{Group: store.GroupID{Kind: store.APIKey, Name: "old-app"}, Limit: store.MessagesPerMinute}},
+			store.Refusal{Group: store.GroupID{Kind: store.APIKey, Name: "old-app"}, Limit: store.MessagesPerMinute}, 50 * time.Second, time.Minute},
+		{store.Group{Kind: store.Mailbox, Name: "busy@example.com", Limits: []store.Limit{{ID: store.Concurrent, Count: 1, Period: time.Minute, Cost: 1}}},
+			store.Refusal{Group: store.GroupID{Kind: store.Mailbox, Name: "busy@example.com"}, Limit: store.Concurrent}, store.ConcurrentRetry, store.ConcurrentRetry},
 	} {
 		tk, err := s.Admit(ctx, &store.Admission{Groups: []store.Group{tc.group}})
-		if err != nil || tk.Decision != store.Throttled || *tk.Refused != tc.refused || tk.RetryAfter < 50*time.Second {
-			t.Errorf("%s: %+v, %v; want refused by %s for about a minute", tc.group.ID(), tk, err, tc.refused)
+		if err != nil || tk.Decision != store.Throttled || *tk.Refused != tc.refused || tk.RetryAfter < tc.least || tk.RetryAfter > tc.most {
+			t.Errorf("%s: %+v, %v; want refused by %s for %v to %v", tc.group.ID(), tk, err, tc.refused, tc.least, tc.most)
 		}
 	}
 }
@@ -127,9 +156,11 @@ func TestNames(t *testing.T) {
 		{store.GroupKind(0), "GroupKind(0)"},
 		{store.MessagesPerMinute, "msgs"},
 		{store.RecipientsPerDay, "rcpts"},
+		{store.Concurrent, "conc"},
 		{store.LimitID(7), "LimitID(7)"},
 		{store.Refusal{Group: mb, Limit: store.RecipientsPerDay}, "mb:billing@contoso.com/rcpts"},
 		{store.Refusal{Group: mb, Paused: true}, "mb:billing@contoso.com/pause"},
+		{store.Refusal{Group: mb, Limit: store.Concurrent}, "mb:billing@contoso.com/conc"},
 	} {
 		if s := tc.got.String(); s != tc.want {
 			t.Errorf("%#v: %q, want %q", tc.got, s, tc.want)

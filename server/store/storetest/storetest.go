@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,6 +67,11 @@ func Run(t *testing.T, s store.Store) {
 	// hourly is a limit that does not refill during a test.
 	hourly := func(id store.LimitID, count, cost int) store.Limit {
 		return store.Limit{ID: id, Count: count, Period: time.Hour, Cost: cost}
+	}
+	// slots is a Concurrent limit of n requests at once, each holding its slot for at
+	// most period.
+	slots := func(n int, period time.Duration) store.Limit {
+		return store.Limit{ID: store.Concurrent, Count: n, Period: period, Cost: 1}
 	}
 
 	t.Run("replay after completion", func(t *testing.T) {
@@ -345,6 +351,12 @@ func Run(t *testing.T, s store.Store) {
 			{name: "limit twice", groups: func(g store.Group) []store.Group {
 				return with(g, store.Limit{ID: store.MessagesPerMinute, Count: 5, Period: time.Minute, Cost: 1})
 			}},
+			{name: "concurrent cost of 2", groups: func(g store.Group) []store.Group {
+				return with(g, store.Limit{ID: store.Concurrent, Count: 3, Period: time.Minute, Cost: 2})
+			}},
+			{name: "concurrent cost of 0", groups: func(g store.Group) []store.Group {
+				return with(g, store.Limit{ID: store.Concurrent, Count: 3, Period: time.Minute})
+			}},
 			{name: "pause target not a group", target: func(g store.Group) store.GroupID {
 				return store.GroupID{Kind: store.Backend, Name: g.Name}
 			}},
@@ -432,6 +444,184 @@ func Run(t *testing.T, s store.Store) {
 		if _, err := s.GetRecord(ctx, short); !errors.Is(err, store.ErrNotFound) {
 			t.Errorf("expired record: %v", err)
 		}
+	})
+
+	t.Run("concurrent slots: n proceed, the next is throttled", func(t *testing.T) {
+		t.Parallel()
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a@example.com"), Limits: []store.Limit{slots(3, time.Hour)}}
+		var held []*store.Ticket
+		for range 3 {
+			tk := admit(t, &store.Admission{Groups: []store.Group{g}})
+			want(t, tk, store.Proceed)
+			held = append(held, tk)
+		}
+		tk := admit(t, &store.Admission{Groups: []store.Group{g}})
+		refusedBy(t, tk, store.Refusal{Group: g.ID(), Limit: store.Concurrent})
+		// The oldest slot lapses in an hour; a slot is freed sooner by its Complete.
+		if tk.RetryAfter != store.ConcurrentRetry {
+			t.Errorf("retry after %v, want %v", tk.RetryAfter, store.ConcurrentRetry)
+		}
+		complete(t, held[1], store.Completion{Outcome: []byte("R"), Retention: time.Hour})
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Throttled)
+	})
+
+	// A completed request no longer runs: its slot is free, but without Refund the
+	// windows keep what it took.
+	t.Run("complete frees slots without refund", func(t *testing.T) {
+		t.Parallel()
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a@example.com"), Limits: []store.Limit{
+			slots(1, time.Hour), hourly(store.MessagesPerMinute, 2, 1),
+		}}
+		first := admit(t, &store.Admission{Groups: []store.Group{g}})
+		want(t, first, store.Proceed)
+		refusedBy(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Refusal{Group: g.ID(), Limit: store.Concurrent})
+		complete(t, first, store.Completion{Outcome: []byte("R"), Retention: time.Hour})
+		second := admit(t, &store.Admission{Groups: []store.Group{g}})
+		want(t, second, store.Proceed)
+		complete(t, second, store.Completion{})
+		tk := admit(t, &store.Admission{Groups: []store.Group{g}})
+		refusedBy(t, tk, store.Refusal{Group: g.ID(), Limit: store.MessagesPerMinute})
+		if tk.RetryAfter < 59*time.Minute {
+			t.Errorf("retry after %v, want about an hour: the window was not refunded", tk.RetryAfter)
+		}
+	})
+
+	// Refund gives back the windows and the slot; a refusal by both a window and the
+	// slots names the window, which lasts longer than a slot's retry, even when the
+	// slot's period is longer still.
+	t.Run("refund gives back windows and slots", func(t *testing.T) {
+		t.Parallel()
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a@example.com"), Limits: []store.Limit{
+			slots(1, 2*time.Hour), hourly(store.MessagesPerMinute, 1, 1),
+		}}
+		tk := admit(t, &store.Admission{Groups: []store.Group{g}})
+		want(t, tk, store.Proceed)
+		complete(t, tk, store.Completion{Refund: true})
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
+		tk = admit(t, &store.Admission{Groups: []store.Group{g}})
+		refusedBy(t, tk, store.Refusal{Group: g.ID(), Limit: store.MessagesPerMinute})
+		if tk.RetryAfter < 59*time.Minute || tk.RetryAfter > time.Hour {
+			t.Errorf("retry after %v, want about an hour", tk.RetryAfter)
+		}
+	})
+
+	// A holder that never completes (its process died) frees its slot after the period;
+	// its late Complete does not free the slot another request holds since.
+	t.Run("lapsed slot frees after its period", func(t *testing.T) {
+		t.Parallel()
+		const period = 300 * time.Millisecond
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a@example.com"), Limits: []store.Limit{slots(1, period)}}
+		lost := admit(t, &store.Admission{Groups: []store.Group{g}})
+		want(t, lost, store.Proceed)
+		admitted := time.Now()
+		tk := admit(t, &store.Admission{Groups: []store.Group{g}})
+		if time.Since(admitted) < period-50*time.Millisecond { // not too late to tell
+			refusedBy(t, tk, store.Refusal{Group: g.ID(), Limit: store.Concurrent})
+			if tk.RetryAfter <= 0 || tk.RetryAfter > period {
+				t.Errorf("retry after %v, want within the period of %v", tk.RetryAfter, period)
+			}
+		}
+		time.Sleep(time.Until(admitted.Add(period + 50*time.Millisecond)))
+		next := admit(t, &store.Admission{Groups: []store.Group{g}})
+		want(t, next, store.Proceed)
+		complete(t, lost, store.Completion{})
+		refusedBy(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Refusal{Group: g.ID(), Limit: store.Concurrent})
+		complete(t, next, store.Completion{})
+		want(t, admit(t, &store.Admission{Groups: []store.Group{g}}), store.Proceed)
+	})
+
+	t.Run("concurrent slots: exactly n hold at once", func(t *testing.T) {
+		t.Parallel()
+		const n = 4
+		g := store.Group{Kind: store.Mailbox, Name: uniq("a@example.com"), Limits: []store.Limit{slots(n, time.Minute)}}
+		adm := &store.Admission{Groups: []store.Group{g}}
+
+		// 50 at once: exactly n get a slot.
+		var mu sync.Mutex
+		var held []*store.Ticket
+		counts := race(t, 50, func() store.Decision {
+			tk, err := s.Admit(ctx, adm)
+			if err != nil {
+				t.Error(err)
+				return 0
+			}
+			if tk.Decision == store.Proceed {
+				mu.Lock()
+				held = append(held, tk)
+				mu.Unlock()
+			}
+			return tk.Decision
+		})
+		if counts[store.Proceed] != n || counts[store.Throttled] != 50-n {
+			t.Errorf("decisions %v, want %d proceed and %d throttled", counts, n, 50-n)
+		}
+		for _, tk := range held {
+			complete(t, tk, store.Completion{})
+		}
+
+		// Workers that take turns: never more than n at once, and every one gets its
+		// turns, so the slots are freed as their requests complete.
+		const workers, turns = 8, 10
+		var (
+			inside        sync.Mutex
+			running, most int
+			done          atomic.Int64
+		)
+		deadline := time.Now().Add(10 * time.Second)
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for sent := 0; sent < turns && time.Now().Before(deadline); {
+					tk, err := s.Admit(ctx, adm)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if tk.Decision != store.Proceed {
+						time.Sleep(time.Millisecond)
+						continue
+					}
+					// Counted inside the slot: the count can only be below what the store holds.
+					inside.Lock()
+					running++
+					most = max(most, running)
+					inside.Unlock()
+					time.Sleep(2 * time.Millisecond)
+					inside.Lock()
+					running--
+					inside.Unlock()
+					if err := s.Complete(ctx, tk, store.Completion{}); err != nil {
+						t.Error(err)
+						return
+					}
+					sent++
+					done.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if most > n {
+			t.Errorf("%d requests held a slot at once, want at most %d", most, n)
+		}
+		if done.Load() != workers*turns {
+			t.Errorf("%d requests completed, want %d: slots were not freed", done.Load(), workers*turns)
+		}
+	})
+
+	// Slots are taken all or nothing with another group's window, either way round.
+	t.Run("all or nothing across slots and windows", func(t *testing.T) {
+		t.Parallel()
+		mb := store.Group{Kind: store.Mailbox, Name: uniq("a@example.com"), Limits: []store.Limit{slots(1, time.Hour)}}
+		key := store.Group{Kind: store.APIKey, Name: uniq("app"), Limits: []store.Limit{hourly(store.MessagesPerMinute, 1, 1)}}
+		want(t, admit(t, &store.Admission{Groups: []store.Group{key}}), store.Proceed) // key is spent
+		refusedBy(t, admit(t, &store.Admission{Groups: []store.Group{mb, key}}), store.Refusal{Group: key.ID(), Limit: store.MessagesPerMinute})
+		// The refused request kept no slot.
+		want(t, admit(t, &store.Admission{Groups: []store.Group{mb}}), store.Proceed) // mb's slot is held
+		other := store.Group{Kind: store.APIKey, Name: uniq("app"), Limits: []store.Limit{hourly(store.MessagesPerMinute, 1, 1)}}
+		refusedBy(t, admit(t, &store.Admission{Groups: []store.Group{other, mb}}), store.Refusal{Group: mb.ID(), Limit: store.Concurrent})
+		// A refusal by the slots took nothing from the other group's window.
+		want(t, admit(t, &store.Admission{Groups: []store.Group{other}}), store.Proceed)
 	})
 
 	t.Run("concurrent claims: exactly one proceeds", func(t *testing.T) {
