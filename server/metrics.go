@@ -110,7 +110,7 @@ func refusalLimit(r store.Refusal) string {
 	if r.Paused {
 		return "pause"
 	}
-	if limit := map[store.LimitID]string{store.MessagesPerMinute: "messages_per_minute", store.RecipientsPerDay: "recipients_per_day"}[r.Limit]; limit != "" {
+	if limit := map[store.LimitID]string{store.MessagesPerMinute: "messages_per_minute", store.RecipientsPerDay: "recipients_per_day", store.Concurrent: "concurrent"}[r.Limit]; limit != "" {
 		return limit
 	}
 	return r.Limit.String()

@@ -40,6 +40,8 @@ import (
 // Options configure a Server.
 type Options struct {
 	Service ServiceOptions
+	// Dispatch tunes the queue's workers, which run when Service has a Queue.
+	Dispatch DispatchOptions
 	Keys    *apikey.Keyring
 	// TLS, when set, is served on both listeners.
 	TLS *tls.Config
@@ -182,6 +184,13 @@ func New(opts Options) (*Server, error) {
 	// In-process adapters authenticate their clients themselves: every interceptor but
 	// the API key's.
 	s.local = &Local{svc: svc, keys: opts.Keys, chain: chainUnary(interceptors[:len(interceptors)-1])}
+	if svc.queue != nil {
+		d, err := svc.NewDispatcher(opts.Dispatch)
+		if err != nil {
+			return nil, err
+		}
+		s.Attach(d)
+	}
 	if err := mailgatev1.RegisterMailServiceHandlerServer(context.Background(), gw, &gatewayService{svc: svc, chain: chainUnary(interceptors)}); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}

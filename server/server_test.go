@@ -406,6 +406,7 @@ func (f senderFunc) Send(ctx context.Context, m *senders.Message) (*senders.Resu
 }
 
 func (senderFunc) Scope() senders.Scope { return senders.ScopeMailbox }
+func (senderFunc) Concurrency() int     { return 0 }
 func (senderFunc) Close() error         { return nil }
 
 func TestKeyFromHeaders(t *testing.T) {

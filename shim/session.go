@@ -213,7 +213,11 @@ func (ss *session) Data(r io.Reader) error {
 		// and bytes of the message as the device sent it.
 		msg.replace(0, 0, ss.received(traceID, authed, time.Now()))
 	}
-	req := &mailgatev1.SendMailRequest{RawMime: msg.bytes(), IdempotencyKey: idempotencyKey(p.Name, msgID, from, rcpts, nil)}
+	req := &mailgatev1.SendMailRequest{RawMime: msg.bytes(), IdempotencyKey: idempotencyKey(p.Name, msgID, from, rcpts, nil),
+		Delivery: mailgatev1.SendMailRequest_SYNC}
+	if ss.s.opts.Queued {
+		req.Delivery = mailgatev1.SendMailRequest_QUEUED
+	}
 	if from != "" {
 		req.From = &mailgatev1.Address{Address: from}
 	}
@@ -243,7 +247,8 @@ func (ss *session) Data(r io.Reader) error {
 		return reply
 	}
 	ss.s.opts.Metrics.reply(250)
-	ss.log.Info("smtp message accepted", keyAttr(p.Name), "id", resp.GetId(), "received_id", traceID, "replayed", resp.GetReplayed())
+	ss.log.Info("smtp message accepted", keyAttr(p.Name), "id", resp.GetId(), "received_id", traceID, "status", resp.GetStatus().String(),
+		"replayed", resp.GetReplayed())
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Ok: queued as " + resp.GetId()}
 }
 

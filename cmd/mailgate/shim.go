@@ -56,6 +56,7 @@ func newShim(cfg *config.Config, sub shim.Submitter, devices []shim.Device, metr
 		ReadTimeout:               c.ReadTimeout,
 		WriteTimeout:              c.WriteTimeout,
 		SubmitTimeout:             cfg.Limits.SendTimeout + 30*time.Second,
+		Queued:                    c.Delivery == config.DeliveryQueued,
 		Devices:                   devices,
 		Metrics:                   metrics,
 		Logger:                    log.With("component", "shim"),

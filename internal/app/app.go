@@ -13,7 +13,9 @@ import (
 	"maps"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -31,6 +33,9 @@ import (
 	"github.com/mailgate/mailgate/server"
 	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/server/policy"
+	"github.com/mailgate/mailgate/server/queue"
+	"github.com/mailgate/mailgate/server/queue/redisq"
+	"github.com/mailgate/mailgate/server/queue/spool"
 	"github.com/mailgate/mailgate/server/store"
 )
 
@@ -88,6 +93,7 @@ type Server struct {
 
 // parts are what NewServer opened, closed in one place, in one order.
 type parts struct {
+	queue    io.Closer // closed first: it may use the Redis client
 	store    io.Closer // the Redis client; nil: in-process
 	backends map[string]senders.Sender
 }
@@ -96,6 +102,11 @@ type parts struct {
 // server has drained, so that no send is still using them.
 func (p *parts) close() error {
 	var errs []error
+	if p.queue != nil {
+		if err := p.queue.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("queue: %w", err))
+		}
+	}
 	if p.store != nil {
 		if err := p.store.Close(); err != nil {
 			errs = append(errs, err)
@@ -144,6 +155,11 @@ func NewServer(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		}
 		st, p.store = r, client
 	}
+	q, err := openQueue(cfg, p.store)
+	if err != nil {
+		return fail(err)
+	}
+	p.queue = q
 	opts := server.Options{
 		Service: server.ServiceOptions{
 			Router:   router,
@@ -160,6 +176,18 @@ func NewServer(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			Retention:   cfg.Idempotency.TTL,
 			SendTimeout: cfg.Limits.SendTimeout,
 			Logger:      log,
+			Queue:       q,
+			QueueOptions: server.QueueOptions{
+				MaxLifetime: cfg.Queue.MaxLifetime,
+				MaxSchedule: cfg.Queue.MaxSchedule,
+			},
+		},
+		Dispatch: server.DispatchOptions{
+			Workers:    cfg.Queue.Workers,
+			Lease:      cfg.Queue.Lease,
+			MinBackoff: cfg.Queue.MinBackoff,
+			MaxBackoff: cfg.Queue.MaxBackoff,
+			Retention:  cfg.Retention(),
 		},
 		Keys:              keys,
 		MaxInflightBytes:  cfg.Limits.MaxInflightBytes,
@@ -187,6 +215,31 @@ func (s *Server) Serve(ctx context.Context, httpLn, grpcLn net.Listener) error {
 	err := s.Server.Serve(ctx, httpLn, grpcLn)
 	return errors.Join(err, s.parts.close())
 }
+
+// openQueue opens the queue of queued delivery: in Redis when one is configured (client
+// is then its client), shared by every replica; else the local spool in queue.dir.
+func openQueue(cfg *config.Config, client io.Closer) (queue.Queue, error) {
+	if c, ok := client.(goredis.UniversalClient); ok {
+		q, err := redisq.New(c, redisq.Options{Prefix: cfg.Redis.KeyPrefix})
+		if err != nil {
+			return nil, fmt.Errorf("queue: %w", err)
+		}
+		return q, nil
+	}
+	if err := os.MkdirAll(cfg.Queue.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("queue.dir: %w", err)
+	}
+	// Concurrent callers (devices through the shim, a busy API) share one fsync; a
+	// lone caller waits at most a millisecond for company.
+	q, err := spool.Open(filepath.Join(cfg.Queue.Dir, SpoolFile), spool.Options{BatchDelay: time.Millisecond})
+	if err != nil {
+		return nil, fmt.Errorf("queue.dir: %w", err)
+	}
+	return q, nil
+}
+
+// SpoolFile is the local queue's file in queue.dir.
+const SpoolFile = "queue.db"
 
 // NewRedisClient returns a client of the configured Redis (store.NewRedisClient).
 func NewRedisClient(r config.Redis) (goredis.UniversalClient, error) {
