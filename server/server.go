@@ -42,7 +42,7 @@ type Options struct {
 	Service ServiceOptions
 	// Dispatch tunes the queue's workers, which run when Service has a Queue.
 	Dispatch DispatchOptions
-	Keys    *apikey.Keyring
+	Keys     *apikey.Keyring
 	// TLS, when set, is served on both listeners.
 	TLS *tls.Config
 	// MaxInflightBytes bounds the request bytes held at once over both APIs; default

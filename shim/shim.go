@@ -89,9 +89,9 @@ type Options struct {
 	// Queued asks for queued delivery: the client gets 250 once mailgate holds the
 	// message durably, not once Microsoft 365 took it. A device that is told 451 when
 	// Microsoft is busy usually drops the scan; one that is told 250 is done.
-	Queued bool
-	Devices       []Device
-	Logger        *slog.Logger
+	Queued  bool
+	Devices []Device
+	Logger  *slog.Logger
 	// Metrics, when set, counts connections, AUTH results and replies.
 	Metrics *Metrics
 }
