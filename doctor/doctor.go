@@ -235,7 +235,7 @@ func (b *Backend) run(ctx context.Context, checkers Checkers) {
 func (b *Backend) RouteMailboxes() []string {
 	var out []string
 	for _, r := range b.Config.Routes {
-		if r.Backend != b.Name {
+		if !slices.Contains(r.BackendNames(), b.Name) {
 			continue
 		}
 		mb := r.Mailbox

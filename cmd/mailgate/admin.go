@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -55,16 +56,27 @@ func checkConfig(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	fmt.Fprintf(stdout, "%s: OK\n\n", args[0])
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROUTE\tMATCH\tBACKEND\tTYPE\tSENDS AS")
+	fmt.Fprintln(tw, "ROUTE\tMATCH\tBACKEND\tTYPE\tSENDS AS\tDELIVERY")
 	for i, r := range cfg.Routes {
-		mailbox := r.Mailbox
-		switch {
-		case cfg.Backends[r.Backend].Settings.Scope() == senders.ScopeBackend:
-			mailbox = "(no mailbox: relays)"
-		case mailbox == "":
-			mailbox = "(the From address)"
+		delivery := string(r.Delivery)
+		if delivery == "" {
+			delivery = string(config.DeliverySync)
 		}
-		fmt.Fprintf(tw, "%d. %s\t%s\t%s\t%s\t%s\n", i+1, r.RouteName(), r.Match, r.Backend, cfg.Backends[r.Backend].Type, mailbox)
+		for j, name := range r.BackendNames() {
+			mailbox := r.Mailbox
+			switch {
+			case cfg.Backends[name].Settings.Scope() == senders.ScopeBackend:
+				mailbox = "(no mailbox: relays)"
+			case mailbox == "":
+				mailbox = "(the From address)"
+			}
+			if j == 0 {
+				fmt.Fprintf(tw, "%d. %s\t%s\t%s\t%s\t%s\t%s\n", i+1, r.RouteName(), r.Match, name, cfg.Backends[name].Type, mailbox, delivery)
+			} else {
+				// A fallback: queued messages only.
+				fmt.Fprintf(tw, "\t\tthen %s\t%s\t%s\t(queued only)\n", name, cfg.Backends[name].Type, mailbox)
+			}
+		}
 	}
 	tw.Flush()
 	fmt.Fprintln(stdout)
@@ -78,7 +90,7 @@ func checkConfig(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	for name := range cfg.Backends {
 		used := false
 		for _, r := range cfg.Routes {
-			used = used || r.Backend == name
+			used = used || slices.Contains(r.BackendNames(), name)
 		}
 		if !used {
 			unused = append(unused, name)
