@@ -1,10 +1,12 @@
 package server
 
 import (
+	"context"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mailgate/mailgate/server/queue"
 	"github.com/mailgate/mailgate/server/store"
 )
 
@@ -138,4 +140,49 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.messages, m.duration, m.backend, m.throttled, m.idempotency, m.storeErrors, m.dataLost, m.dataLosses,
 		m.queued, m.queueErrors, m.attempts, m.delivered, m.waits, m.latency}
+}
+
+// queueGauges reads the queue's depth when Prometheus scrapes, so that every replica
+// reports the shared queue's state as it is (with Redis, all replicas report the same).
+type queueGauges struct {
+	q      queue.Queue
+	errs   *prometheus.CounterVec
+	now    func() time.Time
+	depth  *prometheus.Desc
+	oldest *prometheus.Desc
+}
+
+func newQueueGauges(q queue.Queue, errs *prometheus.CounterVec, now func() time.Time) *queueGauges {
+	return &queueGauges{
+		q: q, errs: errs, now: now,
+		depth: prometheus.NewDesc("mailgate_queue_messages",
+			"Messages in the queue, by state: queued (waiting, delayed ones included), due (queued and due now), sending.", []string{"state"}, nil),
+		oldest: prometheus.NewDesc("mailgate_queue_oldest_age_seconds",
+			"Age of the oldest message not yet finished (queued or sending); 0 when there is none.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (g *queueGauges) Describe(ch chan<- *prometheus.Desc) {
+	ch <- g.depth
+	ch <- g.oldest
+}
+
+// Collect implements prometheus.Collector.
+func (g *queueGauges) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	st, err := g.q.Stats(ctx)
+	if err != nil {
+		g.errs.WithLabelValues("stats").Inc()
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(g.depth, prometheus.GaugeValue, float64(st.Queued), "queued")
+	ch <- prometheus.MustNewConstMetric(g.depth, prometheus.GaugeValue, float64(st.Due), "due")
+	ch <- prometheus.MustNewConstMetric(g.depth, prometheus.GaugeValue, float64(st.Sending), "sending")
+	age := 0.0
+	if !st.OldestQueued.IsZero() {
+		age = max(0, g.now().Sub(st.OldestQueued).Seconds())
+	}
+	ch <- prometheus.MustNewConstMetric(g.oldest, prometheus.GaugeValue, age)
 }

@@ -185,6 +185,7 @@ func New(opts Options) (*Server, error) {
 	// the API key's.
 	s.local = &Local{svc: svc, keys: opts.Keys, chain: chainUnary(interceptors[:len(interceptors)-1])}
 	if svc.queue != nil {
+		s.registry.MustRegister(newQueueGauges(svc.queue, svc.metrics.queueErrors, svc.now))
 		d, err := svc.NewDispatcher(opts.Dispatch)
 		if err != nil {
 			return nil, err
@@ -316,6 +317,16 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("not ready: the store does not answer", "error", err)
 		http.Error(w, "not ready: the store (Redis) does not answer", http.StatusServiceUnavailable)
 		return
+	}
+	if q := s.svc.queue; q != nil {
+		// The queue must take messages for a replica to be ready: a device told 250
+		// relies on it.
+		if _, err := q.Stats(ctx); err != nil {
+			s.svc.metrics.queueErrors.WithLabelValues("stats").Inc()
+			s.log.Warn("not ready: the queue does not answer", "error", err)
+			http.Error(w, "not ready: the queue does not answer (queue.dir, or Redis)", http.StatusServiceUnavailable)
+			return
+		}
 	}
 	if s.data != nil {
 		checked, lost := s.data.state()

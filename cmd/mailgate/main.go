@@ -24,6 +24,8 @@ Usage:
   mailgate check-config FILE         validate FILE, print its routing table, check Redis's persistence
   mailgate doctor FILE [--json]      check each backend's setup against Microsoft 365; sends nothing
   mailgate admin store-ack FILE      acknowledge that Redis lost its data (store-status: show it)
+  mailgate queue list|show|retry|cancel|purge --config FILE
+                                     look at and act on queued messages (mailgate queue -h)
   mailgate version                   print the version
 
 Environment:
@@ -90,6 +92,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return checkConfig(ctx, rest, stdout, stderr)
 	case "admin":
 		return admin(ctx, rest, stdout, stderr)
+	case "queue":
+		return queueCommand(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "mailgate", version)
 		return nil

@@ -21,6 +21,9 @@ import (
 	"github.com/mailgate/mailgate/shim"
 )
 
+// devKeyName is the name of the development key of `serve` without --config.
+const devKeyName = "dev"
+
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr)
 	path := fs.String("config", "", "configuration `FILE` (default: the embedded default)")
@@ -62,7 +65,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		overridden = applyListenOverrides(cfg, given, os.Getenv)
 		var hash string
 		devKey, hash = developmentKey()
-		cfg.Keys = []config.Key{{Name: "dev", Hash: secret.New(hash), Senders: []string{"*"}}}
+		cfg.Keys = []config.Key{{Name: devKeyName, Hash: secret.New(hash), Senders: []string{"*"}}}
 		if err := cfg.Validate(); err != nil {
 			if len(overridden) == 0 {
 				return fmt.Errorf("embedded default: %w", err)

@@ -34,6 +34,7 @@ import (
 	"github.com/mailgate/mailgate/server/apikey"
 	"github.com/mailgate/mailgate/server/policy"
 	"github.com/mailgate/mailgate/server/queue"
+	"github.com/mailgate/mailgate/server/queue/queuectl"
 	"github.com/mailgate/mailgate/server/queue/redisq"
 	"github.com/mailgate/mailgate/server/queue/spool"
 	"github.com/mailgate/mailgate/server/store"
@@ -93,7 +94,8 @@ type Server struct {
 
 // parts are what NewServer opened, closed in one place, in one order.
 type parts struct {
-	queue    io.Closer // closed first: it may use the Redis client
+	control  func() error // the local queue's control socket; nil: none
+	queue    io.Closer    // closed first: it may use the Redis client
 	store    io.Closer // the Redis client; nil: in-process
 	backends map[string]senders.Sender
 }
@@ -102,6 +104,11 @@ type parts struct {
 // server has drained, so that no send is still using them.
 func (p *parts) close() error {
 	var errs []error
+	if p.control != nil {
+		if err := p.control(); err != nil {
+			errs = append(errs, fmt.Errorf("queue control socket: %w", err))
+		}
+	}
 	if p.queue != nil {
 		if err := p.queue.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("queue: %w", err))
@@ -160,6 +167,14 @@ func NewServer(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		return fail(err)
 	}
 	p.queue = q
+	if _, local := q.(*spool.Spool); local {
+		// Only this process may open the file: `mailgate queue` asks it instead.
+		stop, err := queuectl.Serve(context.Background(), filepath.Join(cfg.Queue.Dir, queuectl.SocketName), q)
+		if err != nil {
+			return fail(fmt.Errorf("queue.dir: %w", err))
+		}
+		p.control = stop
+	}
 	opts := server.Options{
 		Service: server.ServiceOptions{
 			Router:   router,
@@ -236,6 +251,40 @@ func openQueue(cfg *config.Config, client io.Closer) (queue.Queue, error) {
 		return nil, fmt.Errorf("queue.dir: %w", err)
 	}
 	return q, nil
+}
+
+// OpenQueueOps opens the configured queue for an operator's command: Redis when the
+// configuration has one; else the local queue through the control socket of the
+// mailgate serve that holds it, or the file itself when none does.
+func OpenQueueOps(ctx context.Context, cfg *config.Config) (queuectl.Ops, func() error, error) {
+	if cfg.Redis.Enabled() {
+		client, err := NewRedisClient(cfg.Redis)
+		if err != nil {
+			return nil, nil, fmt.Errorf("redis: %w", err)
+		}
+		q, err := openQueue(cfg, client)
+		if err != nil {
+			client.Close()
+			return nil, nil, err
+		}
+		return q, client.Close, nil
+	}
+	sock := filepath.Join(cfg.Queue.Dir, queuectl.SocketName)
+	c := queuectl.Dial(sock)
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := c.Ping(pctx); err == nil {
+		return c, func() error { return nil }, nil
+	}
+	file := filepath.Join(cfg.Queue.Dir, SpoolFile)
+	if _, err := os.Stat(file); err != nil {
+		return nil, nil, fmt.Errorf("queue.dir: no local queue at %s: %w", file, err)
+	}
+	q, err := spool.Open(file, spool.Options{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("queue.dir: %w (a process holds the file but does not answer on %s)", err, sock)
+	}
+	return q, q.Close, nil
 }
 
 // SpoolFile is the local queue's file in queue.dir.
