@@ -888,12 +888,17 @@ type gone struct{ id, key, accepted string }
 func (q *Queue) forget(ctx context.Context, g string, items []gone) error {
 	_, err := q.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, it := range items {
+			p.Del(ctx, q.locKey(it.id))
+			if it.key == "" {
+				// The item was not there to say (its hash gone before the script ran):
+				// its List entry, if any, is List's to drop.
+				continue
+			}
 			ns, err := strconv.ParseInt(it.accepted, 10, 64)
 			if err != nil {
 				return fmt.Errorf("item %s: accepted %q: %w", it.id, it.accepted, err)
 			}
 			p.ZRem(ctx, q.byKeyKey(it.key), listMember(ns, it.id, g))
-			p.Del(ctx, q.locKey(it.id))
 		}
 		return nil
 	})
@@ -991,17 +996,20 @@ func (q *Queue) Stats(ctx context.Context) (queue.Stats, error) {
 	if err != nil {
 		return queue.Stats{}, fmt.Errorf("redisq: stats: %w", err)
 	}
-	var st queue.Stats
-	oldest := int64(0)
+	var (
+		st     queue.Stats
+		oldest int64
+		found  bool
+	)
 	for _, c := range cs {
 		st.Queued += int(c.queued.Val())
 		st.Due += int(c.due.Val())
 		st.Sending += int(c.sending.Val())
-		if z := c.oldest.Val(); len(z) > 0 && (oldest == 0 || int64(z[0].Score) < oldest) {
-			oldest = int64(z[0].Score)
+		if z := c.oldest.Val(); len(z) > 0 && (!found || int64(z[0].Score) < oldest) {
+			oldest, found = int64(z[0].Score), true
 		}
 	}
-	if oldest != 0 {
+	if found {
 		st.OldestQueued = time.UnixMicro(oldest).UTC()
 	}
 	return st, nil

@@ -28,7 +28,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -192,7 +191,6 @@ func (s *Spool) Enqueue(ctx context.Context, it *queue.Item) error {
 	if c.Accepted.IsZero() {
 		c.Accepted = s.now()
 	}
-	c.Tags = maps.Clone(c.Tags)
 	update := s.db.Update
 	if s.batch {
 		// Batch may run f more than once (alone, when another in its batch failed): f
