@@ -308,7 +308,7 @@ func nsString(t time.Time) string {
 }
 
 // Enqueue claims the id (P{qid:<id>}, SET NX), writes the item in its group's slot,
-// then lowers the group's index entry. A retry after a partial failure finds its own
+// then, pipelined, lowers the group's index entry and adds the key's List entry. A retry after a partial failure finds its own
 // claim and finishes the job; ErrExists when the item was already written.
 func (q *Queue) Enqueue(ctx context.Context, it *queue.Item) error {
 	if err := queue.CheckNew(it); err != nil {
@@ -350,8 +350,9 @@ func (q *Queue) Enqueue(ctx context.Context, it *queue.Item) error {
 	if err != nil {
 		return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
 	}
-	if err := q.lower(ctx, g, res[1]); err != nil {
-		return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
+	next, err := strconv.ParseFloat(fmt.Sprint(res[1]), 64)
+	if err != nil {
+		return fmt.Errorf("redisq: enqueue %s: bad next time %v: %w", it.ID, res[1], err)
 	}
 	exists := res[0].(int64) == 1
 	ns := accepted.UnixNano()
@@ -362,9 +363,15 @@ func (q *Queue) Enqueue(ctx context.Context, it *queue.Item) error {
 			return fmt.Errorf("redisq: enqueue %s: stored accepted %v: %w", it.ID, res[2], err)
 		}
 	}
-	// The List entry is in the key's slot, so written after the item: an entry always
-	// names an item that was written, and List may drop one whose item is gone.
-	if err := q.c.ZAdd(ctx, q.byKeyKey(it.Key), redis.Z{Member: listMember(ns, it.ID, g)}).Err(); err != nil {
+	// The readiness index and the key's List index, in two other slots, in one round
+	// trip. Both come after the item: an index entry always names an item that was
+	// written, so List may drop one whose item is gone.
+	_, err = q.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAddLT(ctx, q.groupsKey(), redis.Z{Score: next, Member: g})
+		p.ZAdd(ctx, q.byKeyKey(it.Key), redis.Z{Member: listMember(ns, it.ID, g)})
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
 	}
 	if exists {
