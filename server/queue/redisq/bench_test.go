@@ -10,7 +10,8 @@ import (
 )
 
 // BenchmarkEnqueue measures accepting a 2 KB message into the Redis on 127.0.0.1:6379:
-// a SET NX, a script and a ZADD, each a round trip. Serial is one caller at a time;
+// a SET NX, a script, then two ZADDs (readiness index, List index) pipelined: three
+// round trips. Serial is one caller at a time;
 // Parallel is 16 per core at once. It reports p99 latency alongside ops/s, as the
 // spool's benchmark does. What is on disk when Enqueue returns is the Redis's
 // persistence settings' business: the shared Redis may keep no log at all, so the

@@ -4,10 +4,14 @@
 // Keys (P the prefix, <g> a group's GroupID.String(), every key of a group tagged
 // {q:<g>} so that each script touches one slot):
 //
-//	P{q:<g>}:item:<id>   hash: the item, its state, lease token and lease end
+//	P{q:<g>}:item:<id>   hash: the item (no body in List's reads), state, lease, finished
 //	P{q:<g>}:ready       sorted set: QUEUED ids by NotBefore (µs; 0 = at once)
 //	P{q:<g>}:leases      sorted set: SENDING ids by lease end (µs)
+//	P{q:<g>}:live        sorted set: QUEUED and SENDING ids by Accepted (µs), for Stats
+//	P{q:<g>}:finished    sorted set: ended ids by Finished (µs), for Expire
 //	P{qid:<id>}          string: <g>, where item <id> lives (and the claim on the id)
+//	P{qk:<key>}:items    sorted set, all scores 0: "<accepted ns, 19 digits>\x00<id>\x00<g>"
+//	                     per item of API key <key>, for List (read by lex range)
 //	P{q}:groups          sorted set: <g> by when it may next have work (µs)
 //
 // docs/queue.md explains the design and why it uses sorted sets where the first
@@ -104,14 +108,17 @@ local function nextdue(ready, leases)
 end
 `
 
-// KEYS item, ready, leases. ARGV now, id, score, then field/value pairs.
-// Returns {1, next} if the item exists, else {0, next}.
+// KEYS item, ready, leases, live. ARGV now, id, score, accepted µs, then field/value
+// pairs. Returns {1, next, accepted ns} if the item exists, else {0, next}.
 var enqueueScript = redis.NewScript(clock + `
-if redis.call('EXISTS', KEYS[1]) == 1 then return {1, tostring(nextdue(KEYS[2], KEYS[3]))} end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {1, tostring(nextdue(KEYS[2], KEYS[3])), redis.call('HGET', KEYS[1], 'accepted')}
+end
 local f = {}
-for i = 4, #ARGV do f[#f+1] = ARGV[i] end
+for i = 5, #ARGV do f[#f+1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(f))
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[2])
 return {0, tostring(nextdue(KEYS[2], KEYS[3]))}
 `)
 
@@ -145,7 +152,7 @@ return {tostring(nextdue(KEYS[1], KEYS[2])), redis.call('HGETALL', key)}
 // KEYS ready, leases. Returns when the group may next have work.
 var nextScript = redis.NewScript(clock + `return tostring(nextdue(KEYS[1], KEYS[2]))`)
 
-// KEYS item, ready, leases. ARGV now, id, token, op, then per op:
+// KEYS item, ready, leases, live, finished. ARGV now, id, token, op, then per op:
 // extend: lease µs; release/retry: nb (ns or ”), score, [attempt JSON, error];
 // settle (SENT, FAILED, UNKNOWN): attempt JSON, error.
 // Returns {0, until or next} done, {1} no item, {2, state} stale.
@@ -174,29 +181,108 @@ if op == 'release' or op == 'retry' then
   return {0, tostring(nextdue(KEYS[2], KEYS[3]))}
 end
 attempt(ARGV[5], ARGV[6])
-redis.call('HSET', KEYS[1], 'state', op)
+local fin = string.format('%.0f', now())
+redis.call('HSET', KEYS[1], 'state', op, 'fin', fin)
+redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('ZADD', KEYS[5], fin, ARGV[2])
 return {0, ''}
 `)
 
-// KEYS item, ready. ARGV now, id. Returns {0} canceled, {1} no item, {2, state}.
+// KEYS item, ready, leases, live, finished. ARGV now, id.
+// Returns {0} canceled, {1} no item, {2, state}.
 var cancelScript = redis.NewScript(clock + `
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return {1} end
 if st ~= 'QUEUED' then return {2, st} end
+local fin = string.format('%.0f', now())
 redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('HSET', KEYS[1], 'state', 'CANCELED')
+redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('ZADD', KEYS[5], fin, ARGV[2])
+redis.call('HSET', KEYS[1], 'state', 'CANCELED', 'fin', fin)
 return {0}
+`)
+
+// KEYS item, ready, leases, live, finished. ARGV now, id, nb (ns), score, deadline (ns).
+// Returns {0, next} requeued, {1} no item, {2, state} not requeueable.
+var requeueScript = redis.NewScript(clock + `
+local st = redis.call('HMGET', KEYS[1], 'state', 'accepted')
+if not st[1] then return {1} end
+if st[1] ~= 'FAILED' and st[1] ~= 'UNKNOWN' and st[1] ~= 'CANCELED' then return {2, st[1]} end
+redis.call('HSET', KEYS[1], 'state', 'QUEUED', 'nb', ARGV[3], 'deadline', ARGV[5], 'fin', '')
+redis.call('ZREM', KEYS[5], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+-- accepted is ns, too many digits for a double: µs is its string less three digits.
+local us = string.sub(st[2] or '', 1, -4)
+if us == '' then us = '0' end
+redis.call('ZADD', KEYS[4], us, ARGV[2])
+return {0, tostring(nextdue(KEYS[2], KEYS[3]))}
+`)
+
+// KEYS item, ready, leases, live, finished. ARGV now, id.
+// Returns {0, key, accepted ns} deleted, {1} no item, {2, state} leased.
+var deleteScript = redis.NewScript(clock + `
+local st = redis.call('HMGET', KEYS[1], 'state', 'key', 'accepted')
+if not st[1] then return {1} end
+if st[1] == 'SENDING' then return {2, st[1]} end
+redis.call('DEL', KEYS[1])
+for i = 2, 5 do redis.call('ZREM', KEYS[i], ARGV[2]) end
+return {0, st[2], st[3]}
+`)
+
+// KEYS finished, the item key's prefix (P{q:<g>}:item:). ARGV now, the exclusive
+// upper bound ("(µs"), max.
+// Deletes up to max items finished before the bound; returns {id, key, accepted ns}
+// for each, flat, for the caller to remove their claims and List entries.
+var expireScript = redis.NewScript(clock + `
+local ids = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, id in ipairs(ids) do
+  local f = redis.call('HMGET', KEYS[2] .. id, 'key', 'accepted')
+  redis.call('DEL', KEYS[2] .. id)
+  redis.call('ZREM', KEYS[1], id)
+  out[#out+1] = id
+  out[#out+1] = f[1] or ''
+  out[#out+1] = f[2] or ''
+end
+return out
 `)
 
 func (q *Queue) tag(g string) string         { return q.prefix + "{q:" + g + "}" }
 func (q *Queue) itemKey(g, id string) string { return q.tag(g) + ":item:" + id }
 func (q *Queue) readyKey(g string) string    { return q.tag(g) + ":ready" }
 func (q *Queue) leasesKey(g string) string   { return q.tag(g) + ":leases" }
+func (q *Queue) liveKey(g string) string     { return q.tag(g) + ":live" }
+func (q *Queue) finishedKey(g string) string { return q.tag(g) + ":finished" }
 func (q *Queue) locKey(id string) string     { return q.prefix + "{qid:" + id + "}" }
+func (q *Queue) byKeyKey(key string) string  { return q.prefix + "{qk:" + key + "}:items" }
 func (q *Queue) groupsKey() string           { return q.prefix + "{q}:groups" }
 func (q *Queue) groupKeys(g string) []string { return []string{q.readyKey(g), q.leasesKey(g)} }
+
+// itemKeys are the keys of the scripts that change an item's state: item, ready,
+// leases, live, finished.
 func (q *Queue) itemKeys(g, id string) []string {
-	return append([]string{q.itemKey(g, id)}, q.groupKeys(g)...)
+	return []string{q.itemKey(g, id), q.readyKey(g), q.leasesKey(g), q.liveKey(g), q.finishedKey(g)}
+}
+
+// listMember is an item's member of its key's List index: the Accepted in ns, fixed
+// width so that lex order is time order, then the id and the group, after NUL bytes
+// (neither holds one) so that ids that are prefixes of others sort as strings do.
+func listMember(acceptedNS int64, id, g string) string {
+	return listPos(acceptedNS, id) + "\x00" + g
+}
+
+// listPos is the part of a List member that orders it.
+func listPos(acceptedNS int64, id string) string {
+	return fmt.Sprintf("%019d\x00%s", max(acceptedNS, 0), id)
+}
+
+// clock is the queue's time in Go, for the one value a script cannot make: the
+// Accepted that both the item and its List entry (another slot) carry.
+func (q *Queue) clock() time.Time {
+	if q.now != nil {
+		return q.now()
+	}
+	return time.Now()
 }
 
 // nowArg is the scripts' clock argument: "" (Redis's TIME) unless a test clock is set.
@@ -222,11 +308,15 @@ func nsString(t time.Time) string {
 }
 
 // Enqueue claims the id (P{qid:<id>}, SET NX), writes the item in its group's slot,
-// then lowers the group's index entry. A retry after a partial failure finds its own
+// then, pipelined, lowers the group's index entry and adds the key's List entry. A retry after a partial failure finds its own
 // claim and finishes the job; ErrExists when the item was already written.
 func (q *Queue) Enqueue(ctx context.Context, it *queue.Item) error {
 	if err := queue.CheckNew(it); err != nil {
 		return err
+	}
+	accepted := it.Accepted
+	if accepted.IsZero() {
+		accepted = q.clock()
 	}
 	g := it.Group.String()
 	ok, err := q.c.SetNX(ctx, q.locKey(it.ID), g, 0).Result()
@@ -246,19 +336,45 @@ func (q *Queue) Enqueue(ctx context.Context, it *queue.Item) error {
 	if err != nil {
 		return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
 	}
-	args := []any{q.nowArg(), it.ID, score(it.NotBefore),
-		"id", it.ID, "key", it.Key, "gk", int(it.Group.Kind), "gn", it.Group.Name,
-		"backends", backends, "body", it.Body, "accepted", nsString(it.Accepted),
-		"nb", nsString(it.NotBefore), "deadline", nsString(it.Deadline),
-		"state", "QUEUED", "token", 0, "attempts", "[]", "lasterr", ""}
-	res, err := enqueueScript.Run(ctx, q.c, q.itemKeys(g, it.ID), args...).Slice()
+	tags, err := json.Marshal(it.Tags)
 	if err != nil {
 		return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
 	}
-	if err := q.lower(ctx, g, res[1]); err != nil {
+	args := []any{q.nowArg(), it.ID, score(it.NotBefore), accepted.UnixMicro(),
+		"id", it.ID, "key", it.Key, "gk", int(it.Group.Kind), "gn", it.Group.Name,
+		"backends", backends, "body", it.Body, "accepted", nsString(accepted),
+		"nb", nsString(it.NotBefore), "deadline", nsString(it.Deadline),
+		"msgid", it.MessageID, "from", it.From, "route", it.Route, "tags", tags,
+		"state", "QUEUED", "token", 0, "attempts", "[]", "lasterr", "", "fin", ""}
+	res, err := enqueueScript.Run(ctx, q.c, q.itemKeys(g, it.ID)[:4], args...).Slice()
+	if err != nil {
 		return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
 	}
-	if res[0].(int64) == 1 {
+	next, err := strconv.ParseFloat(fmt.Sprint(res[1]), 64)
+	if err != nil {
+		return fmt.Errorf("redisq: enqueue %s: bad next time %v: %w", it.ID, res[1], err)
+	}
+	exists := res[0].(int64) == 1
+	ns := accepted.UnixNano()
+	if exists {
+		// A retry of an Enqueue that wrote the item: its List entry is the stored
+		// Accepted's, which may be a clock reading of the first call.
+		if ns, err = strconv.ParseInt(fmt.Sprint(res[2]), 10, 64); err != nil {
+			return fmt.Errorf("redisq: enqueue %s: stored accepted %v: %w", it.ID, res[2], err)
+		}
+	}
+	// The readiness index and the key's List index, in two other slots, in one round
+	// trip. Both come after the item: an index entry always names an item that was
+	// written, so List may drop one whose item is gone.
+	_, err = q.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAddLT(ctx, q.groupsKey(), redis.Z{Score: next, Member: g})
+		p.ZAdd(ctx, q.byKeyKey(it.Key), redis.Z{Member: listMember(ns, it.ID, g)})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
+	}
+	if exists {
 		return fmt.Errorf("%w: message %s", queue.ErrExists, it.ID)
 	}
 	return nil
@@ -423,7 +539,8 @@ func decode(v any) (*queue.Item, error) {
 		}
 		return time.Unix(0, n).UTC(), nil
 	}
-	it := &queue.Item{ID: f["id"], Key: f["key"], Body: []byte(f["body"]), LastError: f["lasterr"]}
+	it := &queue.Item{ID: f["id"], Key: f["key"], Body: []byte(f["body"]), LastError: f["lasterr"],
+		MessageID: f["msgid"], From: f["from"], Route: f["route"]}
 	kind, err := strconv.Atoi(f["gk"])
 	if err != nil {
 		return bad("gk", err)
@@ -434,6 +551,18 @@ func decode(v any) (*queue.Item, error) {
 	}
 	if err := json.Unmarshal([]byte(f["attempts"]), &it.Attempts); err != nil {
 		return bad("attempts", err)
+	}
+	if f["tags"] != "" {
+		if err := json.Unmarshal([]byte(f["tags"]), &it.Tags); err != nil {
+			return bad("tags", err)
+		}
+	}
+	if f["fin"] != "" {
+		us, err := strconv.ParseInt(f["fin"], 10, 64)
+		if err != nil {
+			return bad("fin", err)
+		}
+		it.Finished = time.UnixMicro(us).UTC()
 	}
 	for _, t := range []struct {
 		field string
@@ -572,7 +701,7 @@ func (q *Queue) Cancel(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	res, err := cancelScript.Run(ctx, q.c, []string{q.itemKey(g, id), q.readyKey(g)}, q.nowArg(), id).Slice()
+	res, err := cancelScript.Run(ctx, q.c, q.itemKeys(g, id), q.nowArg(), id).Slice()
 	if err != nil {
 		return fmt.Errorf("redisq: cancel %s: %w", id, err)
 	}
@@ -604,6 +733,293 @@ func (q *Queue) Get(ctx context.Context, id string) (*queue.Item, error) {
 		return nil, fmt.Errorf("redisq: get %s: %w", id, err)
 	}
 	return it, nil
+}
+
+// listFields are the item's fields but its body: what List reads.
+var listFields = []string{"id", "key", "gk", "gn", "backends", "accepted", "nb", "deadline",
+	"msgid", "from", "route", "tags", "state", "token", "until", "attempts", "lasterr", "fin"}
+
+// List reads the key's List index (P{qk:<key>}:items) backwards by lex range, from the
+// upper bound (AcceptedTo, or the page token's item) down to AcceptedFrom, a batch at
+// a time, and each batch's items' fields but the body in one pipeline (in a Cluster,
+// one per node). It stops after Limit+1 matches. An entry whose item is gone (a Delete
+// or Expire that failed after removing the item) is skipped and removed.
+func (q *Queue) List(ctx context.Context, lq queue.ListQuery) ([]*queue.Item, string, error) {
+	after, err := queue.CheckListQuery(&lq)
+	if err != nil {
+		return nil, "", err
+	}
+	idx := q.byKeyKey(lq.Key)
+	upper, lower := "+", "-"
+	if !lq.AcceptedTo.IsZero() {
+		upper = "(" + fmt.Sprintf("%019d", max(lq.AcceptedTo.UnixNano(), 0))
+	}
+	if !after.IsZero() {
+		if b := "(" + listPos(after.Accepted.UnixNano(), after.ID); upper == "+" || b < upper {
+			upper = b
+		}
+	}
+	if !lq.AcceptedFrom.IsZero() {
+		lower = "[" + fmt.Sprintf("%019d", max(lq.AcceptedFrom.UnixNano(), 0))
+	}
+	var (
+		out   []*queue.Item
+		stale []any
+		more  bool
+	)
+	batch := int64(lq.Limit + 1)
+	for !more {
+		// ZRANGE … BYLEX REV takes the upper bound first.
+		members, err := q.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: idx, ByLex: true, Rev: true,
+			Start: upper, Stop: lower, Count: batch}).Result()
+		if err != nil {
+			return nil, "", fmt.Errorf("redisq: list: %w", err)
+		}
+		if len(members) == 0 {
+			break
+		}
+		upper = "(" + members[len(members)-1]
+		cmds := make([]*redis.SliceCmd, len(members))
+		_, err = q.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, m := range members {
+				parts := strings.SplitN(m, "\x00", 3)
+				if len(parts) != 3 {
+					return fmt.Errorf("index %s holds %q, not an entry", idx, m)
+				}
+				cmds[i] = p.HMGet(ctx, q.itemKey(parts[2], parts[1]), listFields...)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, "", fmt.Errorf("redisq: list: %w", err)
+		}
+		for i, cmd := range cmds {
+			vals := cmd.Val()
+			f := make(map[string]string, len(vals))
+			for j, v := range vals {
+				if v != nil {
+					f[listFields[j]] = fmt.Sprint(v)
+				}
+			}
+			if f["state"] == "" {
+				stale = append(stale, members[i])
+				continue
+			}
+			it, err := decode(f)
+			if err != nil {
+				return nil, "", fmt.Errorf("redisq: list: %w", err)
+			}
+			it.Body = nil
+			if !lq.Match(it) {
+				continue
+			}
+			if len(out) == lq.Limit {
+				more = true
+				break
+			}
+			out = append(out, it)
+		}
+		if len(members) < int(batch) {
+			break
+		}
+		// Later batches are larger: a filter that matches rarely costs fewer trips.
+		batch = min(batch*2, queue.MaxListLimit+1)
+	}
+	if len(stale) > 0 {
+		if err := q.c.ZRem(ctx, idx, stale...).Err(); err != nil {
+			return nil, "", fmt.Errorf("redisq: list: removing entries of items gone: %w", err)
+		}
+	}
+	next := ""
+	if more {
+		last := out[len(out)-1]
+		next = queue.ListCursor{Accepted: last.Accepted, ID: last.ID}.Token()
+	}
+	return out, next, nil
+}
+
+// Requeue puts a Failed, Unknown or Canceled item back to Queued, ready at at.
+func (q *Queue) Requeue(ctx context.Context, id string, at, deadline time.Time) error {
+	if err := queue.CheckRequeue(id, at, deadline); err != nil {
+		return err
+	}
+	g, err := q.locate(ctx, id)
+	if err != nil {
+		return err
+	}
+	res, err := requeueScript.Run(ctx, q.c, q.itemKeys(g, id), q.nowArg(), id, nsString(at), score(at), nsString(deadline)).Slice()
+	if err != nil {
+		return fmt.Errorf("redisq: requeue %s: %w", id, err)
+	}
+	switch res[0].(int64) {
+	case 1:
+		return fmt.Errorf("%w: message %s", queue.ErrNotFound, id)
+	case 2:
+		return &queue.StateError{ID: id, State: parseState(fmt.Sprint(res[1])), Err: queue.ErrNotRequeueable}
+	}
+	if err := q.lower(ctx, g, res[1]); err != nil {
+		return fmt.Errorf("redisq: requeue %s: %w", id, err)
+	}
+	return nil
+}
+
+// Delete removes an item that is not leased: the item and its group's sets in one
+// script, then its List entry and its claim (two other slots).
+func (q *Queue) Delete(ctx context.Context, id string) error {
+	g, err := q.locate(ctx, id)
+	if err != nil {
+		return err
+	}
+	res, err := deleteScript.Run(ctx, q.c, q.itemKeys(g, id), q.nowArg(), id).Slice()
+	if err != nil {
+		return fmt.Errorf("redisq: delete %s: %w", id, err)
+	}
+	switch res[0].(int64) {
+	case 1:
+		return fmt.Errorf("%w: message %s", queue.ErrNotFound, id)
+	case 2:
+		return &queue.StateError{ID: id, State: parseState(fmt.Sprint(res[1])), Err: queue.ErrLeased}
+	}
+	if err := q.forget(ctx, g, []gone{{id: id, key: fmt.Sprint(res[1]), accepted: fmt.Sprint(res[2])}}); err != nil {
+		return fmt.Errorf("redisq: delete %s: %w", id, err)
+	}
+	return nil
+}
+
+// gone is an item a script deleted, whose List entry and claim remain.
+type gone struct{ id, key, accepted string }
+
+// forget removes the List entries and claims of items deleted in group g, in one
+// pipeline. If it fails, List drops the entries it meets; a claim left behind makes
+// Get of the id ErrNotFound (its item is gone) and keeps the id taken.
+func (q *Queue) forget(ctx context.Context, g string, items []gone) error {
+	_, err := q.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, it := range items {
+			p.Del(ctx, q.locKey(it.id))
+			if it.key == "" {
+				// The item was not there to say (its hash gone before the script ran):
+				// its List entry, if any, is List's to drop.
+				continue
+			}
+			ns, err := strconv.ParseInt(it.accepted, 10, 64)
+			if err != nil {
+				return fmt.Errorf("item %s: accepted %q: %w", it.id, it.accepted, err)
+			}
+			p.ZRem(ctx, q.byKeyKey(it.key), listMember(ns, it.id, g))
+		}
+		return nil
+	})
+	return err
+}
+
+// groups returns every group the readiness index holds: each group that ever had an
+// item. Expire and Stats visit them all.
+func (q *Queue) groups(ctx context.Context) ([]string, error) {
+	return q.c.ZRange(ctx, q.groupsKey(), 0, -1).Result()
+}
+
+// Expire counts, per group, the finished items before finishedBefore (one pipelined
+// ZCOUNT per group), then runs the expire script on the groups that have some, up to
+// max items in all. Per-group finished sets, not one global set: a terminal move and
+// its finished entry are then one script, so no failure between them can leave an
+// ended item that never expires; the price is a ZCOUNT per group per call.
+func (q *Queue) Expire(ctx context.Context, finishedBefore time.Time, max int) (int, error) {
+	if err := queue.CheckExpire(max); err != nil {
+		return 0, err
+	}
+	gs, err := q.groups(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("redisq: expire: %w", err)
+	}
+	ns := finishedBefore.UnixNano()
+	if finishedBefore.IsZero() || ns < 0 {
+		ns = 0
+	}
+	// Finished is in µs: before a bound in ns is before its µs rounded up.
+	bound := "(" + strconv.FormatInt((ns+999)/1000, 10)
+	counts := make([]*redis.IntCmd, len(gs))
+	_, err = q.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, g := range gs {
+			counts[i] = p.ZCount(ctx, q.finishedKey(g), "-inf", bound)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("redisq: expire: %w", err)
+	}
+	n := 0
+	for i, g := range gs {
+		if n == max {
+			break
+		}
+		if counts[i].Val() == 0 {
+			continue
+		}
+		res, err := expireScript.Run(ctx, q.c, []string{q.finishedKey(g), q.itemKey(g, "")}, q.nowArg(), bound, max-n).StringSlice()
+		if err != nil {
+			return n, fmt.Errorf("redisq: expire in %s: %w", g, err)
+		}
+		var done []gone
+		for j := 0; j+2 < len(res); j += 3 {
+			done = append(done, gone{id: res[j], key: res[j+1], accepted: res[j+2]})
+		}
+		n += len(done)
+		if err := q.forget(ctx, g, done); err != nil {
+			return n, fmt.Errorf("redisq: expire in %s: %w", g, err)
+		}
+	}
+	return n, nil
+}
+
+// Stats visits every group in one pipeline (in a Cluster, one per node): ZCARD and
+// ZCOUNT of ready, ZCARD of leases, and the first of live, whose score is the oldest
+// Accepted of the group's Queued and Sending items. Four commands per group that
+// ever had an item; no item is read.
+func (q *Queue) Stats(ctx context.Context) (queue.Stats, error) {
+	gs, err := q.groups(ctx)
+	if err != nil {
+		return queue.Stats{}, fmt.Errorf("redisq: stats: %w", err)
+	}
+	now, err := q.indexNow(ctx)
+	if err != nil {
+		return queue.Stats{}, fmt.Errorf("redisq: stats: %w", err)
+	}
+	type cmds struct {
+		queued, due, sending *redis.IntCmd
+		oldest               *redis.ZSliceCmd
+	}
+	cs := make([]cmds, len(gs))
+	_, err = q.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, g := range gs {
+			cs[i] = cmds{
+				queued:  p.ZCard(ctx, q.readyKey(g)),
+				due:     p.ZCount(ctx, q.readyKey(g), "-inf", now),
+				sending: p.ZCard(ctx, q.leasesKey(g)),
+				oldest:  p.ZRangeWithScores(ctx, q.liveKey(g), 0, 0),
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return queue.Stats{}, fmt.Errorf("redisq: stats: %w", err)
+	}
+	var (
+		st     queue.Stats
+		oldest int64
+		found  bool
+	)
+	for _, c := range cs {
+		st.Queued += int(c.queued.Val())
+		st.Due += int(c.due.Val())
+		st.Sending += int(c.sending.Val())
+		if z := c.oldest.Val(); len(z) > 0 && (!found || int64(z[0].Score) < oldest) {
+			oldest, found = int64(z[0].Score), true
+		}
+	}
+	if found {
+		st.OldestQueued = time.UnixMicro(oldest).UTC()
+	}
+	return st, nil
 }
 
 // Close does nothing: the client is the caller's.

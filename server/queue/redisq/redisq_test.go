@@ -3,7 +3,9 @@ package redisq_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
+	"slices"
 	"testing"
 	"time"
 
@@ -137,12 +139,13 @@ func TestKeyLayout(t *testing.T) {
 		"{q:be:relay}:item:m2": "hash", "{q:mb:a@example.com}:ready": "zset",
 		"{q:be:relay}:ready": "zset", "{q:" + l.Group.String() + "}:leases": "zset",
 		"{qid:m1}": "string", "{qid:m2}": "string", "{qid:m3}": "string", "{q}:groups": "zset",
+		"{q:mb:a@example.com}:live": "zset", "{q:be:relay}:live": "zset", "{qk:app}:items": "zset",
 	}
 	if l.Group.Kind == store.Backend {
 		// m2 was leased: its group's ready set is empty, so gone.
 		delete(want, "{q:be:relay}:ready")
 	}
-	shape := regexp.MustCompile(`^\{(q:[a-z]+:[^}]+|qid:[^}]+|q)\}`)
+	shape := regexp.MustCompile(`^\{(q:[a-z]+:[^}]+|qid:[^}]+|qk:[^}]+|q)\}`)
 	iter := c.Scan(ctx, 0, prefix+"*", 100).Iterator()
 	got := map[string]bool{}
 	for iter.Next(ctx) {
@@ -167,6 +170,56 @@ func TestKeyLayout(t *testing.T) {
 	}
 	if s, err := c.ZScore(ctx, prefix+"{q:mb:a@example.com}:ready", "m3").Result(); err != nil || int64(s) != clk.Add(time.Minute).UnixMicro() {
 		t.Errorf("m3's ready score = %v, %v; want its NotBefore in µs", s, err)
+	}
+	if s, err := c.ZScore(ctx, prefix+"{q:mb:a@example.com}:live", "m3").Result(); err != nil || int64(s) != clk.UnixMicro() {
+		t.Errorf("m3's live score = %v, %v; want its Accepted in µs", s, err)
+	}
+	members, err := c.ZRange(ctx, prefix+"{qk:app}:items", 0, -1).Result()
+	ns := fmt.Sprintf("%019d", clk.UnixNano())
+	want3 := []string{ns + "\x00m1\x00mb:a@example.com", ns + "\x00m2\x00be:relay", ns + "\x00m3\x00mb:a@example.com"}
+	if err != nil || !slices.Equal(members, want3) {
+		t.Errorf("List index = %q, %v; want %q", members, err, want3)
+	}
+	if err := q.Complete(ctx, l.Lease, queue.Attempt{Outcome: "SENT"}); err != nil {
+		t.Fatal(err)
+	}
+	g := l.Group.String()
+	if s, err := c.ZScore(ctx, prefix+"{q:"+g+"}:finished", l.ID).Result(); err != nil || int64(s) != clk.UnixMicro() {
+		t.Errorf("%s's finished score = %v, %v; want its Finished in µs", l.ID, s, err)
+	}
+	if n, err := c.Exists(ctx, prefix+"{q:"+g+"}:live").Result(); err != nil || (g == "be:relay" && n != 0) {
+		t.Errorf("live set of %s after its one item ended: exists %d, %v", g, n, err)
+	}
+}
+
+// A Delete or Expire that failed after removing the item leaves its List entry (another
+// slot): List skips it and removes it.
+func TestListDropsEntriesOfItemsGone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := storetest.SharedRedis(t)
+	prefix := storetest.Prefix(t, c, "qstale")
+	clk := time.Date(2026, 12, 4, 3, 0, 0, 0, time.UTC)
+	q := open(t, c, prefix, func() time.Time { return clk })
+	for i, id := range []string{"m1", "m2", "m3"} {
+		it := &queue.Item{ID: id, Key: "app", Group: store.GroupID{Kind: store.Mailbox, Name: "a@example.com"},
+			Body: []byte("x"), Accepted: clk.Add(time.Duration(i) * time.Second), Deadline: clk.Add(time.Hour)}
+		if err := q.Enqueue(ctx, it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What a Delete of m2 that failed after its script leaves behind.
+	if err := c.Del(ctx, prefix+"{q:mb:a@example.com}:item:m2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int{1, 2} {
+		items, next, err := q.List(ctx, queue.ListQuery{Key: "app", Limit: limit})
+		if err != nil || len(items) != limit || items[0].ID != "m3" || (limit == 2 && (items[1].ID != "m1" || next != "")) {
+			t.Fatalf("List limit %d = %+v, %q, %v", limit, items, next, err)
+		}
+	}
+	if n, err := c.ZCard(ctx, prefix+"{qk:app}:items").Result(); err != nil || n != 2 {
+		t.Errorf("List index holds %d entries, %v; want the gone item's removed", n, err)
 	}
 }
 

@@ -2,13 +2,20 @@
 // embedded default). Each operation is one bbolt transaction, written and fsynced before
 // it returns, so an Enqueue that returned survives kill -9 and a power cut.
 //
-// Buckets (docs/queue.md has the design):
+// Buckets (docs/queue.md has the design; times are 8 bytes, big-endian Unix ns):
 //
-//	items   id -> JSON of queue.Item (Body included)
-//	ready   kind byte, group name, 0, notBefore (8 bytes, big-endian Unix ns), id -> nil
-//	        one key per Queued item; sorted by group, then by when it is ready
-//	leases  until (8 bytes, big-endian Unix ns), id -> nil
-//	        one key per Sending item; sorted by when its lease lapses
+//	items     id -> JSON of queue.Item without its Body
+//	bodies    id -> the Body, apart so that List and the settles never read or rewrite it
+//	ready     kind byte, group name, 0, notBefore, id -> nil
+//	          one key per Queued item; sorted by group, then by when it is ready
+//	leases    until, id -> nil
+//	          one key per Sending item; sorted by when its lease lapses
+//	live      accepted, id -> nil
+//	          one key per Queued or Sending item: Stats' oldest is the first
+//	bykey     API key, 0, accepted, id -> nil
+//	          one key per item, for List: a key's items, in Accepted order
+//	finished  finished, id -> nil
+//	          one key per terminal item, for Expire: oldest Finished first
 //
 // The fencing token is the items bucket's sequence, which bbolt keeps in the same
 // transaction as the lease.
@@ -31,9 +38,13 @@ import (
 )
 
 var (
-	bItems  = []byte("items")
-	bReady  = []byte("ready")
-	bLeases = []byte("leases")
+	bItems    = []byte("items")
+	bBodies   = []byte("bodies")
+	bReady    = []byte("ready")
+	bLeases   = []byte("leases")
+	bLive     = []byte("live")
+	bByKey    = []byte("bykey")
+	bFinished = []byte("finished")
 )
 
 // Options are the spool's settings. The zero value is the default.
@@ -76,7 +87,7 @@ func Open(path string, opts Options) (*Spool, error) {
 		return nil, fmt.Errorf("queue spool %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bItems, bReady, bLeases} {
+		for _, b := range [][]byte{bItems, bBodies, bReady, bLeases, bLive, bByKey, bFinished} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -125,6 +136,16 @@ func readyKey(it *queue.Item) []byte {
 
 func leaseKey(it *queue.Item) []byte { return append(stamp(it.Lease.Until), it.ID...) }
 
+func liveKey(it *queue.Item) []byte { return append(stamp(it.Accepted), it.ID...) }
+
+func finishedKey(it *queue.Item) []byte { return append(stamp(it.Finished), it.ID...) }
+
+// keyPrefix is an API key's part of a bykey key (keys hold no NUL).
+func keyPrefix(key string) []byte { return append([]byte(key), 0) }
+
+func byKeyKey(it *queue.Item) []byte { return append(keyPrefix(it.Key), liveKey(it)...) }
+
+// get returns the item without its Body.
 func get(tx *bolt.Tx, id string) (*queue.Item, error) {
 	v := tx.Bucket(bItems).Get([]byte(id))
 	if v == nil {
@@ -137,12 +158,24 @@ func get(tx *bolt.Tx, id string) (*queue.Item, error) {
 	return it, nil
 }
 
+// put writes the item's metadata; its Body, kept apart, is Enqueue's to write.
 func put(tx *bolt.Tx, it *queue.Item) error {
-	v, err := json.Marshal(it)
+	c := *it
+	c.Body = nil
+	v, err := json.Marshal(&c)
 	if err != nil {
 		return err
 	}
 	return tx.Bucket(bItems).Put([]byte(it.ID), v)
+}
+
+// finish ends it in state st (terminal) at now: its finished key is what Expire finds.
+func finish(tx *bolt.Tx, it *queue.Item, st queue.State, now time.Time) error {
+	it.State, it.Lease, it.Finished = st, queue.Lease{}, now
+	if err := tx.Bucket(bLive).Delete(liveKey(it)); err != nil {
+		return err
+	}
+	return tx.Bucket(bFinished).Put(finishedKey(it), nil)
 }
 
 // Enqueue implements queue.Queue.
@@ -171,7 +204,15 @@ func (s *Spool) Enqueue(ctx context.Context, it *queue.Item) error {
 		if err := put(tx, &c); err != nil {
 			return err
 		}
-		return tx.Bucket(bReady).Put(readyKey(&c), nil)
+		if err := tx.Bucket(bBodies).Put([]byte(c.ID), c.Body); err != nil {
+			return err
+		}
+		for _, k := range [][2][]byte{{bReady, readyKey(&c)}, {bLive, liveKey(&c)}, {bByKey, byKeyKey(&c)}} {
+			if err := tx.Bucket(k[0]).Put(k[1], nil); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 }
 
@@ -289,6 +330,11 @@ func (s *Spool) settle(ctx context.Context, l queue.Lease, f func(it *queue.Item
 		if err := f(it); err != nil {
 			return err
 		}
+		if it.State.Terminal() {
+			if err := finish(tx, it, it.State, s.now()); err != nil {
+				return err
+			}
+		}
 		if err := put(tx, it); err != nil {
 			return err
 		}
@@ -370,7 +416,9 @@ func (s *Spool) Cancel(ctx context.Context, id string) error {
 		if err := tx.Bucket(bReady).Delete(readyKey(it)); err != nil {
 			return err
 		}
-		it.State = queue.Canceled
+		if err := finish(tx, it, queue.Canceled, s.now()); err != nil {
+			return err
+		}
 		return put(tx, it)
 	})
 }
@@ -383,8 +431,206 @@ func (s *Spool) Get(ctx context.Context, id string) (*queue.Item, error) {
 	var out *queue.Item
 	err := s.db.View(func(tx *bolt.Tx) error {
 		it, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		// bbolt's bytes live only as long as the transaction.
+		if b := tx.Bucket(bBodies).Get([]byte(id)); b != nil {
+			it.Body = bytes.Clone(b)
+		}
 		out = it
-		return err
+		return nil
 	})
 	return out, err
+}
+
+// List implements queue.Queue. It walks the key's bykey keys backwards from the upper
+// bound (AcceptedTo, or the page token's item) and reads each item's metadata, never
+// its body; it stops after Limit+1 matches (the one more says there is a next page)
+// or at AcceptedFrom.
+func (s *Spool) List(ctx context.Context, q queue.ListQuery) ([]*queue.Item, string, error) {
+	after, err := queue.CheckListQuery(&q)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, "", err
+	}
+	prefix := keyPrefix(q.Key)
+	// upper is the first key past what the page may hold.
+	upper := append(bytes.Clone(prefix[:len(prefix)-1]), 1)
+	if !q.AcceptedTo.IsZero() {
+		upper = append(bytes.Clone(prefix), stamp(q.AcceptedTo)...)
+	}
+	if !after.IsZero() {
+		if k := append(append(bytes.Clone(prefix), stamp(after.Accepted)...), after.ID...); bytes.Compare(k, upper) < 0 {
+			upper = k
+		}
+	}
+	lower := append(bytes.Clone(prefix), stamp(q.AcceptedFrom)...)
+	var out []*queue.Item
+	more := false
+	err = s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bByKey).Cursor()
+		k, _ := c.Seek(upper)
+		if k == nil {
+			k, _ = c.Last()
+		} else {
+			k, _ = c.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && bytes.Compare(k, lower) >= 0; k, _ = c.Prev() {
+			if len(k) < len(prefix)+9 {
+				return fmt.Errorf("queue spool: malformed bykey key %q", k)
+			}
+			it, err := get(tx, string(k[len(prefix)+8:]))
+			if err != nil {
+				return err
+			}
+			if !q.Match(it) {
+				continue
+			}
+			if len(out) == q.Limit {
+				more = true
+				return nil
+			}
+			out = append(out, it)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if more {
+		last := out[len(out)-1]
+		next = queue.ListCursor{Accepted: last.Accepted, ID: last.ID}.Token()
+	}
+	return out, next, nil
+}
+
+// Requeue implements queue.Queue.
+func (s *Spool) Requeue(ctx context.Context, id string, at, deadline time.Time) error {
+	if err := queue.CheckRequeue(id, at, deadline); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		it, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		switch it.State {
+		case queue.Failed, queue.Unknown, queue.Canceled:
+		default:
+			return &queue.StateError{ID: id, State: it.State, Err: queue.ErrNotRequeueable}
+		}
+		if err := tx.Bucket(bFinished).Delete(finishedKey(it)); err != nil {
+			return err
+		}
+		it.State, it.NotBefore, it.Deadline, it.Finished = queue.Queued, at, deadline, time.Time{}
+		if err := put(tx, it); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bReady).Put(readyKey(it), nil); err != nil {
+			return err
+		}
+		return tx.Bucket(bLive).Put(liveKey(it), nil)
+	})
+}
+
+// Delete implements queue.Queue.
+func (s *Spool) Delete(ctx context.Context, id string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		it, err := get(tx, id)
+		if err != nil {
+			return err
+		}
+		if it.State == queue.Sending {
+			return &queue.StateError{ID: id, State: it.State, Err: queue.ErrLeased}
+		}
+		return remove(tx, it)
+	})
+}
+
+// remove deletes a non-leased item and all its keys.
+func remove(tx *bolt.Tx, it *queue.Item) error {
+	keys := [][2][]byte{{bItems, []byte(it.ID)}, {bBodies, []byte(it.ID)}, {bByKey, byKeyKey(it)}}
+	switch {
+	case it.State == queue.Queued:
+		keys = append(keys, [2][]byte{bReady, readyKey(it)}, [2][]byte{bLive, liveKey(it)})
+	case it.State.Terminal():
+		keys = append(keys, [2][]byte{bFinished, finishedKey(it)})
+	}
+	for _, k := range keys {
+		if err := tx.Bucket(k[0]).Delete(k[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Expire implements queue.Queue: it walks the finished bucket from its oldest key.
+func (s *Spool) Expire(ctx context.Context, finishedBefore time.Time, max int) (int, error) {
+	if err := queue.CheckExpire(max); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		n = 0
+		limit := stamp(finishedBefore)
+		var ids []string
+		c := tx.Bucket(bFinished).Cursor()
+		for k, _ := c.First(); k != nil && len(ids) < max && bytes.Compare(k[:8], limit) < 0; k, _ = c.Next() {
+			ids = append(ids, string(k[8:]))
+		}
+		for _, id := range ids {
+			it, err := get(tx, id)
+			if err != nil {
+				return err
+			}
+			if err := remove(tx, it); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// Stats implements queue.Queue. It counts keys of ready (comparing each one's time
+// with now), leases and live's first key: no item is read.
+func (s *Spool) Stats(ctx context.Context) (queue.Stats, error) {
+	if err := ctx.Err(); err != nil {
+		return queue.Stats{}, err
+	}
+	var st queue.Stats
+	err := s.db.View(func(tx *bolt.Tx) error {
+		limit := stamp(s.now())
+		c := tx.Bucket(bReady).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			nul := bytes.IndexByte(k, 0)
+			if nul < 1 || len(k) < nul+9 {
+				return fmt.Errorf("queue spool: malformed ready key %q", k)
+			}
+			st.Queued++
+			if bytes.Compare(k[nul+1:nul+9], limit) <= 0 {
+				st.Due++
+			}
+		}
+		st.Sending = tx.Bucket(bLeases).Stats().KeyN
+		if k, _ := tx.Bucket(bLive).Cursor().First(); len(k) >= 8 {
+			st.OldestQueued = time.Unix(0, int64(binary.BigEndian.Uint64(k))).UTC()
+		}
+		return nil
+	})
+	return st, err
 }
