@@ -201,6 +201,14 @@ func (d *Dispatcher) handle(it *queue.Item) {
 			Error: "not delivered within queue.max_lifetime (" + humanDuration(it.Deadline.Sub(later(it.NotBefore, it.Accepted))) + ")" + lastErrorSuffix(it)})
 		return
 	}
+	if it.TakenOver {
+		// Its worker stopped (its replica died, or lost the queue for longer than the
+		// lease) with the message in hand, perhaps after it went out: no backend can say
+		// whether it arrived, so it is not sent a second time.
+		w.settle(queue.Unknown, now, queue.Attempt{Time: now, Outcome: string(mailerr.ReasonOutcomeUnknown),
+			Error: "the worker sending it stopped before recording the outcome (" + it.LastError + "); it may have been delivered, so mailgate does not send it again"})
+		return
+	}
 	req, accepted, err := decodeQueued(it.Body)
 	if err != nil {
 		w.settle(queue.Failed, now, queue.Attempt{Time: now, Outcome: string(mailerr.ReasonInternal), Error: err.Error()})
@@ -530,7 +538,22 @@ func (d *Dispatcher) expire() {
 			return
 		case <-t.C:
 		}
-		_ = d.opts.Retention // the sweep itself lands with Queue.Expire
+		// Every replica sweeps; each Expire removes what another has not yet.
+		for {
+			ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+			n, err := d.q.Expire(ctx, d.svc.now().Add(-d.opts.Retention), 1000)
+			cancel()
+			if err != nil {
+				if d.ctx.Err() == nil {
+					d.svc.metrics.queueErrors.WithLabelValues("expire").Inc()
+					d.log.Warn("queue: could not remove finished messages past queue.retention", "error", err)
+				}
+				break
+			}
+			if n < 1000 {
+				break
+			}
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -290,5 +291,75 @@ func later(a, b time.Time) time.Time {
 
 // ListMessages implements mailgate.v1.MailService.
 func (s *Service) ListMessages(ctx context.Context, req *mailgatev1.ListMessagesRequest) (*mailgatev1.ListMessagesResponse, error) {
-	return nil, mailstatus.Err(mailerr.New(mailerr.Internal, "not yet"))
+	key := keyFrom(ctx)
+	if key == nil {
+		return nil, mailstatus.Err(mailerr.New(mailerr.Unauthenticated, "no API key"))
+	}
+	var v violations
+	q := queue.ListQuery{Key: key.Name, PageToken: req.GetPageToken()}
+	for i, st := range req.GetStatus() {
+		found := false
+		for state, status := range stateStatus {
+			if status == st {
+				q.States, found = append(q.States, state), true
+			}
+		}
+		if !found {
+			v.add(fmt.Sprintf("status[%d]", i), "must be QUEUED, SENDING, SENT, FAILED, CANCELED or UNKNOWN")
+		}
+	}
+	for i, t := range req.GetTag() {
+		name, value, ok := strings.Cut(t, "=")
+		if !ok || name == "" {
+			v.add(fmt.Sprintf("tag[%d]", i), "want name=value, such as invoice=1001, not %q", t)
+			continue
+		}
+		if q.Tags == nil {
+			q.Tags = map[string]string{}
+		}
+		q.Tags[name] = value
+	}
+	for _, f := range []struct {
+		name string
+		ts   *timestamppb.Timestamp
+		to   *time.Time
+	}{{"acceptedAfter", req.GetAcceptedAfter(), &q.AcceptedFrom}, {"acceptedBefore", req.GetAcceptedBefore(), &q.AcceptedTo}} {
+		if f.ts == nil {
+			continue
+		}
+		if err := f.ts.CheckValid(); err != nil {
+			v.add(f.name, "not a valid time: %v", err)
+			continue
+		}
+		*f.to = f.ts.AsTime()
+	}
+	if !q.AcceptedFrom.IsZero() && !q.AcceptedTo.IsZero() && !q.AcceptedTo.After(q.AcceptedFrom) {
+		v.add("acceptedBefore", "must be after acceptedAfter")
+	}
+	if n := req.GetPageSize(); n < 0 || n > queue.MaxListLimit {
+		v.add("pageSize", "must be 1 to %d (0 or absent: %d)", queue.MaxListLimit, queue.DefaultListLimit)
+	} else {
+		q.Limit = int(n)
+	}
+	if len(v) > 0 {
+		return nil, mailstatus.Err(mailerr.Violations(v))
+	}
+	if s.queue == nil {
+		return &mailgatev1.ListMessagesResponse{}, nil
+	}
+	items, next, err := s.queue.List(ctx, q)
+	if errors.Is(err, queue.ErrInvalid) {
+		// All but the token was checked above.
+		return nil, mailstatus.Err(mailerr.Violations([]mailerr.FieldViolation{{Field: "pageToken",
+			Description: "not a nextPageToken that ListMessages returned"}}))
+	}
+	if err != nil {
+		s.metrics.queueErrors.WithLabelValues("list").Inc()
+		return nil, mailstatus.Err(mailerr.Wrap(mailerr.Unavailable, err, "mailgate's queue did not answer").WithReason(mailerr.ReasonQueueUnavailable))
+	}
+	resp := &mailgatev1.ListMessagesResponse{NextPageToken: next}
+	for _, it := range items {
+		resp.Messages = append(resp.Messages, queuedRecord(it, nil, false))
+	}
+	return resp, nil
 }

@@ -90,19 +90,8 @@ type Item struct {
 	// Tags are the request's tags; List filters on them.
 	Tags map[string]string
 
-	// MessageID is the RFC 5322 Message-ID the caller was told.
-	MessageID string
-	// From is the From address.
-	From string
-	// Route is the route's name.
-	Route string
-	// Tags are the request's tags.
-	Tags map[string]string
 
 	// Set by the queue; Enqueue refuses an item with any of them set.
-
-	// Finished is when the item entered a terminal state; zero otherwise.
-	Finished time.Time
 
 	// State is the item's state.
 	State State
@@ -112,6 +101,10 @@ type Item struct {
 	LastError string
 	// Lease is the current lease while the item is Sending; zero otherwise.
 	Lease Lease
+	// TakenOver is set on an item Lease returns when that lease took over one that
+	// lapsed: its worker stopped, perhaps in the middle of sending it. A worker that
+	// cannot ask the backend whether the message arrived must not send it again.
+	TakenOver bool
 	// Finished is when the item entered a terminal state (Sent, Failed, Canceled,
 	// Unknown); zero otherwise. Expire goes by it.
 	Finished time.Time

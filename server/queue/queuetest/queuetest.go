@@ -281,6 +281,9 @@ func Run(t *testing.T, open Opener) {
 		q, clk, _ := setup(t)
 		it := enqueue(t, q, item(mbox("a@example.com")))
 		old := lease(t, q, everyGroup)
+		if old.TakenOver {
+			t.Error("a first lease says TakenOver")
+		}
 		empty(t, q, everyGroup)
 		clk.Advance(30 * time.Second)
 		ext, err := q.Extend(ctx, old.Lease, time.Minute)
@@ -293,6 +296,9 @@ func Run(t *testing.T, open Opener) {
 		taken := lease(t, q, everyGroup)
 		if taken.ID != it.ID || taken.Lease.Token == old.Lease.Token {
 			t.Fatalf("took over %s token %d (old %d)", taken.ID, taken.Lease.Token, old.Lease.Token)
+		}
+		if !taken.TakenOver {
+			t.Error("a lease that took over a lapsed one does not say TakenOver")
 		}
 		a := queue.Attempt{Time: clk.Now(), Backend: "graph", Outcome: "SENT"}
 		for name, call := range map[string]func() error{
@@ -316,6 +322,29 @@ func Run(t *testing.T, open Opener) {
 		got := get(t, q, it.ID)
 		if got.State != queue.Unknown || len(got.Attempts) != 1 {
 			t.Errorf("after takeover and MarkUnknown %+v", got)
+		}
+	})
+
+	t.Run("a settled takeover is an ordinary lease again", func(t *testing.T) {
+		t.Parallel()
+		q, clk, _ := setup(t)
+		enqueue(t, q, item(mbox("a@example.com")))
+		lease(t, q, everyGroup)
+		clk.Advance(2 * time.Minute)
+		taken := lease(t, q, everyGroup)
+		if !taken.TakenOver {
+			t.Fatal("a lease that took over a lapsed one does not say TakenOver")
+		}
+		if err := q.Release(ctx, taken.Lease, clk.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if again := lease(t, q, everyGroup); again.TakenOver {
+			t.Error("the lease after a Release still says TakenOver")
+		} else if err := q.Retry(ctx, again.Lease, clk.Now(), queue.Attempt{Time: clk.Now(), Backend: "graph", Outcome: "UNAVAILABLE"}); err != nil {
+			t.Fatal(err)
+		}
+		if again := lease(t, q, everyGroup); again.TakenOver {
+			t.Error("the lease after a Retry says TakenOver")
 		}
 	})
 

@@ -145,7 +145,7 @@ redis.call('ZREM', KEYS[1], id)
 local lend = t + d
 redis.call('ZADD', KEYS[2], lend, id)
 redis.call('HINCRBY', key, 'token', 1)
-redis.call('HSET', key, 'state', 'SENDING', 'until', string.format('%.0f', lend))
+redis.call('HSET', key, 'state', 'SENDING', 'until', string.format('%.0f', lend), 'tko', lapsed and '1' or '')
 return {tostring(nextdue(KEYS[1], KEYS[2])), redis.call('HGETALL', key)}
 `)
 
@@ -540,7 +540,7 @@ func decode(v any) (*queue.Item, error) {
 		return time.Unix(0, n).UTC(), nil
 	}
 	it := &queue.Item{ID: f["id"], Key: f["key"], Body: []byte(f["body"]), LastError: f["lasterr"],
-		MessageID: f["msgid"], From: f["from"], Route: f["route"]}
+		MessageID: f["msgid"], From: f["from"], Route: f["route"], TakenOver: f["tko"] == "1"}
 	kind, err := strconv.Atoi(f["gk"])
 	if err != nil {
 		return bad("gk", err)

@@ -277,7 +277,7 @@ func (s *Spool) takeOver(tx *bolt.Tx, now time.Time) error {
 			return err
 		}
 		it.LastError = fmt.Sprintf("lease until %s lapsed: its worker stopped; taken over", it.Lease.Until.UTC().Format(time.RFC3339Nano))
-		it.State, it.Lease, it.NotBefore = queue.Queued, queue.Lease{}, time.Time{}
+		it.State, it.Lease, it.NotBefore, it.TakenOver = queue.Queued, queue.Lease{}, time.Time{}, true
 		if err := put(tx, it); err != nil {
 			return err
 		}
@@ -365,7 +365,7 @@ func (s *Spool) Extend(ctx context.Context, l queue.Lease, d time.Duration) (que
 // Release implements queue.Queue.
 func (s *Spool) Release(ctx context.Context, l queue.Lease, notBefore time.Time) error {
 	return s.settle(ctx, l, func(it *queue.Item) error {
-		it.State, it.Lease, it.NotBefore = queue.Queued, queue.Lease{}, notBefore
+		it.State, it.Lease, it.NotBefore, it.TakenOver = queue.Queued, queue.Lease{}, notBefore, false
 		return nil
 	})
 }
@@ -373,7 +373,7 @@ func (s *Spool) Release(ctx context.Context, l queue.Lease, notBefore time.Time)
 func record(it *queue.Item, a queue.Attempt, st queue.State) {
 	it.Attempts = append(it.Attempts, a)
 	it.LastError = a.Error
-	it.State, it.Lease = st, queue.Lease{}
+	it.State, it.Lease, it.TakenOver = st, queue.Lease{}, false
 }
 
 // Retry implements queue.Queue.
@@ -529,7 +529,7 @@ func (s *Spool) Requeue(ctx context.Context, id string, at, deadline time.Time) 
 		if err := tx.Bucket(bFinished).Delete(finishedKey(it)); err != nil {
 			return err
 		}
-		it.State, it.NotBefore, it.Deadline, it.Finished = queue.Queued, at, deadline, time.Time{}
+		it.State, it.NotBefore, it.Deadline, it.Finished, it.TakenOver = queue.Queued, at, deadline, time.Time{}, false
 		if err := put(tx, it); err != nil {
 			return err
 		}
