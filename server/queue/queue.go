@@ -423,8 +423,8 @@ func CheckNew(it *Item) error {
 	if !it.Deadline.After(it.NotBefore) {
 		p = append(p, fmt.Sprintf("Deadline %s is not after NotBefore %s", it.Deadline.Format(time.RFC3339), it.NotBefore.Format(time.RFC3339)))
 	}
-	if it.State != 0 || len(it.Attempts) != 0 || it.LastError != "" || !it.Lease.IsZero() || !it.Finished.IsZero() {
-		p = append(p, "State, Attempts, LastError, Lease and Finished are the queue's to set")
+	if it.State != 0 || len(it.Attempts) != 0 || it.LastError != "" || !it.Lease.IsZero() || !it.Finished.IsZero() || it.TakenOver {
+		p = append(p, "State, Attempts, LastError, Lease, Finished and TakenOver are the queue's to set")
 	}
 	if len(p) > 0 {
 		return fmt.Errorf("%w: item %q: %s", ErrInvalid, it.ID, strings.Join(p, "; "))

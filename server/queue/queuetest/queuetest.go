@@ -100,8 +100,8 @@ func Run(t *testing.T, open Opener) {
 			got.Group != it.Group || len(got.Backends) != 2 || !got.Deadline.Equal(it.Deadline) {
 			t.Errorf("after reopen %+v, want %+v", got, it)
 		}
-		if l := lease(t, q, everyGroup); l.ID != it.ID {
-			t.Errorf("leased %s, want %s", l.ID, it.ID)
+		if l := lease(t, q, everyGroup); l.ID != it.ID || string(l.Body) != string(it.Body) {
+			t.Errorf("leased %s with body %q, want %s with %q: a worker needs the body", l.ID, l.Body, it.ID, it.Body)
 		}
 	})
 
@@ -124,6 +124,7 @@ func Run(t *testing.T, open Opener) {
 			{"state set", func(it *queue.Item) { it.State = queue.Sent }, queue.ErrInvalid},
 			{"attempts set", func(it *queue.Item) { it.Attempts = []queue.Attempt{{}} }, queue.ErrInvalid},
 			{"finished set", func(it *queue.Item) { it.Finished = start }, queue.ErrInvalid},
+			{"taken over set", func(it *queue.Item) { it.TakenOver = true }, queue.ErrInvalid},
 			{"key with a NUL byte", func(it *queue.Item) { it.Key = "app\x00x" }, queue.ErrInvalid},
 			{"group name with a NUL byte", func(it *queue.Item) { it.Group.Name = "a\x00b" }, queue.ErrInvalid},
 		} {

@@ -254,6 +254,10 @@ func (s *Spool) Lease(ctx context.Context, ready func(store.GroupID) bool, d tim
 			return err
 		}
 		out = it
+		if b := tx.Bucket(bBodies).Get([]byte(id)); b != nil {
+			// The worker needs what it is to send.
+			out.Body = bytes.Clone(b)
+		}
 		return tx.Bucket(bLeases).Put(leaseKey(it), nil)
 	})
 	return out, err
