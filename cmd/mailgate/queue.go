@@ -230,14 +230,29 @@ var stateByName = map[string]queue.State{
 
 // itemJSON is what --json prints: the item without its body.
 type itemJSON struct {
-	ID, Key, Status, MessageID, From, Route string
-	Group                                   string
-	Backends                                []string
-	Accepted                                time.Time
-	NotBefore, Deadline, Finished           *time.Time        `json:",omitempty"`
-	Tags                                    map[string]string `json:",omitempty"`
-	Attempts                                []queue.Attempt   `json:",omitempty"`
-	LastError                               string            `json:",omitempty"`
+	ID        string            `json:"id"`
+	Key       string            `json:"key"`
+	Status    string            `json:"status"`
+	MessageID string            `json:"messageId"`
+	From      string            `json:"from"`
+	Route     string            `json:"route"`
+	Group     string            `json:"pacedBy"`
+	Backends  []string          `json:"backends"`
+	Accepted  time.Time         `json:"acceptTime"`
+	NotBefore *time.Time        `json:"notBefore,omitempty"`
+	Deadline  *time.Time        `json:"deadline,omitempty"`
+	Finished  *time.Time        `json:"finishTime,omitempty"`
+	Tags      map[string]string `json:"tags,omitempty"`
+	Attempts  []attemptJSON     `json:"attempts,omitempty"`
+	LastError string            `json:"lastError,omitempty"`
+}
+
+type attemptJSON struct {
+	Time    time.Time `json:"time"`
+	Backend string    `json:"backend"`
+	Outcome string    `json:"outcome"`
+	Reply   string    `json:"reply,omitempty"`
+	Error   string    `json:"error,omitempty"`
 }
 
 func toJSON(it *queue.Item, attempts bool) itemJSON {
@@ -252,7 +267,9 @@ func toJSON(it *queue.Item, attempts bool) itemJSON {
 		NotBefore: opt(it.NotBefore), Deadline: opt(it.Deadline), Finished: opt(it.Finished), Tags: it.Tags,
 		LastError: it.LastError}
 	if attempts {
-		j.Attempts = it.Attempts
+		for _, a := range it.Attempts {
+			j.Attempts = append(j.Attempts, attemptJSON(a))
+		}
 	}
 	return j
 }
@@ -260,6 +277,7 @@ func toJSON(it *queue.Item, attempts bool) itemJSON {
 func printItems(w io.Writer, items []*queue.Item, asJSON bool) {
 	if asJSON {
 		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
 		for _, it := range items {
 			enc.Encode(toJSON(it, false))
 		}
@@ -284,7 +302,9 @@ func printItems(w io.Writer, items []*queue.Item, asJSON bool) {
 
 func showItem(w io.Writer, it *queue.Item, asJSON bool) {
 	if asJSON {
-		json.NewEncoder(w).Encode(toJSON(it, true))
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		enc.Encode(toJSON(it, true))
 		return
 	}
 	j := toJSON(it, true)
