@@ -169,6 +169,16 @@ func TestErrorsNameTheField(t *testing.T) {
 			return strings.Replace(s, `senders: ["billing@contoso.com", "*@notify.contoso.com"]`, `senders: ["billing@contoso.com"]`+"\n    limits: {messages_per_minute: -1}", 1)
 		}, "keys[0].limits.messages_per_minute", "negative"},
 		{"short idempotency ttl", func(s string) string { return s + "idempotency: {ttl: 10s}\n" }, "idempotency.ttl", "at least 1m"},
+		{"backend and backends", func(s string) string { return strings.Replace(s, "backend: outbox}", "backend: outbox, backends: [outbox]}", 1) }, "routes[0].backends", "not both"},
+		{"fallback missing", func(s string) string { return strings.Replace(s, "backend: outbox}", "backends: [outbox, relay]}", 1) }, "routes[0].backends[1]", `no backend named "relay"`},
+		{"fallback twice", func(s string) string { return strings.Replace(s, "backend: outbox}", "backends: [outbox, outbox]}", 1) }, "routes[0].backends[1]", "listed twice"},
+		{"route delivery", func(s string) string { return strings.Replace(s, "backend: outbox}", "backend: outbox, delivery: later}", 1) }, "routes[0].delivery", "sync or queued"},
+		{"shim delivery", func(s string) string { return s + "shim: {listen: \"127.0.0.1:2525\", delivery: now}\n" }, "shim.delivery", "queued (the default) or sync"},
+		{"queue workers", func(s string) string { return s + "queue: {workers: 0}\n" }, "queue.workers", "1 to 1000"},
+		{"queue backoff", func(s string) string { return s + "queue: {min_backoff: 5m, max_backoff: 1m}\n" }, "queue.max_backoff", "at least queue.min_backoff"},
+		{"queue lease", func(s string) string { return s + "queue: {lease: 1s}\n" }, "queue.lease", "at least 5s"},
+		{"queue lifetime", func(s string) string { return s + "queue: {max_lifetime: 10s}\n" }, "queue.max_lifetime", "at least 1m"},
+		{"queue dir without redis", func(s string) string { return s + "queue: {dir: \"\"}\n" }, "queue.dir", "required without redis"},
 		{"duplicate route name", func(s string) string {
 			return strings.Replace(s, "name: everyone, match: \"*\"", "match: \"scanner@contoso.com\"", 1)
 		}, "routes[1].name", "names another route"},
@@ -558,5 +568,21 @@ backends:
 		if !strings.Contains(msg, want) {
 			t.Errorf("missing %q in:\n%s", want, msg)
 		}
+	}
+}
+
+func TestRouteBackendsAndDelivery(t *testing.T) {
+	t.Parallel()
+	y := strings.Replace(validYAML(), "backend: outbox}", "backends: [outbox], delivery: queued}", 1)
+	c, err := ParseAndValidate([]byte(y), "test", testTypes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Routes[0]
+	if got := r.BackendNames(); len(got) != 1 || got[0] != "outbox" || r.Delivery != DeliveryQueued {
+		t.Errorf("route = %+v, backends %v", r, got)
+	}
+	if c.Routes[1].Delivery != "" || c.Shim.Delivery != DeliveryQueued || c.Queue.Dir != "./spool" || c.Retention() != c.Idempotency.TTL {
+		t.Errorf("defaults: route delivery %q, shim %q, queue %+v, retention %s", c.Routes[1].Delivery, c.Shim.Delivery, c.Queue, c.Retention())
 	}
 }
