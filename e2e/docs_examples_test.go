@@ -124,8 +124,8 @@ func splitResponse(out string) (string, string) {
 
 var exampleID = regexp.MustCompile(`\b01m[0-9a-z]{23}\b`)
 
-// The curl examples of the README, of docs/api.md and of docs/idempotency.md's
-// walk-through, run verbatim (but for the port) in the quick start's flow against the
+// The curl examples of the README, of docs/api.md, of docs/idempotency.md's
+// walk-through and of docs/queue.md, run verbatim (but for the port) in the quick start's flow against the
 // embedded default, print what the docs show: the same HTTP status and the same JSON fields.
 func TestDocsExamples(t *testing.T) {
 	t.Parallel()
@@ -157,6 +157,7 @@ func TestDocsExamples(t *testing.T) {
 		{"../README.md", "", 1},
 		{"../docs/api.md", "", 3},
 		{"../docs/idempotency.md", "### A transient failure is not stored", 4},
+		{"../docs/queue.md", "## Storage design", 6},
 	} {
 		found := docExamples(t, doc.file, doc.stop)
 		if len(found) < doc.min {
