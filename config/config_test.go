@@ -169,10 +169,14 @@ func TestErrorsNameTheField(t *testing.T) {
 			return strings.Replace(s, `senders: ["billing@contoso.com", "*@notify.contoso.com"]`, `senders: ["billing@contoso.com"]`+"\n    limits: {messages_per_minute: -1}", 1)
 		}, "keys[0].limits.messages_per_minute", "negative"},
 		{"short idempotency ttl", func(s string) string { return s + "idempotency: {ttl: 10s}\n" }, "idempotency.ttl", "at least 1m"},
-		{"backend and backends", func(s string) string { return strings.Replace(s, "backend: outbox}", "backend: outbox, backends: [outbox]}", 1) }, "routes[0].backends", "not both"},
+		{"backend and backends", func(s string) string {
+			return strings.Replace(s, "backend: outbox}", "backend: outbox, backends: [outbox]}", 1)
+		}, "routes[0].backends", "not both"},
 		{"fallback missing", func(s string) string { return strings.Replace(s, "backend: outbox}", "backends: [outbox, relay]}", 1) }, "routes[0].backends[1]", `no backend named "relay"`},
 		{"fallback twice", func(s string) string { return strings.Replace(s, "backend: outbox}", "backends: [outbox, outbox]}", 1) }, "routes[0].backends[1]", "listed twice"},
-		{"route delivery", func(s string) string { return strings.Replace(s, "backend: outbox}", "backend: outbox, delivery: later}", 1) }, "routes[0].delivery", "sync or queued"},
+		{"route delivery", func(s string) string {
+			return strings.Replace(s, "backend: outbox}", "backend: outbox, delivery: later}", 1)
+		}, "routes[0].delivery", "sync or queued"},
 		{"shim delivery", func(s string) string { return s + "shim: {listen: \"127.0.0.1:2525\", delivery: now}\n" }, "shim.delivery", "queued (the default) or sync"},
 		{"queue workers", func(s string) string { return s + "queue: {workers: 0}\n" }, "queue.workers", "1 to 1000"},
 		{"queue backoff", func(s string) string { return s + "queue: {min_backoff: 5m, max_backoff: 1m}\n" }, "queue.max_backoff", "at least queue.min_backoff"},

@@ -96,7 +96,7 @@ type Server struct {
 type parts struct {
 	control  func() error // the local queue's control socket; nil: none
 	queue    io.Closer    // closed first: it may use the Redis client
-	store    io.Closer // the Redis client; nil: in-process
+	store    io.Closer    // the Redis client; nil: in-process
 	backends map[string]senders.Sender
 }
 

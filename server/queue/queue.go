@@ -90,7 +90,6 @@ type Item struct {
 	// Tags are the request's tags; List filters on them.
 	Tags map[string]string
 
-
 	// Set by the queue; Enqueue refuses an item with any of them set.
 
 	// State is the item's state.
