@@ -1370,9 +1370,12 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\n" +
 	"\x06FAILED\x10\x04\x12\f\n" +
 	"\bCANCELED\x10\x05\x12\v\n" +
-	"\aUNKNOWN\x10\x062\xce&\n" +
-	"\vMailService\x12\xa9\x13\n" +
-	"\bSendMail\x12\x1c.mailgate.v1.SendMailRequest\x1a\x1d.mailgate.v1.SendMailResponse\"\xdf\x12\x92A\xbf\x12J\xb4\x01\n" +
+	"\aUNKNOWN\x10\x062\x9d(\n" +
+	"\vMailService\x12\xf8\x14\n" +
+	"\bSendMail\x12\x1c.mailgate.v1.SendMailRequest\x1a\x1d.mailgate.v1.SendMailResponse\"\xae\x14\x92A\x8e\x14J\xcc\x01\n" +
+	"\x03202\x12\xc4\x01\n" +
+	"\x9b\x01QUEUED: mailgate stored the message durably (delivery QUEUED, a sendAt, or a route with delivery: queued) and delivers it later; follow it with GetMessage.\x12$\n" +
+	"\"\x1a #/definitions/v1SendMailResponseJ\xb4\x01\n" +
 	"\x03400\x12\xac\x01\n" +
 	"\x86\x01INVALID_ARGUMENT: the request is malformed. A BadRequest detail lists every field violation by its JSON path, such as `to[0].address`.\x12!\n" +
 	"\x1f\x1a\x1d#/definitions/googleRpcStatusJg\n" +

@@ -56,9 +56,11 @@ type MailServiceClient interface {
 	// It sends nothing and reads no record: a client calls it to check a key (the
 	// separate SMTP shim does, at each AUTH). The key itself is never in the answer.
 	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
-	// CancelMessage stops a queued message that no worker has started. It returns the
-	// message's record, now CANCELED. A message being sent or already ended cannot be
-	// canceled (FAILED_PRECONDITION, reason NOT_CANCELABLE, naming its status).
+	// CancelMessage stops a queued message that no worker has started.
+	//
+	// It returns the message's record, now CANCELED. A message being sent or already
+	// ended cannot be canceled (FAILED_PRECONDITION, HTTP 409, reason NOT_CANCELABLE,
+	// naming its status). The body is empty (`{}`) or absent.
 	CancelMessage(ctx context.Context, in *CancelMessageRequest, opts ...grpc.CallOption) (*CancelMessageResponse, error)
 	// ListMessages lists the queued messages of the calling API key, newest first.
 	//
@@ -151,9 +153,11 @@ type MailServiceServer interface {
 	// It sends nothing and reads no record: a client calls it to check a key (the
 	// separate SMTP shim does, at each AUTH). The key itself is never in the answer.
 	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
-	// CancelMessage stops a queued message that no worker has started. It returns the
-	// message's record, now CANCELED. A message being sent or already ended cannot be
-	// canceled (FAILED_PRECONDITION, reason NOT_CANCELABLE, naming its status).
+	// CancelMessage stops a queued message that no worker has started.
+	//
+	// It returns the message's record, now CANCELED. A message being sent or already
+	// ended cannot be canceled (FAILED_PRECONDITION, HTTP 409, reason NOT_CANCELABLE,
+	// naming its status). The body is empty (`{}`) or absent.
 	CancelMessage(context.Context, *CancelMessageRequest) (*CancelMessageResponse, error)
 	// ListMessages lists the queued messages of the calling API key, newest first.
 	//
