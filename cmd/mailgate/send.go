@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
@@ -82,6 +83,11 @@ Message (the service checks it, and reports every problem at once):
   --tag NAME=VALUE          a tag for logs and GetMessage (repeatable)
   --save-to-sent-items true|false
                             keep a copy in the mailbox's Sent Items (Graph only)
+  --queued                  queue the message: mailgate answers QUEUED once it is stored,
+                            and delivers it at the pace Microsoft 365 allows
+  --sync                    send it now, whatever the route's delivery setting
+  --send-at TIME            deliver no earlier than TIME (RFC 3339, 2026-12-24T08:00:00Z,
+                            or a duration from now, such as 2h); queues the message
   --idempotency-key KEY     send the message once for KEY, however often the command
                             runs (within the service's idempotency.ttl, 24h by default).
                             auto: a key derived from the message itself, so that running
@@ -317,6 +323,9 @@ type sendOptions struct {
 	headers              [][2]string
 	tags                 [][2]string
 	saveToSentItems      *wrapperspb.BoolValue
+	delivery             mailgatev1.SendMailRequest_Delivery
+	sendAt               *timestamppb.Timestamp
+	sendAtRelative       bool // given as a duration from now
 	idempotencyKey       string
 	json                 bool
 }
@@ -396,10 +405,40 @@ func parseSendFlags(args []string, stderr io.Writer) (*sendOptions, error) {
 		o.saveToSentItems = wrapperspb.Bool(b)
 		return nil
 	})
+	queued := fs.Bool("queued", false, "")
+	sync := fs.Bool("sync", false, "")
+	fs.Func("send-at", "", func(v string) error {
+		if d, err := time.ParseDuration(v); err == nil {
+			o.sendAt, o.sendAtRelative = timestamppb.New(time.Now().Add(d)), true
+			return nil
+		}
+		t, err := time.Parse(time.RFC3339, v)
+		if err != nil {
+			return errors.New("give an RFC 3339 time such as 2026-12-24T08:00:00Z, or a duration such as 2h")
+		}
+		o.sendAt = timestamppb.New(t)
+		return nil
+	})
 	fs.StringVar(&o.idempotencyKey, "idempotency-key", "", "")
 	fs.BoolVar(&o.json, "json", false, "")
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
+	}
+	switch {
+	case *queued && *sync:
+		fmt.Fprintln(stderr, "mailgate send: give --queued or --sync, not both")
+		return nil, errUsage
+	case *sync && o.sendAt != nil:
+		fmt.Fprintln(stderr, "mailgate send: --send-at queues the message: it cannot be --sync")
+		return nil, errUsage
+	case o.sendAtRelative && o.idempotencyKey == "auto":
+		// The time would differ at each run, and so would the key: a rerun would send again.
+		fmt.Fprintln(stderr, "mailgate send: with --idempotency-key auto, give --send-at as a time (2026-12-24T08:00:00Z), not a duration")
+		return nil, errUsage
+	case *queued:
+		o.delivery = mailgatev1.SendMailRequest_QUEUED
+	case *sync:
+		o.delivery = mailgatev1.SendMailRequest_SYNC
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "mailgate send: unexpected argument %q (recipients go in --to, --cc or --bcc)\n", fs.Arg(0))
@@ -458,6 +497,8 @@ func buildRequest(o *sendOptions, stdin io.Reader) (*mailgatev1.SendMailRequest,
 		Subject:         o.subject,
 		SaveToSentItems: o.saveToSentItems,
 		IdempotencyKey:  o.idempotencyKey,
+		Delivery:        o.delivery,
+		SendAt:          o.sendAt,
 	}
 	if o.from != "" || o.fromName != "" {
 		req.From = parseAddress(o.from)

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -581,6 +582,67 @@ func TestSendMailgateUnavailable(t *testing.T) {
 		r = runSendTest(t, nil, append(minimalSendArgs, "--server", url, "--key", "mg_not_a_key")...)
 		if r.code != 77 || !strings.Contains(r.stderr, "UNAUTHENTICATED") {
 			t.Errorf("%s with an unknown key: exit %d, want 77; stderr:\n%s", url, r.code, r.stderr)
+		}
+	}
+}
+
+// --queued, --sync and --send-at become the request's delivery and sendAt; the
+// combinations that cannot work are usage errors that say why.
+func TestSendDeliveryFlags(t *testing.T) {
+	t.Parallel()
+	var got []*mailgatev1.SendMailRequest
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		req := new(mailgatev1.SendMailRequest)
+		if err := protojson.Unmarshal(b, req); err != nil {
+			t.Errorf("request body %s: %v", b, err)
+		}
+		mu.Lock()
+		got = append(got, req)
+		mu.Unlock()
+		w.Write([]byte(sendOKBody))
+	}))
+	defer srv.Close()
+	base := []string{"--server", srv.URL, "--from", "a@example.com", "--to", "b@example.com", "--text", "x"}
+	before := time.Now()
+	for _, tc := range []struct {
+		flags    []string
+		delivery mailgatev1.SendMailRequest_Delivery
+		sendAt   func(time.Time) bool
+	}{
+		{nil, mailgatev1.SendMailRequest_DELIVERY_UNSPECIFIED, nil},
+		{[]string{"--queued"}, mailgatev1.SendMailRequest_QUEUED, nil},
+		{[]string{"--sync"}, mailgatev1.SendMailRequest_SYNC, nil},
+		{[]string{"--send-at", "2h"}, mailgatev1.SendMailRequest_DELIVERY_UNSPECIFIED, func(at time.Time) bool {
+			return at.After(before.Add(2*time.Hour-time.Second)) && at.Before(time.Now().Add(2*time.Hour+time.Second))
+		}},
+		{[]string{"--send-at", "2026-12-24T08:00:00Z", "--idempotency-key", "auto"}, mailgatev1.SendMailRequest_DELIVERY_UNSPECIFIED, func(at time.Time) bool {
+			return at.Equal(time.Date(2026, 12, 24, 8, 0, 0, 0, time.UTC))
+		}},
+	} {
+		n := len(got)
+		if r := runSendTest(t, nil, append(base, tc.flags...)...); r.code != 0 {
+			t.Fatalf("%v: exit %d, %s", tc.flags, r.code, r.stderr)
+		}
+		req := got[n]
+		if req.GetDelivery() != tc.delivery || (tc.sendAt == nil) != (req.GetSendAt() == nil) ||
+			tc.sendAt != nil && !tc.sendAt(req.GetSendAt().AsTime()) {
+			t.Errorf("%v: delivery %v, sendAt %v", tc.flags, req.GetDelivery(), req.GetSendAt())
+		}
+	}
+	for _, tc := range []struct {
+		flags []string
+		says  string
+	}{
+		{[]string{"--queued", "--sync"}, "not both"},
+		{[]string{"--sync", "--send-at", "1h"}, "cannot be --sync"},
+		{[]string{"--send-at", "1h", "--idempotency-key", "auto"}, "not a duration"},
+		{[]string{"--send-at", "tomorrow"}, "RFC 3339"},
+	} {
+		r := runSendTest(t, nil, append(base, tc.flags...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.says) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.flags, r.code, r.stderr, tc.says)
 		}
 	}
 }
