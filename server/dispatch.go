@@ -54,8 +54,9 @@ type Dispatcher struct {
 	wake chan struct{}
 
 	mu       sync.Mutex
-	holds    map[store.GroupID]time.Time // group → until when this replica leaves it alone
-	fallback map[store.GroupID]bool      // groups with messages another backend may carry
+	holds    map[store.GroupID]time.Time            // group → until when this replica leaves it alone
+	failing  map[store.GroupID]map[string]time.Time // group → backend → until when it is not sent through that backend
+	fallback map[store.GroupID]bool                 // groups with messages another backend may carry
 
 	stop    context.CancelFunc
 	stopped chan struct{}
@@ -87,6 +88,7 @@ func (s *Service) NewDispatcher(opts DispatchOptions) (*Dispatcher, error) {
 		svc: s, q: s.queue, opts: opts, log: s.log,
 		wake:     make(chan struct{}, 1),
 		holds:    make(map[store.GroupID]time.Time),
+		failing:  make(map[store.GroupID]map[string]time.Time),
 		fallback: make(map[store.GroupID]bool),
 		stopped:  make(chan struct{}),
 	}
@@ -160,34 +162,62 @@ func (d *Dispatcher) Shutdown(ctx context.Context) error {
 	}
 }
 
-// ready is Lease's predicate: a group this replica holds back is skipped, unless its
-// messages have another backend to try.
+// ready is Lease's predicate: a group this replica holds back (whole, or on a backend
+// that failed) is skipped, unless its messages have another backend to try.
 func (d *Dispatcher) ready(g store.GroupID) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	until, held := d.holds[g]
-	if !held || !d.svc.now().Before(until) {
-		return true
+	now := d.svc.now()
+	held := now.Before(d.holds[g])
+	for _, until := range d.failing[g] {
+		held = held || now.Before(until)
 	}
-	return d.fallback[g]
+	return !held || d.fallback[g]
 }
 
-func (d *Dispatcher) held(g store.GroupID, now time.Time) (time.Time, bool) {
+// held reports whether group g is held back for backend: the whole group (a pause, no
+// budget), or that backend for it (it failed), and until when.
+func (d *Dispatcher) held(g store.GroupID, backend string, now time.Time) (time.Time, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	until, ok := d.holds[g]
-	if ok && !now.Before(until) {
-		delete(d.holds, g)
-		return time.Time{}, false
+	var until time.Time
+	if u, ok := d.holds[g]; ok {
+		if now.Before(u) {
+			until = u
+		} else {
+			delete(d.holds, g)
+		}
 	}
-	return until, ok
+	if u, ok := d.failing[g][backend]; ok {
+		if now.Before(u) {
+			until = later(until, u)
+		} else {
+			delete(d.failing[g], backend)
+			if len(d.failing[g]) == 0 {
+				delete(d.failing, g)
+			}
+		}
+	}
+	return until, !until.IsZero()
 }
 
-func (d *Dispatcher) hold(g store.GroupID, until time.Time) {
+// hold leaves group g alone until then: for every backend when backend is "" (Microsoft
+// paused it, or it has no budget), else for that backend only (it failed for the group),
+// so that a fallback that sends as the same mailbox may still carry its messages.
+func (d *Dispatcher) hold(g store.GroupID, backend string, until time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if until.After(d.holds[g]) {
-		d.holds[g] = until
+	if backend == "" {
+		if until.After(d.holds[g]) {
+			d.holds[g] = until
+		}
+		return
+	}
+	if d.failing[g] == nil {
+		d.failing[g] = make(map[string]time.Time)
+	}
+	if until.After(d.failing[g][backend]) {
+		d.failing[g][backend] = until
 	}
 }
 
@@ -198,7 +228,7 @@ func (d *Dispatcher) handle(it *queue.Item) {
 	w := &work{d: d, it: it, lease: it.Lease, log: s.log.With("id", it.ID, "key", it.Key)}
 	if !now.Before(it.Deadline) {
 		w.settle(queue.Failed, now, queue.Attempt{Time: now, Outcome: "EXPIRED",
-			Error: "not delivered within queue.max_lifetime (" + humanDuration(it.Deadline.Sub(later(it.NotBefore, it.Accepted))) + ")" + lastErrorSuffix(it)})
+			Error: "not delivered within queue.max_lifetime (" + humanDuration(s.queueOpts.MaxLifetime) + ")" + lastErrorSuffix(it)})
 		return
 	}
 	if it.TakenOver {
@@ -249,7 +279,7 @@ func (d *Dispatcher) handle(it *queue.Item) {
 				ID: store.Concurrent, Count: n, Period: s.sendTimeout + 30*time.Second, Cost: 1})
 		}
 		g := adm.PauseTarget
-		if until, held := d.held(g, now); held {
+		if until, held := d.held(g, name, now); held {
 			wait = earliest(wait, until)
 			continue
 		}
@@ -267,7 +297,7 @@ func (d *Dispatcher) handle(it *queue.Item) {
 		if ticket.Decision != store.Proceed {
 			// Throttled: there is no claim, so no other decision.
 			s.metrics.waits.WithLabelValues(refusalScope(*ticket.Refused), refusalLimit(*ticket.Refused)).Inc()
-			d.hold(g, now.Add(ticket.RetryAfter))
+			d.hold(g, "", now.Add(ticket.RetryAfter))
 			wait = earliest(wait, now.Add(ticket.RetryAfter))
 			continue
 		}
@@ -317,7 +347,12 @@ func (w *work) attempt(name string, snd senders.Sender, adm *store.Admission, ti
 			Record:    s.record(&apikey.Key{Name: w.it.Key}, w.msg, w.req, resp, w.it.Accepted),
 		})
 		a.Outcome = mailgatev1.Status_SENT.String()
-		s.metrics.latency.Observe(now.Sub(later(w.it.Accepted, w.it.NotBefore)).Seconds())
+		// From acceptance or sendAt: NotBefore is the last retry's time by now.
+		due := w.it.Accepted
+		if at := w.req.GetSendAt(); at != nil {
+			due = later(due, at.AsTime())
+		}
+		s.metrics.latency.Observe(now.Sub(due).Seconds())
 		w.settle(queue.Sent, now, a)
 		return
 	}
@@ -351,9 +386,13 @@ func (w *work) attempt(name string, snd senders.Sender, adm *store.Admission, ti
 	} else {
 		at = now.Add(d.backoff(failures(w.it.Attempts) + 1))
 	}
-	d.hold(adm.PauseTarget, at)
+	if e.Kind == mailerr.Throttled {
+		d.hold(adm.PauseTarget, "", at)
+	} else {
+		d.hold(adm.PauseTarget, name, at)
+	}
 	for _, b := range rest {
-		if _, held := d.held(s.admission(nil, w.msg, b).PauseTarget, now); !held {
+		if _, held := d.held(s.admission(nil, w.msg, b).PauseTarget, b, now); !held {
 			at = now
 			break
 		}
