@@ -497,6 +497,26 @@ func deliveredByTestID(t *testing.T, outbox string) map[string][]emlFile {
 	return out
 }
 
+// waitDelivered reads the outbox until every one of subs has been delivered at least
+// once, or until timeout; it returns the last reading either way.
+func waitDelivered(t *testing.T, outbox string, subs []submission, timeout time.Duration) map[string][]emlFile {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := deliveredByTestID(t, outbox)
+		missing := 0
+		for _, s := range subs {
+			if len(got[s.c.testID(s.i)]) == 0 {
+				missing++
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // shimReceivedIDs are the received_id values the shim logged, by mailgate's id, for
 // the messages it answered 250.
 func shimReceivedIDs(t *testing.T, p *proc) map[string][]string {
@@ -609,9 +629,13 @@ func submitAll(t *testing.T, addr string, subs []submission, conns int) {
 
 // checkOnce checks that each of check was delivered exactly once, as checkDelivered
 // wants it, and that nothing but the known submissions was delivered.
+//
+// The shim queues by default (shim.delivery: queued): its 250 means the message is
+// spooled, and the dispatcher writes the file a moment later. checkOnce waits until
+// each of check is in the outbox, or 20 seconds have passed, before it counts.
 func checkOnce(t *testing.T, p *proc, outbox string, known, check []submission) {
 	t.Helper()
-	got := deliveredByTestID(t, outbox)
+	got := waitDelivered(t, outbox, check, 20*time.Second)
 	receivedIDs := shimReceivedIDs(t, p)
 	want := map[string]bool{}
 	for _, s := range known {
@@ -788,9 +812,9 @@ func TestPostfixSmarthostIntoShim(t *testing.T) {
 		if counts["sent"] != before["sent"]+1 || counts["deferred"] != before["deferred"]+1 || counts["bounced"] != before["bounced"] {
 			t.Errorf("Postfix's results went from %v to %v; want one deferred, then one sent", before, counts)
 		}
-		files := deliveredByTestID(t, outbox)[c.testID(0)]
 		subs = append(subs, s...)
 		checkOnce(t, p, outbox, subs, s)
+		files := deliveredByTestID(t, outbox)[c.testID(0)]
 		if len(files) == 1 && len(sent[s[0].queue]) == 1 {
 			id := files[0].id
 			if want := "250 2.0.0 Ok: queued as " + id; !strings.HasPrefix(sent[s[0].queue][0], want) {

@@ -1,0 +1,244 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mailgate/mailgate/senders/smtp/smtptest"
+	"github.com/mailgate/mailgate/server/store/storetest"
+)
+
+// The queue's end-to-end tests: the built binary, killed with SIGKILL while it delivers
+// queued messages to a fake relay connector (smtptest, IP-based, as Microsoft's MX
+// behaves), then started again on the same spool or Redis. Each message carries an
+// X-Test-Id header so that the fake's received messages can be counted per message.
+
+// queueConfig is a server sending every *@contoso.com message, queued, through a relay
+// backend at relayAddr. extra is appended at the top level.
+func queueConfig(relayAddr, caFile, extra string) func(httpAddr, grpcAddr string) string {
+	return func(httpAddr, grpcAddr string) string {
+		return fmt.Sprintf(`# written by the mailgate e2e queue test
+listen: {http: %q, grpc: %q, shutdown_timeout: %s}
+keys:
+  - {name: app, hash: %q, senders: ["*@contoso.com"]}
+routes:
+  - {name: mx, match: "*@contoso.com", backend: mx, delivery: queued}
+backends:
+  mx:
+    type: relay
+    address: %s
+    accepted_domains: [contoso.com]
+    ca_file: %s
+    max_connections: 4
+queue:
+  lease: 5s
+  min_backoff: 1s
+  max_backoff: 2s
+  workers: 8
+%slog: {format: json}
+`, httpAddr, grpcAddr, shutdownTimeout, keys["app"].Hash, relayAddr, caFile, extra)
+	}
+}
+
+// kill ends p with SIGKILL, as a crash or the OOM killer would, and waits for it.
+func (p *proc) kill(t testing.TB) {
+	t.Helper()
+	p.stopOnce.Do(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+	})
+}
+
+// restart runs p's configuration again in p's folder, on the same addresses.
+func restart(t testing.TB, p *proc) *proc {
+	t.Helper()
+	q := start(t, p.dir, nil, "serve", "--config", filepath.Join(p.dir, "mailgate.yaml"))
+	q.httpAddr, q.grpcAddr, q.baseURL, q.outbox = p.httpAddr, p.grpcAddr, p.baseURL, p.outbox
+	if err := q.waitReady(); err != nil {
+		t.Fatalf("mailgate serve after SIGKILL: %v\n%s", err, q.logs())
+	}
+	t.Cleanup(func() { q.stop(t) })
+	return q
+}
+
+// queueAll sends n messages, q-0 … q-n-1, through ps in turn from 16 clients, and
+// returns the ids the server answered QUEUED with, by test id. Anything but 202 QUEUED
+// fails the test.
+func queueAll(t *testing.T, ps []*proc, n int, sendAt string) map[string]string {
+	t.Helper()
+	var mu sync.Mutex
+	ids := make(map[string]string, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				testID := fmt.Sprintf("q-%d", i)
+				req := map[string]any{
+					"from":    map[string]string{"address": fmt.Sprintf("dev%d@contoso.com", i%5)},
+					"to":      []map[string]string{{"address": "ops@fabrikam.test"}},
+					"subject": "queued " + testID,
+					"text":    "queued message " + testID,
+					"headers": map[string]string{"X-Test-Id": testID},
+				}
+				if sendAt != "" {
+					req["sendAt"] = sendAt
+				}
+				r := sendREST(t, ps[i%len(ps)], bearer(keys["app"].Key), mustJSON(t, req))
+				var resp struct{ ID, Status string }
+				if r.Status != 202 || json.Unmarshal(r.Body, &resp) != nil || resp.Status != "QUEUED" {
+					t.Errorf("%s: %d %s, want 202 QUEUED", testID, r.Status, r.Body)
+					continue
+				}
+				mu.Lock()
+				ids[testID] = resp.ID
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return ids
+}
+
+// finalStatus polls GetMessage for id on p until its status is final, or fails after
+// limit.
+func finalStatus(t *testing.T, p *proc, id string, limit time.Duration) string {
+	t.Helper()
+	var status string
+	err := waitFor(t.Context(), limit, func() bool {
+		r, err := doREST("GET", p.baseURL+"/v1/messages/"+id, bearer(keys["app"].Key), nil)
+		if err != nil || r.Status != 200 {
+			return false
+		}
+		var m struct{ Status string }
+		json.Unmarshal(r.Body, &m)
+		status = m.Status
+		switch status {
+		case "SENT", "FAILED", "CANCELED", "UNKNOWN":
+			return true
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatalf("message %s: still %q: %v", id, status, err)
+	}
+	return status
+}
+
+// receivedByTestID counts the fake's accepted messages per X-Test-Id.
+func receivedByTestID(f *smtptest.Server) map[string]int {
+	out := make(map[string]int)
+	for _, m := range f.Messages() {
+		if sub := testIDRE.FindSubmatch(m.Data); sub != nil {
+			out[string(sub[1])]++
+		}
+	}
+	return out
+}
+
+// checkOncePerMessage waits for every message to reach a final status (asking ps[0])
+// and checks the promise: SENT means delivered exactly once, UNKNOWN at most once,
+// nothing FAILED. It returns how many ended UNKNOWN.
+func checkOncePerMessage(t *testing.T, p *proc, f *smtptest.Server, ids map[string]string) (unknown int) {
+	t.Helper()
+	statuses := make(map[string]int)
+	testIDs := make([]string, 0, len(ids))
+	for testID := range ids {
+		testIDs = append(testIDs, testID)
+	}
+	sort.Strings(testIDs)
+	for _, testID := range testIDs {
+		statuses[finalStatus(t, p, ids[testID], 60*time.Second)]++
+	}
+	got := receivedByTestID(f)
+	bad := 0
+	for _, testID := range testIDs {
+		st := finalStatus(t, p, ids[testID], time.Second)
+		n := got[testID]
+		if (st == "SENT" && n != 1) || (st == "UNKNOWN" && n > 1) || st == "FAILED" || st == "CANCELED" {
+			if bad++; bad <= 5 {
+				t.Errorf("%s (%s): %s, delivered %d times", testID, ids[testID], st, n)
+			}
+		}
+	}
+	if bad > 5 {
+		t.Errorf("… %d messages in all not delivered as their status says", bad)
+	}
+	t.Logf("%d messages: statuses %v; the fake received %d", len(ids), statuses, len(f.Messages()))
+	return statuses["UNKNOWN"]
+}
+
+// (b) The local spool: SIGKILL while delivering, start again on the same folder:
+// every accepted message is delivered, none twice.
+func TestQueueSpoolSurvivesKill(t *testing.T) {
+	t.Parallel()
+	f := smtptest.New(t, smtptest.Options{Mode: smtptest.Relay, AcceptedDomains: []string{"contoso.com"}})
+	f.SetLatency(20 * time.Millisecond)
+	dir := t.TempDir()
+	p := serveConfigFunc(t, dir, queueConfig(f.Addr(), f.CAFile(t), "")) // queue.dir: ./spool in dir
+	const n = 300
+	ids := queueAll(t, []*proc{p}, n, "")
+	if err := waitFor(t.Context(), 60*time.Second, func() bool { return len(f.Messages()) >= 80 }); err != nil {
+		t.Fatalf("fewer than 80 delivered: %v", err)
+	}
+	p.kill(t)
+	before := len(f.Messages())
+	if before >= n {
+		t.Fatalf("all %d delivered before the kill: the test proves nothing; slow the fake", before)
+	}
+	t.Logf("SIGKILL after %d of %d deliveries", before, n)
+	q := restart(t, p)
+	unknown := checkOncePerMessage(t, q, f, ids)
+	if unknown > 8 { // at most the workers' messages in flight at the kill
+		t.Errorf("%d messages UNKNOWN, want at most queue.workers (8)", unknown)
+	}
+}
+
+// (a) Two replicas on one Redis, 1,000 messages accepted by both, one replica killed
+// with SIGKILL mid-run and started again: every message delivered, none twice (an
+// UNKNOWN outcome, from a lease taken over, is counted), and both replicas delivered.
+func TestQueueReplicasSurviveKill(t *testing.T) {
+	t.Parallel()
+	f := smtptest.New(t, smtptest.Options{Mode: smtptest.Relay, AcceptedDomains: []string{"contoso.com"}})
+	f.SetLatency(10 * time.Millisecond)
+	prefix := storetest.Prefix(t, storetest.SharedRedis(t), "e2e")
+	redis := fmt.Sprintf("redis:\n  url: redis://127.0.0.1:6379/0\n  key_prefix: %q\n", prefix)
+	a := serveConfigFunc(t, t.TempDir(), queueConfig(f.Addr(), f.CAFile(t), redis))
+	b := serveConfigFunc(t, t.TempDir(), queueConfig(f.Addr(), f.CAFile(t), redis))
+	const n = 1000
+	ids := queueAll(t, []*proc{a, b}, n, "")
+	if err := waitFor(t.Context(), 60*time.Second, func() bool { return len(f.Messages()) >= 300 }); err != nil {
+		t.Fatalf("fewer than 300 delivered: %v", err)
+	}
+	a.kill(t)
+	killedLogs := a.logs()
+	before := len(f.Messages())
+	if before >= n {
+		t.Fatalf("all %d delivered before the kill: the test proves nothing; slow the fake", before)
+	}
+	t.Logf("SIGKILL of one replica after %d of %d deliveries", before, n)
+	a = restart(t, a)
+	unknown := checkOncePerMessage(t, b, f, ids)
+	if unknown > 8 {
+		t.Errorf("%d messages UNKNOWN, want at most one replica's queue.workers (8)", unknown)
+	}
+	for name, logs := range map[string]string{"killed": killedLogs, "survivor": b.logs()} {
+		if !strings.Contains(logs, `"msg":"queued message sent"`) {
+			t.Errorf("the %s replica delivered nothing: want both to take work from the queue", name)
+		}
+	}
+}
