@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -240,5 +242,101 @@ func TestQueueReplicasSurviveKill(t *testing.T) {
 		if !strings.Contains(logs, `"msg":"queued message sent"`) {
 			t.Errorf("the %s replica delivered nothing: want both to take work from the queue", name)
 		}
+	}
+}
+
+// (e) Redis restarted (SIGKILL, then started on the same append-only file, appendfsync
+// always) while 50 messages wait for their sendAt: nothing lost, none sent twice.
+func TestQueueSurvivesRedisRestart(t *testing.T) {
+	t.Parallel()
+	r := storetest.StartRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	f := smtptest.New(t, smtptest.Options{Mode: smtptest.Relay, AcceptedDomains: []string{"contoso.com"}})
+	redis := fmt.Sprintf("redis:\n  url: %s\n", r.URL())
+	p := serveConfigFunc(t, t.TempDir(), queueConfig(f.Addr(), f.CAFile(t), redis))
+	const n = 50
+	ids := queueAll(t, []*proc{p}, n, time.Now().Add(4*time.Second).UTC().Format(time.RFC3339Nano))
+	if got := len(f.Messages()); got != 0 {
+		t.Fatalf("%d delivered before their sendAt", got)
+	}
+	r.Stop(t)
+	time.Sleep(500 * time.Millisecond) // mailgate sees Redis gone
+	r.Start(t)
+	if unknown := checkOncePerMessage(t, p, f, ids); unknown != 0 {
+		t.Errorf("%d UNKNOWN: nothing was in flight when Redis stopped", unknown)
+	}
+}
+
+// forward accepts connections on addr and copies each to and from target, until the
+// test ends: a backend that comes back on the address mailgate was configured with.
+func forward(t *testing.T, addr, target string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go io.Copy(u, c)
+				io.Copy(c, u)
+			}()
+		}
+	}()
+}
+
+// The shim with its backend down: the device gets 250, the message waits with its failed
+// attempts on record, and goes out once the backend is back.
+func TestQueueShimBackendDown(t *testing.T) {
+	t.Parallel()
+	needSwaks(t)
+	f := smtptest.New(t, smtptest.Options{Mode: smtptest.Relay, AcceptedDomains: []string{"contoso.com"}})
+	down := freeAddr(t) // nothing listens here until forward
+	var smtpAddr string
+	p := serveConfigFunc(t, t.TempDir(), func(httpAddr, grpcAddr string) string {
+		smtpAddr = freeAddr(t)
+		shim := fmt.Sprintf("shim:\n  listen: %q\n  hostname: shim.test\n  devices: [{cidr: 127.0.0.1/32, key: app}]\n", smtpAddr)
+		return queueConfig(down, f.CAFile(t), shim)(httpAddr, grpcAddr)
+	})
+	data := writeData(t, "scan.eml", crlf(
+		"From: scanner@contoso.com",
+		"To: ops@fabrikam.test",
+		"Subject: scan while the connector is down",
+		"Message-ID: <scan-down-1@printer.contoso.com>",
+		"X-Test-Id: scan-down",
+		"Date: "+time.Now().Format(time.RFC1123Z),
+		"",
+		"Your scan is ready."))
+	id := send(t, smtpAddr, "-f", "scanner@contoso.com", "-t", "ops@fabrikam.test", "--data", "@"+data)
+
+	var m struct {
+		Status   string
+		Attempts []struct{ Outcome, Error string }
+	}
+	err := waitFor(t.Context(), 20*time.Second, func() bool {
+		r, err := doREST("GET", p.baseURL+"/v1/messages/"+id, bearer(keys["app"].Key), nil)
+		return err == nil && r.Status == 200 && json.Unmarshal(r.Body, &m) == nil && len(m.Attempts) > 0
+	})
+	if err != nil || m.Status != "QUEUED" || m.Attempts[0].Outcome == "SENT" {
+		t.Fatalf("with the backend down: %+v (%v), want QUEUED with a failed attempt", m, err)
+	}
+	t.Logf("backend down: %s after %d attempts, the first: %s %s", m.Status, len(m.Attempts), m.Attempts[0].Outcome, m.Attempts[0].Error)
+
+	forward(t, down, f.Addr())
+	if st := finalStatus(t, p, id, 30*time.Second); st != "SENT" {
+		t.Fatalf("after the backend came back: %s, want SENT", st)
+	}
+	if n := receivedByTestID(f)["scan-down"]; n != 1 {
+		t.Errorf("delivered %d times, want once", n)
 	}
 }
