@@ -187,7 +187,7 @@ func TestSend(t *testing.T) {
 				Id: resp.GetId(), MessageId: resp.GetMessageId(), Route: "files", Backend: "outbox",
 				Status: mailgatev1.Status_SENT, AcceptedRecipients: resp.GetAcceptedRecipients(),
 				From: "app@example.com", Tags: map[string]string{"ticket": "T-2002", "env": "e2e"},
-				AcceptTime: rec.GetAcceptTime(),
+				AcceptTime: rec.GetAcceptTime(), Delivery: mailgatev1.SendMailRequest_SYNC,
 			}
 			if !proto.Equal(rec, want) {
 				t.Errorf("GetMessage:\n got %v\nwant %v", rec, want)

@@ -41,7 +41,13 @@ func (s *Service) deliveryOf(req *mailgatev1.SendMailRequest, route policy.Route
 	default:
 		v.add("delivery", "must be SYNC or QUEUED, not %d", int32(d))
 	}
-	if at := req.GetSendAt(); at != nil {
+	// Go's zero time (0001-01-01T00:00:00Z, the earliest Timestamp) is what clients
+	// generated from the OpenAPI document send for a sendAt they never set: no schedule.
+	at := req.GetSendAt()
+	if at != nil && at.IsValid() && at.AsTime().IsZero() {
+		at = nil
+	}
+	if at != nil {
 		switch {
 		case at.CheckValid() != nil:
 			v.add("sendAt", "not a valid time: %v", at.CheckValid())
@@ -60,7 +66,7 @@ func (s *Service) deliveryOf(req *mailgatev1.SendMailRequest, route policy.Route
 		return false, time.Time{}, mailerr.Violations(v)
 	}
 	switch {
-	case d == mailgatev1.SendMailRequest_QUEUED, req.GetSendAt() != nil:
+	case d == mailgatev1.SendMailRequest_QUEUED, at != nil:
 		queued = true
 	case d == mailgatev1.SendMailRequest_SYNC:
 	default:

@@ -316,8 +316,7 @@ type SendMailRequest struct {
 	IdempotencyKey string `protobuf:"bytes,13,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// A complete RFC 5322 message, sent as is (Message-ID and Date are added when missing).
 	// Excludes subject, text, html, attachments, headers and replyTo.
-	RawMime []byte `protobuf:"bytes,14,opt,name=raw_mime,json=rawMime,proto3" json:"raw_mime,omitempty"`
-	// SYNC or QUEUED; absent: the route's setting. A request with sendAt is queued.
+	RawMime  []byte                   `protobuf:"bytes,14,opt,name=raw_mime,json=rawMime,proto3" json:"raw_mime,omitempty"`
 	Delivery SendMailRequest_Delivery `protobuf:"varint,16,opt,name=delivery,proto3,enum=mailgate.v1.SendMailRequest_Delivery" json:"delivery,omitempty"`
 	// Deliver no earlier than this time (RFC 3339, e.g. `2026-12-24T08:00:00Z`): queues the
 	// message. At most queue.max_schedule (30 days by default) ahead; a time in the past
@@ -703,8 +702,7 @@ type GetMessageResponse struct {
 	// Why the last attempt failed, for a queued message that is not SENT.
 	LastError string `protobuf:"bytes,13,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// When a queued message reached SENT, FAILED, CANCELED or UNKNOWN.
-	FinishTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
-	// The delivery the request asked for or the route gave: SYNC or QUEUED.
+	FinishTime    *timestamppb.Timestamp   `protobuf:"bytes,14,opt,name=finish_time,json=finishTime,proto3" json:"finish_time,omitempty"`
 	Delivery      SendMailRequest_Delivery `protobuf:"varint,15,opt,name=delivery,proto3,enum=mailgate.v1.SendMailRequest_Delivery" json:"delivery,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

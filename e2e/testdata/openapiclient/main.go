@@ -73,7 +73,12 @@ func run() error {
 		if idemKey != "" {
 			p.SetIdempotencyKey(&idemKey)
 		}
-		return mg.MailService.MailServiceSendMail(p, w)
+		// A route with delivery: queued answers 202 (the second result); this one is sync.
+		ok, accepted, err := mg.MailService.MailServiceSendMail(p, w)
+		if err == nil && ok == nil {
+			return nil, fmt.Errorf("202 %v: want 200 from a sync route", accepted.Payload.Status)
+		}
+		return ok, err
 	}
 
 	var r result
