@@ -67,9 +67,7 @@ func startServer(t testing.TB, failWith error) *testServer {
 // startServerWith lets a test adjust the options before the server starts.
 func startServerWith(t testing.TB, failWith error, adjust func(*Options)) *testServer {
 	t.Helper()
-	keys := apikey.NewKeyring()
-	keys.Add(&apikey.Key{Name: "app", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("*@example.com")}}, apikey.Hash(appKey))
-	keys.Add(&apikey.Key{Name: "other", Senders: []mailaddr.Pattern{mailaddr.MustParsePattern("*")}}, apikey.Hash(otherKey))
+	keys := testKeys()
 	router := policy.NewRouter([]policy.Route{
 		{Name: "failing", Match: mailaddr.MustParsePattern("fail@example.com"), Backend: "fail"},
 		{Name: "main", Match: mailaddr.MustParsePattern("*@example.com"), Backend: "ok"},
@@ -85,27 +83,8 @@ func startServerWith(t testing.TB, failWith error, adjust func(*Options)) *testS
 	if adjust != nil {
 		adjust(&opts)
 	}
-	srv, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	httpLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	grpcLn, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, httpLn, grpcLn) }()
-	conn, err := grpc.NewClient(grpcLn.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return &testServer{grpc: conn, url: "http://" + httpLn.Addr().String(), mail: mailgatev1.NewMailServiceClient(conn), srv: srv}
+	ts, _ := runServer(t, opts)
+	return ts
 }
 
 func withAPIKey(key string) context.Context {
