@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailgate/mailgate/senders/graph/graphtest"
 	"github.com/mailgate/mailgate/senders/smtp/smtptest"
 	"github.com/mailgate/mailgate/server/store/storetest"
 )
@@ -339,4 +341,79 @@ func TestQueueShimBackendDown(t *testing.T) {
 	if n := receivedByTestID(f)["scan-down"]; n != 1 {
 		t.Errorf("delivered %d times, want once", n)
 	}
+}
+
+// (d) Failover: a route with backends [m365, mx] whose Graph mailbox Microsoft throttles
+// for two minutes. The first message tries Graph, is throttled, and goes out through
+// the relay, both attempts on record; the next one goes straight to the relay, while the
+// mailbox is paused, without a Graph request.
+func TestQueueFailoverFromPausedGraph(t *testing.T) {
+	t.Parallel()
+	g := graphtest.New(t)
+	relay := smtptest.New(t, smtptest.Options{Mode: smtptest.Relay, AcceptedDomains: []string{"contoso.com"}})
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "graph-secret")
+	if err := os.WriteFile(secretFile, []byte(graphtest.ClientSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cas := relay.CAFileWith(t, g.CAFile(t))
+	p := serveConfigFunc(t, dir, func(httpAddr, grpcAddr string) string {
+		return fmt.Sprintf(`listen: {http: %q, grpc: %q, shutdown_timeout: %s}
+keys:
+  - {name: app, hash: %q, senders: ["*@contoso.com"]}
+routes:
+  - {name: both, match: "*@contoso.com", backends: [m365, mx], delivery: queued}
+backends:
+  m365: {type: graph, tenant_id: %s, client_id: %s, client_secret_file: %s, graph_url: %s, authority_url: %s, ca_file: %s}
+  mx: {type: relay, address: %s, accepted_domains: [contoso.com], ca_file: %s}
+queue: {min_backoff: 1s, max_backoff: 2s}
+log: {format: json}
+`, httpAddr, grpcAddr, shutdownTimeout, keys["app"].Hash, graphtest.TenantID, graphtest.ClientID, secretFile,
+			g.GraphURL(), g.AuthorityURL(), cas, relay.Addr(), cas)
+	})
+	g.Script("reports@contoso.com", graphtest.Throttle("120"))
+	send := func(testID string) string {
+		r := sendREST(t, p, bearer(keys["app"].Key), mustJSON(t, map[string]any{
+			"from": map[string]string{"address": "reports@contoso.com"}, "to": []map[string]string{{"address": "ops@fabrikam.test"}},
+			"subject": testID, "text": testID, "headers": map[string]string{"X-Test-Id": testID},
+		}))
+		var resp struct{ ID, Status string }
+		if r.Status != 202 || json.Unmarshal(r.Body, &resp) != nil || resp.Status != "QUEUED" {
+			t.Fatalf("%s: %d %s, want 202 QUEUED", testID, r.Status, r.Body)
+		}
+		if st := finalStatus(t, p, resp.ID, 30*time.Second); st != "SENT" {
+			t.Fatalf("%s: %s, want SENT", testID, st)
+		}
+		return resp.ID
+	}
+	type attempt struct{ Backend, Outcome, Error string }
+	attempts := func(id string) []attempt {
+		r := rest(t, "GET", p.baseURL+"/v1/messages/"+id, bearer(keys["app"].Key), nil)
+		var m struct {
+			Backend  string
+			Attempts []attempt
+		}
+		if err := json.Unmarshal(r.Body, &m); err != nil || m.Backend != "mx" {
+			t.Errorf("GET %s: backend %q (%v): %s, want mx", id, m.Backend, err, r.Body)
+		}
+		return m.Attempts
+	}
+
+	first := attempts(send("failover-1"))
+	if len(first) != 2 || first[0].Backend != "m365" || first[0].Outcome == "SENT" || first[1].Backend != "mx" || first[1].Outcome != "SENT" {
+		t.Errorf("first message's attempts %+v: want m365 throttled, then mx SENT", first)
+	}
+	graphRequests := len(g.Requests())
+	second := attempts(send("failover-2"))
+	if len(second) != 1 || second[0].Backend != "mx" {
+		t.Errorf("second message's attempts %+v: want mx only, the mailbox being paused", second)
+	}
+	if n := len(g.Requests()) - graphRequests; n != 0 {
+		t.Errorf("%d Graph requests for the second message, want none while the mailbox is paused", n)
+	}
+	got := receivedByTestID(relay)
+	if got["failover-1"] != 1 || got["failover-2"] != 1 || len(g.Sent()) != 0 {
+		t.Errorf("relay received %v, Graph sent %d: want each message once through the relay", got, len(g.Sent()))
+	}
+	t.Logf("first: %+v; second: %+v", first, second)
 }
