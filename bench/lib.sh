@@ -372,7 +372,8 @@ measure_path() {
 # ---------------------------------------------------------------- (a) mailgate
 # write_mailgate_config WHAT [EXTRA]: write $tmp/mailgate.yaml: listeners on HTTP_PORT and
 # GRPC_PORT, the key from build_mailgate (mg_hash) allowed any sender, everything routed
-# to a relay backend to the sink, mailbox limits off, log level warn, and EXTRA (YAML
+# to a relay backend to the sink, mailbox limits off, the local queue in $tmp/spool,
+# log level warn, and EXTRA (YAML
 # lines, each ending in a newline) before the log line. Dies if this build's check-config
 # rejects it, naming the configuration WHAT.
 write_mailgate_config() {
@@ -392,6 +393,7 @@ write_mailgate_config() {
 			    max_connections: 10
 			limits:
 			  mailbox: {messages_per_minute: 0, recipients_per_day: 0}
+			queue: {dir: $tmp/spool}
 		EOF
 		printf '%s' "${2:-}"
 		echo 'log: {level: warn, format: json}'

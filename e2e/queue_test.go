@@ -419,3 +419,181 @@ log: {format: json}
 	}
 	t.Logf("first: %+v; second: %+v", first, second)
 }
+
+// (c) Microsoft throttling and failing, then recovering, for queued messages: Graph
+// answers a mailbox's first two sendMails 429 with Retry-After 5 and 3 (longer than the
+// 2 s the Graph backend waits out itself); SMTP AUTH drops a connection at MAIL FROM
+// (transient: nothing was sent) and answers a DATA 432 4.3.2 (Microsoft's concurrency
+// limit, as it words it since June 2025), then another mailbox's DATA 451 4.7.500 (IP
+// throttling). Each message is delivered exactly once; no attempt reaches a mailbox
+// while it is paused; the attempts carry Microsoft's replies. (A Graph 503 is not among
+// the failures: Graph may have sent the message, so it is UNKNOWN, not retried.)
+func TestQueueThrottledBackendsRecover(t *testing.T) {
+	t.Parallel()
+	g := graphtest.New(t)
+	sub := smtptest.New(t, smtptest.Options{Mode: smtptest.Submission, Tokens: g.TokenScope})
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "client-secret")
+	if err := os.WriteFile(secretFile, []byte(graphtest.ClientSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cas := sub.CAFileWith(t, g.CAFile(t))
+	p := serveConfigFunc(t, dir, func(httpAddr, grpcAddr string) string {
+		return fmt.Sprintf(`listen: {http: %q, grpc: %q, shutdown_timeout: %s}
+keys:
+  - {name: app, hash: %q, senders: ["*@contoso.com"]}
+routes:
+  - {name: reports, match: "reports@contoso.com", backend: m365, delivery: queued}
+  - {name: devices, match: "*@contoso.com", backend: submission, delivery: queued}
+backends:
+  m365: {type: graph, tenant_id: %[5]s, client_id: %[6]s, client_secret_file: %[7]s, graph_url: %[8]s, authority_url: %[9]s, ca_file: %[10]s}
+  submission: {type: smtp_auth, address: %[11]s, tenant_id: %[5]s, client_id: %[6]s, client_secret_file: %[7]s, authority_url: %[9]s, ca_file: %[10]s}
+queue: {min_backoff: 1s, max_backoff: 2s}
+log: {format: json}
+`, httpAddr, grpcAddr, shutdownTimeout, keys["app"].Hash, graphtest.TenantID, graphtest.ClientID, secretFile,
+			g.GraphURL(), g.AuthorityURL(), cas, sub.Addr())
+	})
+	key := bearer(keys["app"].Key)
+	queue := func(from, testID string) string {
+		t.Helper()
+		r := sendREST(t, p, key, mustJSON(t, map[string]any{
+			"from": map[string]string{"address": from}, "to": []map[string]string{{"address": "ops@fabrikam.test"}},
+			"subject": testID, "text": testID, "headers": map[string]string{"X-Test-Id": testID},
+		}))
+		var resp struct{ ID, Status string }
+		if r.Status != 202 || json.Unmarshal(r.Body, &resp) != nil || resp.Status != "QUEUED" {
+			t.Fatalf("%s: %d %s, want 202 QUEUED", testID, r.Status, r.Body)
+		}
+		return resp.ID
+	}
+	type attempt struct {
+		Time                           time.Time
+		Backend, Outcome, Reply, Error string
+	}
+	type record struct {
+		Status          string
+		Attempts        []attempt
+		NextAttemptTime *time.Time
+	}
+	get := func(id string) record {
+		t.Helper()
+		r := rest(t, "GET", p.baseURL+"/v1/messages/"+id, key, nil)
+		var m record
+		if err := json.Unmarshal(r.Body, &m); err != nil {
+			t.Fatalf("GET %s: %v: %s", id, err, r.Body)
+		}
+		return m
+	}
+
+	// Three messages per mailbox, queued at once: the first attempt is refused and
+	// pauses the mailbox; all three go once it is over.
+	sub.Script(smtptest.StageMail, smtptest.Reply{Hangup: true})
+	sub.Script(smtptest.StageData, smtptest.Reply{Code: 432, Enhanced: "4.3.2",
+		Text: "Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending for more information."})
+	g.Script("reports@contoso.com", graphtest.Throttle("5"), graphtest.Throttle("3"))
+	ids := map[string]string{}
+	for i := range 3 {
+		for _, from := range []string{"reports@contoso.com", "scanner@contoso.com"} {
+			testID := fmt.Sprintf("%s-%d", strings.Split(from, "@")[0], i)
+			ids[testID] = queue(from, testID)
+		}
+	}
+	for testID, id := range ids {
+		if st := finalStatus(t, p, id, 60*time.Second); st != "SENT" {
+			t.Fatalf("%s: %s, want SENT: %+v", testID, st, get(id))
+		}
+	}
+
+	// Every message once, at Microsoft.
+	smtpGot := receivedByTestID(sub)
+	graphGot := map[string]int{}
+	for _, s := range g.Sent() {
+		graphGot[s.Message.Header("X-Test-Id")]++
+	}
+	for testID := range ids {
+		n := smtpGot[testID] + graphGot[testID]
+		if n != 1 {
+			t.Errorf("%s delivered %d times (SMTP AUTH %d, Graph %d), want once", testID, n, smtpGot[testID], graphGot[testID])
+		}
+	}
+
+	// Paced: each throttle paused its mailbox, and no attempt (mailgate's record) or
+	// Graph request (the fake's record) began while it lasted. The three messages of a
+	// mailbox start together, so an attempt within a second of the throttled one's start
+	// was under way before the throttle came.
+	type refusal struct {
+		at    time.Time
+		pause time.Duration
+	}
+	refusals := map[string][]refusal{}     // mailbox → refusals
+	attemptsAt := map[string][]time.Time{} // mailbox → every attempt
+	for testID, id := range ids {
+		mailbox := strings.Split(testID, "-")[0] + "@contoso.com"
+		for _, a := range get(id).Attempts {
+			attemptsAt[mailbox] = append(attemptsAt[mailbox], a.Time)
+			switch {
+			case a.Outcome == "SENT":
+			case a.Outcome == "THROTTLED" && strings.HasPrefix(a.Reply, "432 4.3.2"):
+				refusals[mailbox] = append(refusals[mailbox], refusal{a.Time, 15 * time.Second})
+			case a.Outcome == "THROTTLED" && strings.HasPrefix(a.Reply, "429 TooManyRequests"):
+				// Retry-After 5 or 3: at least 3 s.
+				refusals[mailbox] = append(refusals[mailbox], refusal{a.Time, 3 * time.Second})
+			case a.Outcome == "UNAVAILABLE" && mailbox == "scanner@contoso.com":
+				// The dropped connection: only this message backs off.
+			default:
+				t.Errorf("%s: attempt %+v: want SENT, Microsoft's throttling replies, or the dropped connection", testID, a)
+			}
+		}
+	}
+	if len(refusals["scanner@contoso.com"]) != 1 || len(refusals["reports@contoso.com"]) != 2 {
+		t.Fatalf("throttles %+v: want one 432 for scanner@, two 429s for reports@", refusals)
+	}
+	var graphSends []time.Time
+	for _, r := range g.Requests() {
+		if r.Server == "graph" && strings.EqualFold(r.Mailbox, "reports@contoso.com") && strings.HasSuffix(r.Path, "/sendMail") {
+			graphSends = append(graphSends, r.At)
+		}
+	}
+	if len(graphSends) != 5 { // two 429s, and the three that went through
+		t.Errorf("%d Graph sendMail requests for reports@, want 5", len(graphSends))
+	}
+	attemptsAt["reports@contoso.com/graph"] = graphSends
+	for mailbox, rs := range refusals {
+		for _, rf := range rs {
+			for _, at := range append(attemptsAt[mailbox], attemptsAt[mailbox+"/graph"]...) {
+				// mailgate's clock and the fake's are the same machine's.
+				if at.After(rf.at.Add(time.Second)) && at.Before(rf.at.Add(rf.pause-50*time.Millisecond)) {
+					t.Errorf("%s: an attempt at %s, %s after the refusal that paused it for %s",
+						mailbox, at.Format(time.RFC3339Nano), at.Sub(rf.at), rf.pause)
+				}
+			}
+		}
+	}
+
+	// 451 4.7.500 (Microsoft throttles the sending IP): paused for minutes, the message
+	// waits with its attempt on record and no other.
+	sub.Script(smtptest.StageData, smtptest.Reply{Code: 451, Enhanced: "4.7.500",
+		Text: "Server busy. Please try again later from [203.0.113.7]. (S77719) [Hostname=DB5PR01MB0001.eurprd01.prod.exchangelabs.com]"})
+	before := len(sub.Messages())
+	busy := queue("busy@contoso.com", "busy-0")
+	var rec record
+	if err := waitFor(t.Context(), 20*time.Second, func() bool {
+		rec = get(busy)
+		return len(rec.Attempts) > 0
+	}); err != nil {
+		t.Fatalf("busy-0: no attempt: %+v", rec)
+	}
+	time.Sleep(3 * time.Second)
+	rec = get(busy)
+	a := rec.Attempts[0]
+	if rec.Status != "QUEUED" || len(rec.Attempts) != 1 || a.Outcome != "THROTTLED" || !strings.Contains(a.Reply, "451 4.7.500") {
+		t.Errorf("busy-0 after 451 4.7.500: %+v, want QUEUED with one THROTTLED attempt carrying the reply", rec)
+	}
+	if rec.NextAttemptTime == nil || rec.NextAttemptTime.Sub(a.Time) < 4*time.Minute {
+		t.Errorf("busy-0: next attempt %v after the attempt at %s, want the mailbox paused for minutes", rec.NextAttemptTime, a.Time)
+	}
+	if n := len(sub.Messages()) - before; n != 0 {
+		t.Errorf("SMTP AUTH received %d messages while busy@ was paused", n)
+	}
+	t.Logf("refusals %+v; busy-0 %+v", refusals, rec)
+}

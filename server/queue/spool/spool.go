@@ -54,9 +54,10 @@ type Options struct {
 	LockTimeout time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
-	// BatchDelay, when positive, lets concurrent Enqueues share one transaction (and
-	// one fsync): an Enqueue waits up to BatchDelay for others to join it (bbolt's
-	// Batch). Each still returns only once its item is on disk.
+	// BatchDelay, when positive, lets concurrent Enqueues and settles (Complete, Retry,
+	// Release, Extend, ...) share one transaction (and one fsync): each waits up to
+	// BatchDelay for others to join it (bbolt's Batch), and still returns only once
+	// its change is on disk.
 	BatchDelay time.Duration
 }
 
@@ -320,7 +321,15 @@ func (s *Spool) settle(ctx context.Context, l queue.Lease, f func(it *queue.Item
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	update := s.db.Update
+	if s.batch {
+		// Workers settle concurrently: sharing a transaction (and its fsync) leaves the
+		// single writer free for Lease, which runs one at a time. Batch may run this
+		// more than once (alone, when another in its batch failed): it reads the item
+		// afresh each time and f only changes that copy, so that is safe.
+		update = s.db.Batch
+	}
+	return update(func(tx *bolt.Tx) error {
 		it, err := get(tx, l.ID)
 		if err != nil {
 			return err
