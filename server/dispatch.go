@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
@@ -102,6 +103,12 @@ func (s *Service) NewDispatcher(opts DispatchOptions) (*Dispatcher, error) {
 	return d, nil
 }
 
+// leasers is how many Lease calls a replica has under way at once. Each Lease is a
+// durable write (an fsync for the local queue, an AOF write for Redis): one at a time
+// bounds the drain at one message per disk sync, while a few at once share syncs (bbolt's
+// Batch, Redis's one fsync per event-loop pass).
+const leasers = 4
+
 // Serve implements Adapter: it runs the workers until Shutdown.
 func (d *Dispatcher) Serve() error {
 	defer close(d.stopped)
@@ -110,9 +117,15 @@ func (d *Dispatcher) Serve() error {
 	if d.opts.Retention > 0 {
 		wg.Go(d.expire)
 	}
-	slots := make(chan struct{}, d.opts.Workers)
+	slots := make(chan struct{}, d.opts.Workers)                 // a worker's turn: lease, then send
+	leasing := make(chan struct{}, min(leasers, d.opts.Workers)) // a Lease under way
 	idle := time.NewTimer(0)
 	defer idle.Stop()
+	// dry is set by a Lease that found nothing due (or failed): the loop then waits for
+	// a wake (this replica queued a message) or the poll before leasing again. A wake
+	// sent while that Lease ran is buffered, so it is not lost.
+	var dry atomic.Bool
+	var errMu sync.Mutex
 	var lastErr time.Time
 	for {
 		select {
@@ -120,30 +133,40 @@ func (d *Dispatcher) Serve() error {
 		case <-d.ctx.Done():
 			return nil
 		}
-		it, err := d.q.Lease(d.ctx, d.ready, d.opts.Lease)
-		if err != nil {
-			<-slots
-			if d.ctx.Err() != nil {
-				return nil
-			}
-			if !errors.Is(err, queue.ErrEmpty) {
-				d.svc.metrics.queueErrors.WithLabelValues("lease").Inc()
-				if now := time.Now(); now.Sub(lastErr) > time.Minute {
-					lastErr = now
-					d.log.Error("queue: cannot take messages; retrying", "error", err)
-				}
-			}
+		if dry.Load() {
 			idle.Reset(d.opts.Poll)
 			select {
 			case <-d.ctx.Done():
+				<-slots
 				return nil
 			case <-d.wake:
 			case <-idle.C:
 			}
-			continue
+			dry.Store(false)
+		}
+		select {
+		case leasing <- struct{}{}:
+		case <-d.ctx.Done():
+			<-slots
+			return nil
 		}
 		wg.Go(func() {
 			defer func() { <-slots }()
+			it, err := d.q.Lease(d.ctx, d.ready, d.opts.Lease)
+			<-leasing
+			if err != nil {
+				dry.Store(true)
+				if d.ctx.Err() == nil && !errors.Is(err, queue.ErrEmpty) {
+					d.svc.metrics.queueErrors.WithLabelValues("lease").Inc()
+					errMu.Lock()
+					if now := time.Now(); now.Sub(lastErr) > time.Minute {
+						lastErr = now
+						d.log.Error("queue: cannot take messages; retrying", "error", err)
+					}
+					errMu.Unlock()
+				}
+				return
+			}
 			d.handle(it)
 		})
 	}

@@ -228,13 +228,25 @@ func (s *Spool) Lease(ctx context.Context, ready func(store.GroupID) bool, d tim
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	update := s.db.Update
+	if s.batch {
+		// Workers lease concurrently: leases share a transaction (and its fsync), each
+		// seeing the ones before it, so no two take the same item. Batch may run this
+		// more than once: it starts afresh each time, and finding nothing is not an
+		// error inside the transaction (that would undo the batch).
+		update = s.db.Batch
+	}
 	var out *queue.Item
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	err := update(func(tx *bolt.Tx) error {
+		out = nil
 		now := s.now()
 		if err := s.takeOver(tx, now); err != nil {
 			return err
 		}
 		id, err := s.pick(tx, now, ready)
+		if errors.Is(err, queue.ErrEmpty) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -261,6 +273,9 @@ func (s *Spool) Lease(ctx context.Context, ready func(store.GroupID) bool, d tim
 		}
 		return tx.Bucket(bLeases).Put(leaseKey(it), nil)
 	})
+	if err == nil && out == nil {
+		return nil, queue.ErrEmpty
+	}
 	return out, err
 }
 
