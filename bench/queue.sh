@@ -39,7 +39,8 @@ WINDOWS=${BENCH_WINDOWS:-2}
 REPLICAS=${BENCH_REPLICAS:-2}
 BIG_MIB=${BENCH_BIG_MIB:-30}
 PARTS=${BENCH_PARTS:-accept drain budget memory}
-read_settings DRAIN_N BUDGET WINDOWS REPLICAS BIG_MIB
+RATE=${BENCH_RATE:-1000}
+read_settings DRAIN_N BUDGET WINDOWS REPLICAS BIG_MIB RATE
 ((N % C == 0 && WARMUP % C == 0)) || die "BENCH_N ($N) and BENCH_WARMUP ($WARMUP) must be multiples of BENCH_C ($C)"
 read -r -a qpaths <<<"${QPATHS//,/ }"
 read -r -a parts <<<"${PARTS//,/ }"
@@ -197,12 +198,14 @@ body_json "$tmp/body.json"
 	printf '%s\n' "$body_text"
 } >"$tmp/message.eml"
 
-# hey_run HTTP N BODY WANT: N REST requests of BODY at concurrency min(C, N) to
-# 127.0.0.1:HTTP; all must be answered WANT (200 or 202). The report is in $tmp/hey.last.
+# hey_run HTTP N BODY WANT [RATE]: N REST requests of BODY at concurrency min(C, N) to
+# 127.0.0.1:HTTP, at most RATE a second if given; all must be answered WANT (200 or
+# 202). The report is in $tmp/hey.last.
 hey_run() {
-	local http=$1 n=$2 body=$3 want=$4 c=$C ok
+	local http=$1 n=$2 body=$3 want=$4 rate=${5:-} c=$C ok q=()
 	((n < C)) && c=$n
-	bg_wait timeout "$RUN_TIMEOUT" hey -n "$n" -c "$c" -t 20 -m POST -T application/json \
+	[[ -n $rate ]] && q=(-q "$(awk -v r="$rate" -v c="$c" 'BEGIN { print r / c }')") # hey's -q is per worker
+	bg_wait timeout "$RUN_TIMEOUT" hey -n "$n" -c "$c" "${q[@]}" -t 20 -m POST -T application/json \
 		-H "Authorization: Bearer $mg_key" -D "$body" \
 		"http://127.0.0.1:$http/v1/messages:send" >"$tmp/hey.last" 2>&1 ||
 		{ cat "$tmp/hey.last" >&2; die "hey failed or timed out (${RUN_TIMEOUT}s)"; }
@@ -222,15 +225,16 @@ hey_stat() {
 }
 
 # ================================================================ accept
-declare -A acc_rate acc_p50 acc_p99 acc_cpu acc_note acc_label=(
+declare -A acc_rate acc_p50 acc_p99 acc_cpu acc_note acc_rp50 acc_rp99 acc_label=(
 	[spool]="(a) queued, local queue (bbolt, fsync)"
 	[redis]="(b) queued, Redis appendfsync always"
 	[sync]="(c) sync, discard backend"
 	[postfix]="(d) Postfix, into its queue")
 
-# accept_mailgate PATH DELIVERY QUEUE BACKEND: warm up, then N requests; the rate and
-# latency hey measured, the cores mailgate used while hey ran, and for a queued path the
-# time until the sink had every message.
+# accept_mailgate PATH DELIVERY QUEUE BACKEND: warm up, then N requests as fast as they
+# are answered; the rate and latency hey measured, the cores mailgate used while hey
+# ran, and for a queued path the time until the sink had every message. Then, once the
+# sink has them, 10 s of requests at RATE a second: the latency at that load.
 accept_mailgate() {
 	local path=$1 delivery=$2 queue=$3 backend=$4 want=200 pid base t0 t1 s0 s1 drained
 	[[ $delivery == queued ]] && want=202
@@ -256,9 +260,14 @@ accept_mailgate() {
 		wait_sink $((base + N))
 		drained=$(awk -v us=$(($(now_us) - t0)) 'BEGIN { printf "%.1f", us / 1e6 }')
 		acc_note[$path]="all $N at the sink ${drained} s after the first request"
+		base=$sink_n
 	else
 		acc_note[$path]="nothing behind the discard backend"
 	fi
+	log "${acc_label[$path]}: $((RATE * 10)) requests at $RATE a second"
+	hey_run "$HTTP_PORT" $((RATE * 10)) "$tmp/body.json" "$want" "$RATE"
+	acc_rp50[$path]=$(hey_stat p50) acc_rp99[$path]=$(hey_stat p99)
+	[[ $backend == relay ]] && wait_sink $((base + RATE * 10))
 	mg_stop "$pid" "$path"
 }
 
@@ -283,7 +292,7 @@ if part accept; then
 		postfix)
 			run_postfix source_run_postfix
 			acc_rate[postfix]=$(awk -v n="$N" -v s="${res_run[postfix]}" 'BEGIN { printf "%.0f", n / s }')
-			acc_p50[postfix]=- acc_p99[postfix]=-
+			acc_p50[postfix]=- acc_p99[postfix]=- acc_rp50[postfix]=- acc_rp99[postfix]=-
 			acc_cpu[postfix]=${res_cpu[postfix]%%/*}
 			acc_note[postfix]="all $N at the sink ${res_secs[postfix]} s after the first message; smtp-source gives no latencies"
 			;;
@@ -462,12 +471,12 @@ if part accept; then
 
 		accept: $N requests per path after $WARMUP warm-up, concurrency $C (hey; for Postfix, smtp-source sessions)
 
-		| path | accepted msgs/s | p50 ms | p99 ms | mailgate cores | |
-		| --- | ---: | ---: | ---: | ---: | --- |
+		| path | accepted msgs/s | p50 ms | p99 ms | mailgate cores | at $RATE/s: p50 ms | p99 ms | |
+		| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |
 	SUMMARY
 	for p in "${qpaths[@]}"; do
-		printf '| %s | %s | %s | %s | %s | %s |\n' "${acc_label[$p]}" "${acc_rate[$p]}" "${acc_p50[$p]}" \
-			"${acc_p99[$p]}" "${acc_cpu[$p]}" "${acc_note[$p]}"
+		printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "${acc_label[$p]}" "${acc_rate[$p]}" "${acc_p50[$p]}" \
+			"${acc_p99[$p]}" "${acc_cpu[$p]}" "${acc_rp50[$p]}" "${acc_rp99[$p]}" "${acc_note[$p]}"
 	done
 	if [[ -n ${acc_rate[postfix]:-} ]]; then
 		for p in spool redis; do
