@@ -218,13 +218,20 @@ read_settings() {
 check_paths() {
 	read -r -a paths <<<"${PATHS//,/ }"
 	((${#paths[@]} > 0)) || die "BENCH_PATHS is empty"
-	local p tool
+	local p
 	for p in "${paths[@]}"; do
 		[[ $p == mailgate || $p == postfix ]] || die "BENCH_PATHS: want mailgate and/or postfix, not '$p'"
 	done
 	if want postfix; then
 		[[ $(id -u) -eq 0 ]] || die "the Postfix path needs root (a private Postfix instance); or set BENCH_PATHS=mailgate"
 	fi
+	need_smtp_tools
+}
+
+# need_smtp_tools: smtp-sink and smtp-source, installed with `scripts/postfix-relay.sh
+# install` if missing.
+need_smtp_tools() {
+	local tool
 	for tool in smtp-sink smtp-source; do
 		[[ -x /usr/sbin/$tool ]] || scripts/postfix-relay.sh install >&2 ||
 			die "/usr/sbin/$tool is missing (it comes with Debian's postfix package)"
@@ -455,6 +462,19 @@ run_postfix() {
 	postfix_started=0
 }
 
+# source_file_run N: N messages of $tmp/message.eml over C sessions to Postfix, each
+# session kept for its messages (-d): run_postfix's RUN for bench/relay.sh and
+# bench/queue.sh.
+source_file_run() {
+	bg_wait timeout "$RUN_TIMEOUT" smtp-source -d -s "$C" -m "$1" -M bench.contoso.test \
+		-f app@contoso.test -t user@contoso.test -F "$tmp/message.eml" \
+		"127.0.0.1:$POSTFIX_PORT" >"$tmp/smtp-source.out" 2>&1 || {
+		cat "$tmp/smtp-source.out" >&2
+		tail -n 5 "$pfdir/postfix.log" >&2
+		die "smtp-source failed or timed out (${RUN_TIMEOUT}s)"
+	}
+}
+
 # ---------------------------------------------------------------- summary
 # print_summary TITLE DETAILS LABEL GENERATOR: print the results to stdout: "TITLE, time,
 # tree", DETAILS (the load), a markdown table of the paths that ran (LABEL names path (a)),
@@ -463,7 +483,7 @@ run_postfix() {
 print_summary() {
 	local p
 	local -A label=([mailgate]=$3
-		[postfix]="(b) smtp-source → Postfix $(postconf -h mail_version 2>/dev/null) → smtp-sink")
+		[postfix]="(b) smtp-source → Postfix $(postconf -d -h mail_version 2>/dev/null) → smtp-sink")
 	cat <<-EOF
 
 		$1, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(describe_tree "work tree: ")

@@ -55,10 +55,7 @@ qpath() { part accept && [[ " ${qpaths[*]} " == *" $1 "* ]]; }
 if qpath postfix; then
 	[[ $(id -u) -eq 0 ]] || die "path (d) Postfix needs root (a private Postfix instance); or leave postfix out of BENCH_PATHS"
 fi
-for tool in smtp-sink smtp-source; do
-	[[ -x /usr/sbin/$tool ]] || scripts/postfix-relay.sh install >&2 ||
-		die "/usr/sbin/$tool is missing (it comes with Debian's postfix package)"
-done
+need_smtp_tools
 install_tools hey jq curl redis-server # redis-cli comes with it
 paths=(postfix) # run_postfix and print helpers in lib.sh read it
 
@@ -271,18 +268,6 @@ accept_mailgate() {
 	mg_stop "$pid" "$path"
 }
 
-# source_run_postfix N: N messages over C sessions to Postfix, each session kept for its
-# messages (-d): run_postfix's RUN.
-source_run_postfix() {
-	bg_wait timeout "$RUN_TIMEOUT" smtp-source -d -s "$C" -m "$1" -M bench.contoso.test \
-		-f app@contoso.test -t user@contoso.test -F "$tmp/message.eml" \
-		"127.0.0.1:$POSTFIX_PORT" >"$tmp/smtp-source.out" 2>&1 || {
-		cat "$tmp/smtp-source.out" >&2
-		tail -n 5 "$pfdir/postfix.log" >&2
-		die "smtp-source failed or timed out (${RUN_TIMEOUT}s)"
-	}
-}
-
 if part accept; then
 	for p in "${qpaths[@]}"; do
 		case $p in
@@ -290,7 +275,7 @@ if part accept; then
 		redis) accept_mailgate redis queued redis relay ;;
 		sync) accept_mailgate sync sync spool discard ;;
 		postfix)
-			run_postfix source_run_postfix
+			run_postfix source_file_run
 			acc_rate[postfix]=$(awk -v n="$N" -v s="${res_run[postfix]}" 'BEGIN { printf "%.0f", n / s }')
 			acc_p50[postfix]=- acc_p99[postfix]=- acc_rp50[postfix]=- acc_rp99[postfix]=-
 			acc_cpu[postfix]=${res_cpu[postfix]%%/*}

@@ -87,20 +87,8 @@ run_mailgate() {
 	stop_mailgate
 }
 
-# ---------------------------------------------------------------- (b) Postfix
-# source_run N: N messages over C sessions, each session kept for its messages (-d).
-source_run() {
-	bg_wait timeout "$RUN_TIMEOUT" smtp-source -d -s "$C" -m "$1" -M bench.contoso.test \
-		-f app@contoso.test -t user@contoso.test -F "$tmp/message.eml" \
-		"127.0.0.1:$POSTFIX_PORT" >"$tmp/smtp-source.out" 2>&1 || {
-		cat "$tmp/smtp-source.out" >&2
-		tail -n 5 "$pfdir/postfix.log" >&2
-		die "smtp-source failed or timed out (${RUN_TIMEOUT}s)"
-	}
-}
-
 want mailgate && run_mailgate
-want postfix && run_postfix source_run
+want postfix && run_postfix source_file_run
 
 # ---------------------------------------------------------------- summary
 print_summary "relay benchmark" \
