@@ -40,6 +40,7 @@ type Config struct {
 	Idempotency Idempotency         `yaml:"idempotency"`
 	Shim        Shim                `yaml:"shim"`
 	Queue       Queue               `yaml:"queue"`
+	Webhooks    map[string]*Webhook `yaml:"webhooks"`
 	Log         Log                 `yaml:"log"`
 }
 
@@ -333,6 +334,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateShim(&v, true)
 	c.validateQueue(&v)
+	c.validateWebhooks(&v)
 	c.validateLog(&v)
 	return v.err()
 }

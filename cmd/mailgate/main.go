@@ -26,6 +26,8 @@ Usage:
   mailgate admin store-ack FILE      acknowledge that Redis lost its data (store-status: show it)
   mailgate queue list|show|retry|cancel|purge --config FILE
                                      look at and act on queued messages (mailgate queue -h)
+  mailgate webhooks secret|test NAME --config FILE
+                                     make a signing secret; send a signed test event (mailgate webhooks -h)
   mailgate version                   print the version
 
 Environment:
@@ -94,6 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return admin(ctx, rest, stdout, stderr)
 	case "queue":
 		return queueCommand(ctx, rest, stdout, stderr)
+	case "webhooks":
+		return webhooksCommand(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "mailgate", version)
 		return nil
