@@ -532,6 +532,7 @@ func (w *work) settle(st queue.State, now time.Time, a queue.Attempt) {
 	if a.Backend != "" || a.Outcome != "" {
 		s.metrics.attempts.WithLabelValues(a.Backend, a.Outcome).Inc()
 	}
+	s.notify(eventType[st], w.it, st, len(w.it.Attempts)+1, now, a, time.Time{})
 	if !w.write(op) {
 		return
 	}
@@ -554,9 +555,13 @@ func (w *work) settle(st queue.State, now time.Time, a queue.Attempt) {
 	}
 }
 
+// eventType is the webhook event of a final state.
+var eventType = map[queue.State]string{queue.Sent: "sent", queue.Failed: "failed", queue.Unknown: "unknown"}
+
 // retry records a failed attempt and queues the message again for at.
 func (w *work) retry(at time.Time, a queue.Attempt) {
 	w.d.svc.metrics.attempts.WithLabelValues(a.Backend, a.Outcome).Inc()
+	w.d.svc.notify("deferred", w.it, queue.Queued, len(w.it.Attempts)+1, a.Time, a, at)
 	if w.write(func(ctx context.Context) error { return w.d.q.Retry(ctx, w.lease, at, a) }) {
 		w.log.Info("queued message deferred", "route", w.it.Route, "backend", a.Backend, "outcome", a.Outcome,
 			"remote", a.Reply, "error", a.Error, "next_attempt", at.UTC().Format(time.RFC3339))

@@ -124,6 +124,7 @@ func (s *Service) enqueue(ctx context.Context, key *apikey.Key, id string, now, 
 		s.complete(qctx, ticket, store.Completion{Outcome: encodeResponse(resp), Retention: s.retention})
 	}
 	s.metrics.queued.Inc()
+	s.notify("queued", it, queue.Queued, 0, now, queue.Attempt{}, time.Time{})
 	if s.wake != nil {
 		s.wake()
 	}
@@ -279,6 +280,11 @@ func (s *Service) CancelMessage(ctx context.Context, req *mailgatev1.CancelMessa
 	}
 	s.metrics.delivered.WithLabelValues("CANCELED").Inc()
 	s.log.Info("message canceled", "id", req.GetId(), "key", key.Name)
+	if s.notifier != nil {
+		if it, err := s.queue.Get(ctx, req.GetId()); err == nil {
+			s.notify("canceled", it, queue.Canceled, len(it.Attempts)+1, s.now(), queue.Attempt{}, time.Time{})
+		}
+	}
 	rec, qerr = s.queuedMessage(ctx, key, req.GetId())
 	if qerr != nil || rec == nil {
 		// Canceled, but the record could not be read back: say what is known.

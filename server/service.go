@@ -46,6 +46,7 @@ type Service struct {
 	queue     queue.Queue // nil: queued delivery is off
 	queueOpts QueueOptions
 	wake      func() // tells the dispatcher a message is ready; nil without one
+	notifier  Notifier
 }
 
 // MailboxLimits are the per-mailbox rates (Exchange Online's, by default); 0 is no limit.
@@ -75,6 +76,8 @@ type ServiceOptions struct {
 	// refused with QUEUE_UNAVAILABLE).
 	Queue        queue.Queue
 	QueueOptions QueueOptions
+	// Notifier is told what happens to queued messages (webhooks); nil: nobody is.
+	Notifier Notifier
 }
 
 // NewService returns a service; every route's backend must be in opts.Backends.
@@ -98,6 +101,7 @@ func NewService(opts ServiceOptions) (*Service, error) {
 		scopes:      make(map[string]senders.Scope),
 		queue:       opts.Queue,
 		queueOpts:   opts.QueueOptions,
+		notifier:    opts.Notifier,
 	}
 	if s.queueOpts.MaxLifetime <= 0 {
 		s.queueOpts.MaxLifetime = 24 * time.Hour

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -28,4 +29,43 @@ func NewID() string {
 	b := make([]byte, 16)
 	rand.Read(b) // never fails (crypto/rand)
 	return "evt_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
+}
+
+// MessageEvent is what happened to a queued message, as the service reports it: the
+// data of a "message.<Type>" event. It holds no message body and no secret.
+type MessageEvent struct {
+	// Type is queued, deferred, sent, failed, canceled or unknown (config.EventTypes).
+	Type string `json:"-"`
+	// Sequence numbers the message's events: 0 when it was queued, then its attempt's
+	// number (a canceled message's is its attempts so far + 1). Receivers that must
+	// put a message's events in order use it: delivery after a retry may reorder them.
+	Sequence int `json:"sequence"`
+	// Time is when it happened.
+	Time time.Time `json:"time"`
+
+	ID        string            `json:"id"`
+	MessageID string            `json:"messageId"`
+	Key       string            `json:"key"`
+	Route     string            `json:"route"`
+	From      string            `json:"from"`
+	Tags      map[string]string `json:"tags,omitempty"`
+	Accepted  time.Time         `json:"acceptTime"`
+	// Status is the message's status after the event: QUEUED, SENT, FAILED, CANCELED
+	// or UNKNOWN.
+	Status string `json:"status"`
+	// The attempt the event is about (deferred, sent, failed, unknown): its backend,
+	// outcome (SENT or the error's reason), the remote server's reply and mailgate's
+	// error text.
+	Backend string `json:"backend,omitempty"`
+	Outcome string `json:"outcome,omitempty"`
+	Reply   string `json:"reply,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// NextAttempt is when a deferred message is tried again.
+	NextAttempt *time.Time `json:"nextAttemptTime,omitempty"`
+}
+
+// EventID is the webhook-id of a message's event: the same for every endpoint and
+// every retry, so a receiver can discard what it already has.
+func (e MessageEvent) EventID() string {
+	return "evt_" + e.ID + "_" + strconv.Itoa(e.Sequence)
 }

@@ -137,11 +137,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		attrs = append(attrs, "config", *path)
 	}
 	log.Info("mailgate listening", attrs...)
-	if len(cfg.Webhooks) > 0 {
-		// Said at every start, so that nobody waits for events that do not come.
-		log.Warn("webhooks are configured, but this version does not send message events to them yet; " +
-			"`mailgate webhooks test NAME` checks an endpoint and its signature (docs/webhooks.md)")
-	}
 	if devKey != "" {
 		// The one place a key is ever printed: the development key of the embedded
 		// default, on the terminal of the person trying mailgate out.

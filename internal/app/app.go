@@ -37,6 +37,7 @@ import (
 	"github.com/mailgate/mailgate/server/queue/queuectl"
 	"github.com/mailgate/mailgate/server/queue/redisq"
 	"github.com/mailgate/mailgate/server/queue/spool"
+	"github.com/mailgate/mailgate/webhook"
 	"github.com/mailgate/mailgate/server/store"
 )
 
@@ -95,6 +96,7 @@ type Server struct {
 // parts are what NewServer opened, closed in one place, in one order.
 type parts struct {
 	control  func() error // the local queue's control socket; nil: none
+	events   io.Closer    // the webhooks' queue; nil: no webhooks
 	queue    io.Closer    // closed first: it may use the Redis client
 	store    io.Closer    // the Redis client; nil: in-process
 	backends map[string]senders.Sender
@@ -107,6 +109,11 @@ func (p *parts) close() error {
 	if p.control != nil {
 		if err := p.control(); err != nil {
 			errs = append(errs, fmt.Errorf("queue control socket: %w", err))
+		}
+	}
+	if p.events != nil {
+		if err := p.events.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("webhook events: %w", err))
 		}
 	}
 	if p.queue != nil {
@@ -175,6 +182,10 @@ func NewServer(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		}
 		p.control = stop
 	}
+	hooks, err := openWebhooks(cfg, p, log)
+	if err != nil {
+		return fail(err)
+	}
 	opts := server.Options{
 		Service: server.ServiceOptions{
 			Router:   router,
@@ -192,6 +203,7 @@ func NewServer(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			SendTimeout: cfg.Limits.SendTimeout,
 			Logger:      log,
 			Queue:       q,
+			Notifier:    notifier(hooks),
 			QueueOptions: server.QueueOptions{
 				MaxLifetime: cfg.Queue.MaxLifetime,
 				MaxSchedule: cfg.Queue.MaxSchedule,
@@ -221,7 +233,64 @@ func NewServer(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
+	if hooks != nil {
+		if err := hooks.Register(srv.Registerer()); err != nil {
+			return fail(err)
+		}
+		srv.Attach(hooks)
+	}
 	return &Server{Server: srv, parts: p}, nil
+}
+
+// notifier is hooks as the service's Notifier: nil (no interface holding a nil
+// pointer) when there are no webhooks.
+func notifier(hooks *webhook.Webhooks) server.Notifier {
+	if hooks == nil {
+		return nil
+	}
+	return hooks
+}
+
+// EventsFile is the webhooks' local queue in queue.dir; with Redis, their queue is under
+// the key prefix followed by EventsPrefix.
+const (
+	EventsFile   = "events.db"
+	EventsPrefix = "wh:"
+)
+
+// openWebhooks opens the configured webhooks and the queue their events wait in (in
+// Redis beside the messages' queue, or a file of its own beside queue.db); nil when the
+// configuration has none.
+func openWebhooks(cfg *config.Config, p *parts, log *slog.Logger) (*webhook.Webhooks, error) {
+	if len(cfg.Webhooks) == 0 {
+		return nil, nil
+	}
+	var targets []webhook.Target
+	for _, name := range slices.Sorted(maps.Keys(cfg.Webhooks)) {
+		w := cfg.Webhooks[name]
+		ep, err := w.Endpoint(name)
+		if err != nil {
+			return nil, fmt.Errorf("webhooks.%s: %w", name, err)
+		}
+		targets = append(targets, webhook.Target{Endpoint: ep, Events: w.Events, Keys: w.Keys, MaxConcurrency: w.MaxConcurrency})
+	}
+	var q queue.Queue
+	if c, ok := p.store.(goredis.UniversalClient); ok {
+		rq, err := redisq.New(c, redisq.Options{Prefix: cfg.Redis.KeyPrefix + EventsPrefix})
+		if err != nil {
+			return nil, fmt.Errorf("webhooks: %w", err)
+		}
+		q = rq
+	} else {
+		sq, err := spool.Open(filepath.Join(cfg.Queue.Dir, EventsFile), spool.Options{BatchDelay: time.Millisecond})
+		if err != nil {
+			return nil, fmt.Errorf("queue.dir: %w", err)
+		}
+		q = sq
+	}
+	p.events = q
+	return webhook.New(webhook.Options{Targets: targets, Queue: q, Logger: log.With("component", "webhooks"),
+		Retention: cfg.Retention()})
 }
 
 // Serve runs the server until ctx is done and it has drained (server.Server.Serve), then
