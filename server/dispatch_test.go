@@ -145,6 +145,7 @@ type queuedSetup struct {
 	lifetime    time.Duration // QueueOptions.MaxLifetime; default 1 h
 	sendTimeout time.Duration
 	dispatch    *DispatchOptions // default fastDispatch()
+	notifier    Notifier
 }
 
 func (c queuedSetup) apply(o *Options, logger *slog.Logger) {
@@ -155,6 +156,7 @@ func (c queuedSetup) apply(o *Options, logger *slog.Logger) {
 	o.Service.Router = policy.NewRouter(routes)
 	o.Service.Backends = c.backends
 	o.Service.Queue = c.q
+	o.Service.Notifier = c.notifier
 	o.Service.QueueOptions = QueueOptions{MaxLifetime: c.lifetime, MaxSchedule: time.Hour}
 	if o.Service.QueueOptions.MaxLifetime == 0 {
 		o.Service.QueueOptions.MaxLifetime = time.Hour

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -66,12 +67,11 @@ type Webhooks struct {
 	opts    Options
 	log     *slog.Logger
 	targets map[string]*target
-	wake    chan struct{}
+	shares  []*share
 	metrics *metrics
 
-	mu       sync.Mutex
-	inflight map[string]int  // endpoint → events being posted
-	sending  map[string]bool // endpoint/message group → an event being posted
+	mu      sync.Mutex
+	sending map[string]bool // endpoint/message group → an event being posted
 
 	ctx     context.Context
 	stop    context.CancelFunc
@@ -113,8 +113,11 @@ func New(opts Options) (*Webhooks, error) {
 	if opts.Poll <= 0 {
 		opts.Poll = time.Second
 	}
-	w := &Webhooks{opts: opts, log: opts.Logger, targets: map[string]*target{}, wake: make(chan struct{}, 1),
-		inflight: map[string]int{}, sending: map[string]bool{}, stopped: make(chan struct{}), metrics: newMetrics()}
+	w := &Webhooks{opts: opts, log: opts.Logger, targets: map[string]*target{},
+		sending: map[string]bool{}, stopped: make(chan struct{}), metrics: newMetrics()}
+	for k := range leasers {
+		w.shares = append(w.shares, &share{k: k, inflight: map[string]int{}, wake: make(chan struct{}, 1)})
+	}
 	for _, t := range opts.Targets {
 		if t.Endpoint.Name == "" || strings.Contains(t.Endpoint.Name, "/") {
 			return nil, fmt.Errorf("webhooks: endpoint name %q: want a name without '/'", t.Endpoint.Name)
@@ -172,11 +175,28 @@ func (w *Webhooks) Notify(ctx context.Context, ev MessageEvent) error {
 			errs = append(errs, fmt.Errorf("webhook %s: %w", name, err))
 		}
 	}
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	for _, sh := range w.shares {
+		select {
+		case sh.wake <- struct{}{}:
+		default:
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// leasers is how many Leases a replica has under way at once (a Lease is a durable
+// write; several share syncs). Each leaser takes only the groups of its own share and
+// keeps its part of each endpoint's MaxConcurrency, so that what ready counts in flight
+// stays true without holding a lock across a Lease.
+const leasers = 4
+
+// share is one leaser's part: an endpoint's groups are spread over min(leasers,
+// MaxConcurrency) shares by a hash of the group, and each of those may have its part of
+// MaxConcurrency in flight.
+type share struct {
+	k        int
+	inflight map[string]int // endpoint → this share's events being posted; under Webhooks.mu
+	wake     chan struct{}
 }
 
 // Serve implements the server's Adapter: it posts events until Shutdown.
@@ -189,14 +209,23 @@ func (w *Webhooks) Serve() error {
 	for _, t := range w.targets {
 		lease = max(lease, 2*t.client.ep.Timeout+10*time.Second)
 	}
+	for _, sh := range w.shares {
+		wg.Go(func() { w.lease(sh, lease, &wg) })
+	}
+	<-w.ctx.Done()
+	return nil
+}
+
+// lease is one leaser's loop: Lease an event of its share, post it, and again.
+func (w *Webhooks) lease(sh *share, d time.Duration, wg *sync.WaitGroup) {
 	idle := time.NewTimer(0)
 	defer idle.Stop()
+	ready := func(g store.GroupID) bool { return w.ready(sh, g) }
 	for {
-		// One Lease at a time: ready's view of what is in flight stays true.
-		it, err := w.opts.Queue.Lease(w.ctx, w.ready, lease)
+		it, err := w.opts.Queue.Lease(w.ctx, ready, d)
 		if err != nil {
 			if w.ctx.Err() != nil {
-				return nil
+				return
 			}
 			if !errors.Is(err, queue.ErrEmpty) {
 				w.log.Error("webhooks: cannot take events; retrying", "error", err)
@@ -204,25 +233,25 @@ func (w *Webhooks) Serve() error {
 			idle.Reset(w.opts.Poll)
 			select {
 			case <-w.ctx.Done():
-				return nil
-			case <-w.wake:
+				return
+			case <-sh.wake:
 			case <-idle.C:
 			}
 			continue
 		}
 		name := endpointOf(it)
 		w.mu.Lock()
-		w.inflight[name]++
+		sh.inflight[name]++
 		w.sending[it.Group.Name] = true
 		w.mu.Unlock()
 		wg.Go(func() {
 			defer func() {
 				w.mu.Lock()
-				w.inflight[name]--
+				sh.inflight[name]--
 				delete(w.sending, it.Group.Name)
 				w.mu.Unlock()
 				select { // a slot is free: look again
-				case w.wake <- struct{}{}:
+				case sh.wake <- struct{}{}:
 				default:
 				}
 			}()
@@ -249,17 +278,33 @@ func endpointOf(it *queue.Item) string {
 	return name
 }
 
-// ready is Lease's predicate: an endpoint that is held back after a failure, or has
-// its MaxConcurrency in flight, waits; so does a message with an event in flight.
-func (w *Webhooks) ready(g store.GroupID) bool {
+// ready is share sh's Lease predicate: a group of another share waits for its own; an
+// endpoint that is held back after a failure, or has sh's part of its MaxConcurrency in
+// flight, waits; so does a message with an event in flight.
+func (w *Webhooks) ready(sh *share, g store.GroupID) bool {
 	name, _, _ := strings.Cut(g.Name, "/")
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	t := w.targets[name]
 	if t == nil || t.gone {
-		return !w.sending[g.Name] // to be settled at once
+		// To be settled at once, by the group's share.
+		return shareOf(g.Name, leasers) == sh.k && !w.sending[g.Name]
 	}
-	return !w.sending[g.Name] && w.inflight[name] < t.MaxConcurrency && !w.opts.Now().Before(t.heldTill)
+	n := min(leasers, t.MaxConcurrency)
+	if shareOf(g.Name, n) != sh.k {
+		return false
+	}
+	part := t.MaxConcurrency / n
+	if sh.k < t.MaxConcurrency%n {
+		part++
+	}
+	return !w.sending[g.Name] && sh.inflight[name] < part && !w.opts.Now().Before(t.heldTill)
+}
+
+func shareOf(group string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(group))
+	return int(h.Sum32() % uint32(n))
 }
 
 // deliver posts one event and records the outcome.
