@@ -1052,3 +1052,33 @@ func TestDispatchShutdownKeepsMessages(t *testing.T) {
 		t.Errorf("second server's sends: %v, want only %s", calls, untried.GetId())
 	}
 }
+
+// ListMessages finds a key's queued messages by recipient (To, Cc or Bcc, in any case),
+// and refuses a recipient that is no address, naming the field.
+func TestListMessagesByRecipient(t *testing.T) {
+	t.Parallel()
+	mx := &scriptSender{name: "mx"}
+	ts := startQueued(t, queuedSetup{backends: map[string]senders.Sender{"mx": mx}})
+	ctx := withAPIKey(appKey)
+	later := timestamppb.New(time.Now().Add(time.Hour))
+	toAlice := queuedRequest("app@example.com", "Alice@Example.org")
+	toAlice.SendAt = later
+	bccAlice := queuedRequest("app@example.com", "bob@example.org")
+	bccAlice.Bcc, bccAlice.SendAt = []*mailgatev1.Address{addr("alice@example.org")}, later
+	toBob := queuedRequest("app@example.com", "bob@example.org")
+	toBob.SendAt = later
+	a, b := enqueue(t, ts, toAlice), enqueue(t, ts, bccAlice)
+	enqueue(t, ts, toBob)
+	lr, err := ts.mail.ListMessages(ctx, &mailgatev1.ListMessagesRequest{Recipient: "ALICE@example.org"})
+	var got []string
+	for _, m := range lr.GetMessages() {
+		got = append(got, m.GetId())
+	}
+	if err != nil || !slices.Equal(got, []string{b.GetId(), a.GetId()}) {
+		t.Errorf("ListMessages(recipient alice) = %v, %v; want %v", got, err, []string{b.GetId(), a.GetId()})
+	}
+	_, err = ts.mail.ListMessages(ctx, &mailgatev1.ListMessagesRequest{Recipient: "not an address"})
+	if code, _, st := errorInfo(t, err); code != codes.InvalidArgument || !strings.Contains(st.Message(), "recipient") {
+		t.Errorf("ListMessages(recipient not an address) = %v %q, want INVALID_ARGUMENT naming recipient", code, st.Message())
+	}
+}

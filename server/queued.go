@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	mailgatev1 "github.com/mailgate/mailgate/api/mailgate/v1"
+	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/mailerr"
 	"github.com/mailgate/mailgate/mailerr/mailstatus"
 	"github.com/mailgate/mailgate/senders"
@@ -97,6 +98,9 @@ func (s *Service) enqueue(ctx context.Context, key *apikey.Key, id string, now, 
 		From:      msg.From.Address,
 		Route:     route.Name,
 		Tags:      req.GetTags(),
+	}
+	for _, r := range msg.Recipients {
+		it.Recipients = append(it.Recipients, mailaddr.Key(r))
 	}
 	qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.sendTimeout)
 	defer cancel()
@@ -347,6 +351,12 @@ func (s *Service) ListMessages(ctx context.Context, req *mailgatev1.ListMessages
 	}
 	if !q.AcceptedFrom.IsZero() && !q.AcceptedTo.IsZero() && !q.AcceptedTo.After(q.AcceptedFrom) {
 		v.add("acceptedBefore", "must be after acceptedAfter")
+	}
+	if r := req.GetRecipient(); r != "" {
+		if _, err := mailaddr.Parse(r); err != nil {
+			v.add("recipient", "not an address: %v", err)
+		}
+		q.Recipient = mailaddr.Key(r)
 	}
 	if n := req.GetPageSize(); n < 0 || n > queue.MaxListLimit {
 		v.add("pageSize", "must be 1 to %d (0 or absent: %d)", queue.MaxListLimit, queue.DefaultListLimit)

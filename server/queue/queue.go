@@ -17,6 +17,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,6 +90,9 @@ type Item struct {
 	Route string
 	// Tags are the request's tags; List filters on them.
 	Tags map[string]string
+	// Recipients are the message's recipient addresses (To, Cc and Bcc), as
+	// mailaddr.Key gives them (lower case); List filters on them.
+	Recipients []string
 
 	// Set by the queue; Enqueue refuses an item with any of them set.
 
@@ -235,6 +239,9 @@ type ListQuery struct {
 	States []State
 	// Tags keeps the items that have every one of these tags with exactly this value.
 	Tags map[string]string
+	// Recipient, when not empty, keeps the items with this recipient (an address as
+	// mailaddr.Key gives it: Recipients holds it so).
+	Recipient string
 	// AcceptedFrom and AcceptedTo bound Accepted to [AcceptedFrom, AcceptedTo); the
 	// zero time leaves that side unbounded.
 	AcceptedFrom, AcceptedTo time.Time
@@ -252,7 +259,7 @@ const (
 	MaxListLimit = 1000
 )
 
-// Match reports whether it passes q's States and Tags (not its Key or Accepted range,
+// Match reports whether it passes q's States, Tags and Recipient (not its Key or Accepted range,
 // which an implementation applies with its index).
 func (q *ListQuery) Match(it *Item) bool {
 	if len(q.States) > 0 {
@@ -269,7 +276,7 @@ func (q *ListQuery) Match(it *Item) bool {
 			return false
 		}
 	}
-	return true
+	return q.Recipient == "" || slices.Contains(it.Recipients, q.Recipient)
 }
 
 // ListCursor is a position in List's order: the item with this Accepted and ID. A

@@ -1027,7 +1027,9 @@ type ListMessagesRequest struct {
 	// At most this many messages (1 to 1000; 100 when absent).
 	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// The nextPageToken of the previous page.
-	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only messages to this address (in To, Cc or Bcc; case does not matter).
+	Recipient     string `protobuf:"bytes,7,opt,name=recipient,proto3" json:"recipient,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1100,6 +1102,13 @@ func (x *ListMessagesRequest) GetPageSize() int32 {
 func (x *ListMessagesRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListMessagesRequest) GetRecipient() string {
+	if x != nil {
+		return x.Recipient
 	}
 	return ""
 }
@@ -1343,7 +1352,7 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\x14CancelMessageRequest\x12\x13\n" +
 	"\x02id\x18\x01 \x01(\tB\x03\xe0A\x02R\x02id\"R\n" +
 	"\x15CancelMessageResponse\x129\n" +
-	"\amessage\x18\x01 \x01(\v2\x1f.mailgate.v1.GetMessageResponseR\amessage\"\x98\x02\n" +
+	"\amessage\x18\x01 \x01(\v2\x1f.mailgate.v1.GetMessageResponseR\amessage\"\xb6\x02\n" +
 	"\x13ListMessagesRequest\x12+\n" +
 	"\x06status\x18\x01 \x03(\x0e2\x13.mailgate.v1.StatusR\x06status\x12\x10\n" +
 	"\x03tag\x18\x02 \x03(\tR\x03tag\x12A\n" +
@@ -1351,7 +1360,8 @@ const file_mailgate_v1_mail_proto_rawDesc = "" +
 	"\x0faccepted_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x0eacceptedBefore\x12\x1b\n" +
 	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x06 \x01(\tR\tpageToken\"{\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\x12\x1c\n" +
+	"\trecipient\x18\a \x01(\tR\trecipient\"{\n" +
 	"\x14ListMessagesResponse\x12;\n" +
 	"\bmessages\x18\x01 \x03(\v2\x1f.mailgate.v1.GetMessageResponseR\bmessages\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x0f\n" +

@@ -533,7 +533,8 @@ func operatorCases(t *testing.T, ctx context.Context, start time.Time, setup fun
 				tags := map[string]string{"campaign": "december", "tenant": "contoso"}
 				it := &queue.Item{ID: "m1", Key: "app", Group: store.GroupID{Kind: store.Mailbox, Name: "a@example.com"},
 					Body: []byte("body"), Accepted: start.Add(-time.Second), Deadline: start.Add(time.Hour),
-					MessageID: "<m1@mailgate.example>", From: "billing@contoso.com", Route: "default", Tags: tags}
+					MessageID: "<m1@mailgate.example>", From: "billing@contoso.com", Route: "default", Tags: tags,
+					Recipients: []string{"alice@example.com", "bob@example.org"}}
 				if err := q.Enqueue(ctx, it); err != nil {
 					t.Fatal(err)
 				}
@@ -542,7 +543,8 @@ func operatorCases(t *testing.T, ctx context.Context, start time.Time, setup fun
 					t.Helper()
 					want := map[string]string{"campaign": "december", "tenant": "contoso"}
 					if got.MessageID != it.MessageID || got.From != it.From || got.Route != it.Route ||
-						!maps.Equal(got.Tags, want) || !got.Accepted.Equal(it.Accepted) || !got.Finished.Equal(finished) {
+						!maps.Equal(got.Tags, want) || !slices.Equal(got.Recipients, it.Recipients) ||
+						!got.Accepted.Equal(it.Accepted) || !got.Finished.Equal(finished) {
 						t.Errorf("%s: %+v; want metadata of %+v, Finished %v", what, got, it, finished)
 					}
 				}
@@ -595,10 +597,14 @@ func operatorCases(t *testing.T, ctx context.Context, start time.Time, setup fun
 		}
 		// m01 and m02 share an Accepted (the larger ID first); m00 is one nanosecond
 		// newer (first although its ID is the smallest).
-		put(t, q, clk, "m01", queue.Queued, tagged(0, map[string]string{"team": "x"}))
+		put(t, q, clk, "m01", queue.Queued, func(it *queue.Item) {
+			it.Accepted, it.Tags, it.Recipients = start, map[string]string{"team": "x"}, []string{"alice@example.com", "bob@example.org"}
+		})
 		put(t, q, clk, "m02", queue.Queued, tagged(0, map[string]string{"team": "y"}))
 		put(t, q, clk, "m00", queue.Queued, at(time.Nanosecond))
-		put(t, q, clk, "m03", queue.Sending, tagged(time.Hour, map[string]string{"team": "x", "env": "prod"}))
+		put(t, q, clk, "m03", queue.Sending, func(it *queue.Item) {
+			it.Accepted, it.Tags, it.Recipients = start.Add(time.Hour), map[string]string{"team": "x", "env": "prod"}, []string{"bob@example.org"}
+		})
 		put(t, q, clk, "m04", queue.Canceled, at(-time.Hour))
 		put(t, q, clk, "m05", queue.Queued, func(it *queue.Item) { it.Key, it.Accepted = "other", start.Add(2*time.Hour) })
 		for _, tc := range []struct {
@@ -616,6 +622,9 @@ func operatorCases(t *testing.T, ctx context.Context, start time.Time, setup fun
 			{"two tags", queue.ListQuery{Key: "app", Tags: map[string]string{"team": "x", "env": "prod"}}, []string{"m03"}},
 			{"a tag no item has", queue.ListQuery{Key: "app", Tags: map[string]string{"team": "z"}}, nil},
 			{"tag and state", queue.ListQuery{Key: "app", Tags: map[string]string{"team": "x"}, States: []queue.State{queue.Queued}}, []string{"m01"}},
+			{"a recipient", queue.ListQuery{Key: "app", Recipient: "bob@example.org"}, []string{"m03", "m01"}},
+			{"a recipient and a state", queue.ListQuery{Key: "app", Recipient: "bob@example.org", States: []queue.State{queue.Queued}}, []string{"m01"}},
+			{"a recipient no item has", queue.ListQuery{Key: "app", Recipient: "carol@example.net"}, nil},
 			{"from is inclusive, to exclusive", queue.ListQuery{Key: "app", AcceptedFrom: start, AcceptedTo: start.Add(time.Hour)}, []string{"m00", "m02", "m01"}},
 			{"from a nanosecond on", queue.ListQuery{Key: "app", AcceptedFrom: start.Add(time.Nanosecond)}, []string{"m03", "m00"}},
 			{"to", queue.ListQuery{Key: "app", AcceptedTo: start}, []string{"m04"}},

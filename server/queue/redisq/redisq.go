@@ -340,11 +340,15 @@ func (q *Queue) Enqueue(ctx context.Context, it *queue.Item) error {
 	if err != nil {
 		return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
 	}
+	rcpts, err := json.Marshal(it.Recipients)
+	if err != nil {
+		return fmt.Errorf("redisq: enqueue %s: %w", it.ID, err)
+	}
 	args := []any{q.nowArg(), it.ID, score(it.NotBefore), accepted.UnixMicro(),
 		"id", it.ID, "key", it.Key, "gk", int(it.Group.Kind), "gn", it.Group.Name,
 		"backends", backends, "body", it.Body, "accepted", nsString(accepted),
 		"nb", nsString(it.NotBefore), "deadline", nsString(it.Deadline),
-		"msgid", it.MessageID, "from", it.From, "route", it.Route, "tags", tags,
+		"msgid", it.MessageID, "from", it.From, "route", it.Route, "tags", tags, "rcpts", rcpts,
 		"state", "QUEUED", "token", 0, "attempts", "[]", "lasterr", "", "fin", ""}
 	res, err := enqueueScript.Run(ctx, q.c, q.itemKeys(g, it.ID)[:4], args...).Slice()
 	if err != nil {
@@ -557,6 +561,11 @@ func decode(v any) (*queue.Item, error) {
 			return bad("tags", err)
 		}
 	}
+	if f["rcpts"] != "" && f["rcpts"] != "null" {
+		if err := json.Unmarshal([]byte(f["rcpts"]), &it.Recipients); err != nil {
+			return bad("rcpts", err)
+		}
+	}
 	if f["fin"] != "" {
 		us, err := strconv.ParseInt(f["fin"], 10, 64)
 		if err != nil {
@@ -737,7 +746,7 @@ func (q *Queue) Get(ctx context.Context, id string) (*queue.Item, error) {
 
 // listFields are the item's fields but its body: what List reads.
 var listFields = []string{"id", "key", "gk", "gn", "backends", "accepted", "nb", "deadline",
-	"msgid", "from", "route", "tags", "state", "token", "until", "attempts", "lasterr", "fin"}
+	"msgid", "from", "route", "tags", "rcpts", "state", "token", "until", "attempts", "lasterr", "fin"}
 
 // List reads the key's List index (P{qk:<key>}:items) backwards by lex range, from the
 // upper bound (AcceptedTo, or the page token's item) down to AcceptedFrom, a batch at
