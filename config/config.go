@@ -38,6 +38,7 @@ type Config struct {
 	Backends    map[string]*Backend `yaml:"backends"`
 	Limits      Limits              `yaml:"limits"`
 	Idempotency Idempotency         `yaml:"idempotency"`
+	Records     Records             `yaml:"records"`
 	Shim        Shim                `yaml:"shim"`
 	Queue       Queue               `yaml:"queue"`
 	Webhooks    map[string]*Webhook `yaml:"webhooks"`
@@ -111,9 +112,15 @@ type Redis struct {
 func (r Redis) Enabled() bool { return r.URL != "" || len(r.Addrs) > 0 }
 
 // Idempotency configures the published idempotency policy.
+// Records configures what is kept of each message for GetMessage and ListMessages.
+type Records struct {
+	// Retention is how long a message's record is kept after it was sent or ended
+	// (its idempotency replay lasts idempotency.ttl).
+	Retention time.Duration `yaml:"retention"`
+}
+
 type Idempotency struct {
-	// TTL is how long a completed request's response is replayed for its key, and how
-	// long GetMessage finds the message.
+	// TTL is how long a completed request's response is replayed for its key.
 	TTL time.Duration `yaml:"ttl"`
 }
 
@@ -235,6 +242,7 @@ func defaults() *Config {
 			SendTimeout:     2 * time.Minute,
 		},
 		Idempotency: Idempotency{TTL: 24 * time.Hour},
+		Records:     Records{Retention: 7 * 24 * time.Hour},
 		Queue: Queue{Dir: "./spool", MaxLifetime: 24 * time.Hour, MaxSchedule: 30 * 24 * time.Hour, Workers: 16,
 			MinBackoff: time.Minute, MaxBackoff: 20 * time.Minute, Lease: 30 * time.Second},
 		Shim: Shim{Delivery: DeliveryQueued, MinTLS: "1.2", MaxConnections: 100, MaxConnectionsPerSource: 10, ReservedDeviceConnections: 10,
@@ -332,6 +340,9 @@ func (c *Config) Validate() error {
 	if c.Idempotency.TTL < time.Minute {
 		v.add("idempotency.ttl", "must be at least 1m (the published default is 24h)")
 	}
+	if c.Records.Retention < time.Minute {
+		v.add("records.retention", "must be at least 1m (default 168h, 7 days)")
+	}
 	c.validateShim(&v, true)
 	c.validateQueue(&v)
 	c.validateWebhooks(&v)
@@ -363,17 +374,17 @@ func (c *Config) validateQueue(v *validator) {
 		v.add("queue.lease", "must be at least 5s (default 30s): workers renew it every third of it")
 	}
 	if q.Retention < 0 {
-		v.add("queue.retention", "must not be negative (0: idempotency.ttl)")
+		v.add("queue.retention", "must not be negative (0: records.retention)")
 	}
 }
 
 // Retention is how long finished queued messages are kept: Queue.Retention, or
-// Idempotency.TTL when that is 0.
+// Records.Retention when that is 0.
 func (c *Config) Retention() time.Duration {
 	if c.Queue.Retention > 0 {
 		return c.Queue.Retention
 	}
-	return c.Idempotency.TTL
+	return c.Records.Retention
 }
 
 func (c *Config) validateLog(v *validator) {

@@ -179,6 +179,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		}, "routes[0].delivery", "sync or queued"},
 		{"shim delivery", func(s string) string { return s + "shim: {listen: \"127.0.0.1:2525\", delivery: now}\n" }, "shim.delivery", "queued (the default) or sync"},
 		{"queue workers", func(s string) string { return s + "queue: {workers: 0}\n" }, "queue.workers", "1 to 1000"},
+		{"records retention", func(s string) string { return s + "records: {retention: 30s}\n" }, "records.retention", "at least 1m"},
 		{"queue backoff", func(s string) string { return s + "queue: {min_backoff: 5m, max_backoff: 1m}\n" }, "queue.max_backoff", "at least queue.min_backoff"},
 		{"queue lease", func(s string) string { return s + "queue: {lease: 1s}\n" }, "queue.lease", "at least 5s"},
 		{"queue lifetime", func(s string) string { return s + "queue: {max_lifetime: 10s}\n" }, "queue.max_lifetime", "at least 1m"},
@@ -586,7 +587,7 @@ func TestRouteBackendsAndDelivery(t *testing.T) {
 	if got := r.BackendNames(); len(got) != 1 || got[0] != "outbox" || r.Delivery != DeliveryQueued {
 		t.Errorf("route = %+v, backends %v", r, got)
 	}
-	if c.Routes[1].Delivery != "" || c.Shim.Delivery != DeliveryQueued || c.Queue.Dir != "./spool" || c.Retention() != c.Idempotency.TTL {
+	if c.Routes[1].Delivery != "" || c.Shim.Delivery != DeliveryQueued || c.Queue.Dir != "./spool" || c.Retention() != 7*24*time.Hour {
 		t.Errorf("defaults: route delivery %q, shim %q, queue %+v, retention %s", c.Routes[1].Delivery, c.Shim.Delivery, c.Queue, c.Retention())
 	}
 }

@@ -38,6 +38,7 @@ type Service struct {
 	limits      Limits
 	mailbox     MailboxLimits
 	retention   time.Duration
+	recordTTL   time.Duration
 	sendTimeout time.Duration
 	log         *slog.Logger
 	metrics     *metrics
@@ -64,9 +65,12 @@ type ServiceOptions struct {
 	Store   store.Store
 	Limits  Limits
 	Mailbox MailboxLimits
-	// Retention is how long a response is replayed for its idempotency key and
-	// GetMessage finds the message; default 24 h.
+	// Retention is how long a response is replayed for its idempotency key; default
+	// 24 h.
 	Retention time.Duration
+	// RecordRetention is how long GetMessage finds a message sent at once; default
+	// Retention.
+	RecordRetention time.Duration
 	// SendTimeout bounds a backend send; default 2 min.
 	SendTimeout time.Duration
 	Logger      *slog.Logger
@@ -94,6 +98,7 @@ func NewService(opts ServiceOptions) (*Service, error) {
 		limits:      opts.Limits,
 		mailbox:     opts.Mailbox,
 		retention:   opts.Retention,
+		recordTTL:   opts.RecordRetention,
 		sendTimeout: opts.SendTimeout,
 		log:         opts.Logger,
 		now:         opts.Now,
@@ -116,6 +121,9 @@ func NewService(opts ServiceOptions) (*Service, error) {
 	}
 	if s.retention <= 0 {
 		s.retention = 24 * time.Hour
+	}
+	if s.recordTTL <= 0 {
+		s.recordTTL = s.retention
 	}
 	if s.sendTimeout <= 0 {
 		s.sendTimeout = 2 * time.Minute
@@ -450,7 +458,7 @@ func (s *Service) record(key *apikey.Key, msg *senders.Message, req *mailgatev1.
 		s.log.Error("message record not stored: it does not encode", "id", rec.Id, "error", err)
 		return nil
 	}
-	return &store.Record{Key: recordKey(key.Name, rec.Id), Value: b, TTL: s.retention}
+	return &store.Record{Key: recordKey(key.Name, rec.Id), Value: b, TTL: s.recordTTL}
 }
 
 // GetMessage implements mailgate.v1.MailService.
@@ -471,7 +479,7 @@ func (s *Service) GetMessage(ctx context.Context, req *mailgatev1.GetMessageRequ
 	b, err := s.store.GetRecord(ctx, recordKey(key.Name, req.GetId()))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, mailstatus.Err(mailerr.New(mailerr.NotFound,
-			"no message %s for this API key (records are kept for %s)", req.GetId(), humanDuration(s.retention)))
+			"no message %s for this API key (records are kept for %s)", req.GetId(), humanDuration(s.recordTTL)))
 	}
 	if err != nil {
 		s.metrics.storeErrors.WithLabelValues("get_record").Inc()

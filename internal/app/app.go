@@ -37,8 +37,8 @@ import (
 	"github.com/mailgate/mailgate/server/queue/queuectl"
 	"github.com/mailgate/mailgate/server/queue/redisq"
 	"github.com/mailgate/mailgate/server/queue/spool"
-	"github.com/mailgate/mailgate/webhook"
 	"github.com/mailgate/mailgate/server/store"
+	"github.com/mailgate/mailgate/webhook"
 )
 
 // BackendTypes are the backend types mailgate knows, by their `type:` name. A new
@@ -199,11 +199,12 @@ func NewServer(cfg *config.Config, log *slog.Logger) (*Server, error) {
 				MessagesPerMinute: cfg.Limits.Mailbox.MessagesPerMinute,
 				RecipientsPerDay:  cfg.Limits.Mailbox.RecipientsPerDay,
 			},
-			Retention:   cfg.Idempotency.TTL,
-			SendTimeout: cfg.Limits.SendTimeout,
-			Logger:      log,
-			Queue:       q,
-			Notifier:    notifier(hooks),
+			Retention:       cfg.Idempotency.TTL,
+			RecordRetention: cfg.Records.Retention,
+			SendTimeout:     cfg.Limits.SendTimeout,
+			Logger:          log,
+			Queue:           q,
+			Notifier:        notifier(hooks),
 			QueueOptions: server.QueueOptions{
 				MaxLifetime: cfg.Queue.MaxLifetime,
 				MaxSchedule: cfg.Queue.MaxSchedule,
