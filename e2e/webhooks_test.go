@@ -19,6 +19,7 @@ import (
 	"github.com/mailgate/mailgate/internal/svixtest"
 	"github.com/mailgate/mailgate/senders/graph/graphtest"
 	"github.com/mailgate/mailgate/senders/smtp/smtptest"
+	"github.com/mailgate/mailgate/server/store/storetest"
 	"github.com/mailgate/mailgate/webhook"
 )
 
@@ -104,6 +105,21 @@ func types(es []hookEvent) string {
 // arrive once it is back, none lost.
 func TestWebhooksQueuedEvents(t *testing.T) {
 	t.Parallel()
+	for _, store := range []string{"local", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			t.Parallel()
+			extra := ""
+			if store == "redis" {
+				// Events wait in Redis, beside the messages' queue.
+				prefix := storetest.Prefix(t, storetest.SharedRedis(t), "e2e")
+				extra = fmt.Sprintf("redis: {url: \"redis://127.0.0.1:6379/0\", key_prefix: %q}\n", prefix)
+			}
+			testWebhooksQueuedEvents(t, extra)
+		})
+	}
+}
+
+func testWebhooksQueuedEvents(t *testing.T, extra string) {
 	g := graphtest.New(t)
 	relay := smtptest.New(t, smtptest.Options{Mode: smtptest.Relay, AcceptedDomains: []string{"contoso.com"}})
 	hooks := newHookReceiver(t)
@@ -132,9 +148,9 @@ webhooks:
     ca_file: %s
     allow_private: true
     events: [queued, deferred, sent, failed, canceled, unknown]
-log: {format: json}
+%slog: {format: json}
 `, httpAddr, grpcAddr, shutdownTimeout, keys["app"].Hash, graphtest.TenantID, graphtest.ClientID, secretFile,
-			g.GraphURL(), g.AuthorityURL(), cas, relay.Addr(), cas, hooks.srv.URL, hookSecretFile, hooks.caFile(t))
+			g.GraphURL(), g.AuthorityURL(), cas, relay.Addr(), cas, hooks.srv.URL, hookSecretFile, hooks.caFile(t), extra)
 	})
 	key := bearer(keys["app"].Key)
 	send := func(from, testID string) string {
