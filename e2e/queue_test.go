@@ -118,6 +118,21 @@ func queueAll(t *testing.T, ps []*proc, n int, sendAt string) map[string]string 
 	return ids
 }
 
+// queueOne sends one message from from to ops@fabrikam.test through p with the app
+// key, its X-Test-Id testID, and returns the id it was answered 202 QUEUED with.
+func queueOne(t *testing.T, p *proc, from, testID string) string {
+	t.Helper()
+	r := sendREST(t, p, bearer(keys["app"].Key), mustJSON(t, map[string]any{
+		"from": map[string]string{"address": from}, "to": []map[string]string{{"address": "ops@fabrikam.test"}},
+		"subject": testID, "text": testID, "headers": map[string]string{"X-Test-Id": testID},
+	}))
+	var resp struct{ ID, Status string }
+	if r.Status != 202 || json.Unmarshal(r.Body, &resp) != nil || resp.Status != "QUEUED" {
+		t.Fatalf("%s: %d %s, want 202 QUEUED", testID, r.Status, r.Body)
+	}
+	return resp.ID
+}
+
 // finalStatus polls GetMessage for id on p until its status is final, or fails after
 // limit.
 func finalStatus(t *testing.T, p *proc, id string, limit time.Duration) string {
@@ -375,18 +390,11 @@ log: {format: json}
 	})
 	g.Script("reports@contoso.com", graphtest.Throttle("120"))
 	send := func(testID string) string {
-		r := sendREST(t, p, bearer(keys["app"].Key), mustJSON(t, map[string]any{
-			"from": map[string]string{"address": "reports@contoso.com"}, "to": []map[string]string{{"address": "ops@fabrikam.test"}},
-			"subject": testID, "text": testID, "headers": map[string]string{"X-Test-Id": testID},
-		}))
-		var resp struct{ ID, Status string }
-		if r.Status != 202 || json.Unmarshal(r.Body, &resp) != nil || resp.Status != "QUEUED" {
-			t.Fatalf("%s: %d %s, want 202 QUEUED", testID, r.Status, r.Body)
-		}
-		if st := finalStatus(t, p, resp.ID, 30*time.Second); st != "SENT" {
+		id := queueOne(t, p, "reports@contoso.com", testID)
+		if st := finalStatus(t, p, id, 30*time.Second); st != "SENT" {
 			t.Fatalf("%s: %s, want SENT", testID, st)
 		}
-		return resp.ID
+		return id
 	}
 	type attempt struct{ Backend, Outcome, Error string }
 	attempts := func(id string) []attempt {
@@ -454,18 +462,7 @@ log: {format: json}
 			g.GraphURL(), g.AuthorityURL(), cas, sub.Addr())
 	})
 	key := bearer(keys["app"].Key)
-	queue := func(from, testID string) string {
-		t.Helper()
-		r := sendREST(t, p, key, mustJSON(t, map[string]any{
-			"from": map[string]string{"address": from}, "to": []map[string]string{{"address": "ops@fabrikam.test"}},
-			"subject": testID, "text": testID, "headers": map[string]string{"X-Test-Id": testID},
-		}))
-		var resp struct{ ID, Status string }
-		if r.Status != 202 || json.Unmarshal(r.Body, &resp) != nil || resp.Status != "QUEUED" {
-			t.Fatalf("%s: %d %s, want 202 QUEUED", testID, r.Status, r.Body)
-		}
-		return resp.ID
-	}
+	queue := func(from, testID string) string { return queueOne(t, p, from, testID) }
 	type attempt struct {
 		Time                           time.Time
 		Backend, Outcome, Reply, Error string

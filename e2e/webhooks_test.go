@@ -152,19 +152,7 @@ webhooks:
 `, httpAddr, grpcAddr, shutdownTimeout, keys["app"].Hash, graphtest.TenantID, graphtest.ClientID, secretFile,
 			g.GraphURL(), g.AuthorityURL(), cas, relay.Addr(), cas, hooks.srv.URL, hookSecretFile, hooks.caFile(t), extra)
 	})
-	key := bearer(keys["app"].Key)
-	send := func(from, testID string) string {
-		t.Helper()
-		r := sendREST(t, p, key, mustJSON(t, map[string]any{
-			"from": map[string]string{"address": from}, "to": []map[string]string{{"address": "ops@fabrikam.test"}},
-			"subject": testID, "text": testID, "headers": map[string]string{"X-Test-Id": testID},
-		}))
-		var resp struct{ ID, Status string }
-		if r.Status != 202 || json.Unmarshal(r.Body, &resp) != nil || resp.Status != "QUEUED" {
-			t.Fatalf("%s: %d %s, want 202 QUEUED", testID, r.Status, r.Body)
-		}
-		return resp.ID
-	}
+	send := func(from, testID string) string { return queueOne(t, p, from, testID) }
 	want := map[string]struct{ id, types, final string }{}
 	run := func(testID, from, wantTypes, final string, script func()) {
 		t.Helper()
