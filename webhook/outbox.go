@@ -61,8 +61,9 @@ type Options struct {
 // Webhooks tells endpoints what happens to queued messages. Notify stores an event for
 // each endpoint that wants it; Serve posts them, signed, at least once each, retrying
 // an endpoint that fails with backoff until Lifetime. While an endpoint fails, its
-// events wait (one attempt at a time probes it), and the others' go on. An endpoint
-// that answers 410 is sent nothing more until the next start. It is a server adapter.
+// events wait (after each backoff, up to one per share probes it), and the others' go
+// on. An endpoint that answers 410 is sent nothing more until the next start. It is a
+// server adapter.
 type Webhooks struct {
 	opts    Options
 	log     *slog.Logger
