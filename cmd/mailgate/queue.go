@@ -12,6 +12,7 @@ import (
 
 	"github.com/mailgate/mailgate/config"
 	"github.com/mailgate/mailgate/internal/app"
+	"github.com/mailgate/mailgate/mailaddr"
 	"github.com/mailgate/mailgate/server/queue"
 	"github.com/mailgate/mailgate/server/queue/queuectl"
 )
@@ -19,7 +20,7 @@ import (
 const queueUsage = `usage: mailgate queue COMMAND [--config FILE] [flags] [ID...]
 
 Commands:
-  list    list messages (--status QUEUED,FAILED... --key NAME --limit N --json)
+  list    list messages (--status QUEUED,FAILED... --key NAME --recipient ADDRESS --limit N --json)
   show    show messages with their attempts (--json)
   retry   send FAILED, UNKNOWN or CANCELED messages again, from now, for queue.max_lifetime
   cancel  cancel QUEUED messages
@@ -51,6 +52,7 @@ func queueCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	configPath := fs.String("config", "", "the configuration `FILE` (default: the embedded default)")
 	status := fs.String("status", "", "only messages in these statuses, comma-separated (list, purge)")
 	keyName := fs.String("key", "", "only messages of this API key (list, purge)")
+	recipient := fs.String("recipient", "", "only messages to this `ADDRESS`, in To, Cc or Bcc (list)")
 	limit := fs.Int("limit", 100, "at most this many messages (list)")
 	asJSON := fs.Bool("json", false, "print JSON, one object per line (list, show)")
 	if err := parseFlags(fs, args[1:]); err != nil {
@@ -71,6 +73,12 @@ func queueCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return errUsage
 	case sub == "purge" && len(ids) > 0 && (len(states) > 0 || *keyName != ""):
 		fmt.Fprintln(stderr, "mailgate queue purge: give ids or --status/--key, not both")
+		return errUsage
+	case *recipient != "" && sub != "list":
+		fmt.Fprintf(stderr, "mailgate queue %s: --recipient is for list\n", sub)
+		return errUsage
+	case *recipient != "" && !validAddress(*recipient):
+		fmt.Fprintf(stderr, "mailgate queue list: --recipient %q: not an address\n", *recipient)
 		return errUsage
 	case sub == "list" && len(ids) > 0:
 		fmt.Fprintln(stderr, "mailgate queue list: takes no ids (mailgate queue show ID shows one)")
@@ -100,7 +108,7 @@ func queueCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	switch sub {
 	case "list":
-		items, err := listItems(ctx, ops, keys, states, *limit)
+		items, err := listItems(ctx, ops, queue.ListQuery{States: states, Recipient: mailaddr.Key(*recipient)}, keys, *limit)
 		if err != nil {
 			return err
 		}
@@ -135,7 +143,7 @@ func queueCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	// purge
 	if len(ids) == 0 {
-		items, err := listItems(ctx, ops, keys, states, 0)
+		items, err := listItems(ctx, ops, queue.ListQuery{States: states}, keys, 0)
 		if err != nil {
 			return err
 		}
@@ -182,7 +190,9 @@ func eachID(ids []string, stderr io.Writer, f func(string) error) error {
 }
 
 // listItems lists the messages of keys in states, newest first per key; limit 0 is all.
-func listItems(ctx context.Context, ops queuectl.Ops, keys []string, states []queue.State, limit int) ([]*queue.Item, error) {
+// listItems lists the items of each key that pass q (its Key, Limit and PageToken are
+// set here), at most limit in all (0: no limit).
+func listItems(ctx context.Context, ops queuectl.Ops, q queue.ListQuery, keys []string, limit int) ([]*queue.Item, error) {
 	var out []*queue.Item
 	for _, k := range keys {
 		token := ""
@@ -194,7 +204,8 @@ func listItems(ctx context.Context, ops queuectl.Ops, keys []string, states []qu
 					return out, nil
 				}
 			}
-			items, next, err := ops.List(ctx, queue.ListQuery{Key: k, States: states, Limit: page, PageToken: token})
+			q.Key, q.Limit, q.PageToken = k, page, token
+			items, next, err := ops.List(ctx, q)
 			if err != nil {
 				return nil, fmt.Errorf("listing the messages of key %s: %w", k, err)
 			}
@@ -347,4 +358,9 @@ func later(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+func validAddress(s string) bool {
+	_, err := mailaddr.Parse(s)
+	return err == nil
 }

@@ -49,7 +49,8 @@ func putItems(t *testing.T, q queue.Queue, key string, ids ...string) {
 	for _, id := range ids {
 		if err := q.Enqueue(context.Background(), &queue.Item{ID: id, Key: key, From: "a@example.com", Route: "*",
 			Group: store.GroupID{Kind: store.Backend, Name: "sink"}, Backends: []string{"sink"}, Body: []byte{1},
-			Accepted: now, NotBefore: now.Add(time.Hour), Deadline: now.Add(2 * time.Hour)}); err != nil {
+			Accepted: now, NotBefore: now.Add(time.Hour), Deadline: now.Add(2 * time.Hour),
+			Recipients: []string{"to-" + id + "@example.com"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -86,6 +87,13 @@ func TestQueueCommands(t *testing.T) {
 			out, _, err := runCmd("queue", "list", "--config", cfg)
 			if err != nil || !strings.Contains(out, "3 message(s)") || !strings.Contains(out, "m3  QUEUED  other") {
 				t.Fatalf("list: %v\n%s", err, out)
+			}
+			out, _, err = runCmd("queue", "list", "--config", cfg, "--recipient", "To-M2@Example.com")
+			if err != nil || !strings.Contains(out, "1 message(s)") || !strings.Contains(out, "m2  QUEUED") {
+				t.Errorf("list --recipient: %v\n%s", err, out)
+			}
+			if _, errOut, err := runCmd("queue", "list", "--config", cfg, "--recipient", "nobody"); !errors.Is(err, errUsage) || !strings.Contains(errOut, "not an address") {
+				t.Errorf("list --recipient nobody: %v %q", err, errOut)
 			}
 			out, _, _ = runCmd("queue", "list", "--config", cfg, "--key", "other", "--json")
 			if strings.Count(out, "\n") != 1 || !strings.Contains(out, `"id":"m3"`) || !strings.Contains(out, `"status":"QUEUED"`) {
