@@ -20,7 +20,7 @@ type Webhook struct {
 	// (secret_file: one per line); each event carries a signature per secret, so a
 	// receiver can move to a new one while the old one still verifies.
 	Secret secret.String `yaml:"secret"`
-	// Events are the event types sent; empty: all of them.
+	// Events are the event types sent (webhook.EventTypes); empty: all of them.
 	Events []string `yaml:"events"`
 	// Keys limits the events to messages sent with these API keys; empty: every key's.
 	Keys []string `yaml:"keys"`
@@ -35,17 +35,8 @@ type Webhook struct {
 	CAFile string `yaml:"ca_file"`
 }
 
-// EventTypes are the events a webhook may ask for, in the order a message may go
-// through them.
-var EventTypes = []string{"queued", "deferred", "sent", "failed", "canceled", "unknown", "delivered", "bounced"}
-
 // DefaultWebhookConcurrency is a webhook's MaxConcurrency when it sets none.
 const DefaultWebhookConcurrency = 4
-
-// Wants reports whether the webhook is sent events of type event.
-func (w *Webhook) Wants(event string) bool {
-	return len(w.Events) == 0 || slices.Contains(w.Events, event)
-}
 
 // Endpoint is what the webhook client needs, the secrets parsed and the CA file read.
 func (w *Webhook) Endpoint(name string) (webhook.Endpoint, error) {
@@ -86,8 +77,8 @@ func (c *Config) validateWebhooks(v *validator) {
 			v.add(p+".secret", "%v", err)
 		}
 		for i, e := range w.Events {
-			if !slices.Contains(EventTypes, e) {
-				v.add(fmt.Sprintf("%s.events[%d]", p, i), "%q is not an event: use %s", e, strings.Join(EventTypes, ", "))
+			if !slices.Contains(webhook.EventTypes, e) {
+				v.add(fmt.Sprintf("%s.events[%d]", p, i), "%q is not an event: use %s", e, strings.Join(webhook.EventTypes, ", "))
 			} else if slices.Index(w.Events, e) < i {
 				v.add(fmt.Sprintf("%s.events[%d]", p, i), "%q is listed twice", e)
 			}

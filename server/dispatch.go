@@ -18,6 +18,7 @@ import (
 	"github.com/mailgate/mailgate/server/policy"
 	"github.com/mailgate/mailgate/server/queue"
 	"github.com/mailgate/mailgate/server/store"
+	"github.com/mailgate/mailgate/webhook"
 )
 
 // DispatchOptions tune a replica's delivery workers.
@@ -556,12 +557,12 @@ func (w *work) settle(st queue.State, now time.Time, a queue.Attempt) {
 }
 
 // eventType is the webhook event of a final state.
-var eventType = map[queue.State]string{queue.Sent: "sent", queue.Failed: "failed", queue.Unknown: "unknown"}
+var eventType = map[queue.State]string{queue.Sent: webhook.EventSent, queue.Failed: webhook.EventFailed, queue.Unknown: webhook.EventUnknown}
 
 // retry records a failed attempt and queues the message again for at.
 func (w *work) retry(at time.Time, a queue.Attempt) {
 	w.d.svc.metrics.attempts.WithLabelValues(a.Backend, a.Outcome).Inc()
-	w.d.svc.notify("deferred", w.it, queue.Queued, len(w.it.Attempts)+1, a.Time, a, at)
+	w.d.svc.notify(webhook.EventDeferred, w.it, queue.Queued, len(w.it.Attempts)+1, a.Time, a, at)
 	if w.write(func(ctx context.Context) error { return w.d.q.Retry(ctx, w.lease, at, a) }) {
 		w.log.Info("queued message deferred", "route", w.it.Route, "backend", a.Backend, "outcome", a.Outcome,
 			"remote", a.Reply, "error", a.Error, "next_attempt", at.UTC().Format(time.RFC3339))

@@ -20,6 +20,7 @@ import (
 	"github.com/mailgate/mailgate/server/policy"
 	"github.com/mailgate/mailgate/server/queue"
 	"github.com/mailgate/mailgate/server/store"
+	"github.com/mailgate/mailgate/webhook"
 )
 
 // QueueOptions bound queued delivery.
@@ -128,7 +129,7 @@ func (s *Service) enqueue(ctx context.Context, key *apikey.Key, id string, now, 
 		s.complete(qctx, ticket, store.Completion{Outcome: encodeResponse(resp), Retention: s.retention})
 	}
 	s.metrics.queued.Inc()
-	s.notify("queued", it, queue.Queued, 0, now, queue.Attempt{}, time.Time{})
+	s.notify(webhook.EventQueued, it, queue.Queued, 0, now, queue.Attempt{}, time.Time{})
 	if s.wake != nil {
 		s.wake()
 	}
@@ -286,7 +287,7 @@ func (s *Service) CancelMessage(ctx context.Context, req *mailgatev1.CancelMessa
 	s.log.Info("message canceled", "id", req.GetId(), "key", key.Name)
 	if s.notifier != nil {
 		if it, err := s.queue.Get(ctx, req.GetId()); err == nil {
-			s.notify("canceled", it, queue.Canceled, len(it.Attempts)+1, s.now(), queue.Attempt{}, time.Time{})
+			s.notify(webhook.EventCanceled, it, queue.Canceled, len(it.Attempts)+1, s.now(), queue.Attempt{}, time.Time{})
 		}
 	}
 	rec, qerr = s.queuedMessage(ctx, key, req.GetId())

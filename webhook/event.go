@@ -31,10 +31,26 @@ func NewID() string {
 	return "evt_" + strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
 }
 
+// The event types of a message, as a webhook's events list names them; the body's type
+// is "message." and the name.
+const (
+	EventQueued    = "queued"
+	EventDeferred  = "deferred"
+	EventSent      = "sent"
+	EventFailed    = "failed"
+	EventCanceled  = "canceled"
+	EventUnknown   = "unknown"
+	EventDelivered = "delivered" // from Microsoft's message trace: not sent yet
+	EventBounced   = "bounced"   // from Microsoft's message trace: not sent yet
+)
+
+// EventTypes are the event types, in the order a message may go through them.
+var EventTypes = []string{EventQueued, EventDeferred, EventSent, EventFailed, EventCanceled, EventUnknown, EventDelivered, EventBounced}
+
 // MessageEvent is what happened to a queued message, as the service reports it: the
 // data of a "message.<Type>" event. It holds no message body and no secret.
 type MessageEvent struct {
-	// Type is queued, deferred, sent, failed, canceled or unknown (config.EventTypes).
+	// Type is one of EventTypes.
 	Type string `json:"-"`
 	// Sequence numbers the message's events: 0 when it was queued, then its attempt's
 	// number (a canceled message's is its attempts so far + 1). Receivers that must

@@ -290,8 +290,9 @@ func openWebhooks(cfg *config.Config, p *parts, log *slog.Logger) (*webhook.Webh
 		q = sq
 	}
 	p.events = q
-	return webhook.New(webhook.Options{Targets: targets, Queue: q, Logger: log.With("component", "webhooks"),
-		Retention: cfg.Retention()})
+	// Delivered and abandoned events are kept for webhook.Options' default retention
+	// (24 h), not records.retention: they are only there to be delivered.
+	return webhook.New(webhook.Options{Targets: targets, Queue: q, Logger: log.With("component", "webhooks")})
 }
 
 // Serve runs the server until ctx is done and it has drained (server.Server.Serve), then
