@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -457,15 +456,9 @@ func failures(as []queue.Attempt) int {
 	return n
 }
 
-// backoff is the wait before the nth retry: MinBackoff doubled n-1 times, at most
-// MaxBackoff, then ±25% so that messages that failed together do not retry together.
+// backoff is the wait before the nth retry of a transient failure.
 func (d *Dispatcher) backoff(n int) time.Duration {
-	b := d.opts.MinBackoff
-	for i := 1; i < n && b < d.opts.MaxBackoff; i++ {
-		b *= 2
-	}
-	b = min(b, d.opts.MaxBackoff)
-	return time.Duration(float64(b) * (0.75 + rand.Float64()/2))
+	return queue.Backoff(d.opts.MinBackoff, d.opts.MaxBackoff, n)
 }
 
 // keepLease renews the lease every third of its length while the send runs, so that no
@@ -574,25 +567,18 @@ func (w *work) release(notBefore time.Time) {
 	w.write(func(ctx context.Context) error { return w.d.q.Release(ctx, w.lease, notBefore) })
 }
 
-// write runs a settling operation, retrying a failing queue for a few seconds: the
-// outcome is known, and losing it means the lease lapses and the message is tried again.
+// write records an outcome (queue.Record), and reports whether it was recorded.
 func (w *work) write(op func(context.Context) error) bool {
-	var err error
-	for i, wait := 0, 200*time.Millisecond; i < 5; i, wait = i+1, wait*2 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = op(ctx)
-		cancel()
-		if err == nil {
-			return true
-		}
-		if errors.Is(err, queue.ErrStaleLease) || errors.Is(err, queue.ErrNotFound) {
-			w.log.Error("queue: the message was taken over by another worker (its lease had lapsed); this outcome is not recorded", "error", err)
-			return false
-		}
-		time.Sleep(wait)
+	err := queue.Record(op)
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, queue.ErrStaleLease) || errors.Is(err, queue.ErrNotFound):
+		w.log.Error("queue: the message was taken over by another worker (its lease had lapsed); this outcome is not recorded", "error", err)
+	default:
+		w.d.svc.metrics.queueErrors.WithLabelValues("settle").Inc()
+		w.log.Error("queue: outcome not recorded; the message will be tried again when its lease lapses", "error", err)
 	}
-	w.d.svc.metrics.queueErrors.WithLabelValues("settle").Inc()
-	w.log.Error("queue: outcome not recorded; the message will be tried again when its lease lapses", "error", err)
 	return false
 }
 

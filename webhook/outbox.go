@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -367,7 +366,7 @@ func (w *Webhooks) deliver(it *queue.Item, name string) {
 	}
 	w.mu.Lock()
 	t.failures++
-	wait := backoff(w.opts.MinBackoff, w.opts.MaxBackoff, t.failures)
+	wait := queue.Backoff(w.opts.MinBackoff, w.opts.MaxBackoff, t.failures)
 	if se != nil && se.RetryAfter > wait {
 		wait = min(se.RetryAfter, w.opts.MaxBackoff)
 	}
@@ -407,30 +406,12 @@ func (w *Webhooks) settle(it *queue.Item, a queue.Attempt, st queue.State, log *
 	})
 }
 
-// write records an outcome, retrying a failing queue for a few seconds; unrecorded,
-// the event is posted again when its lease lapses.
+// write records an outcome (queue.Record); unrecorded, the event is posted again when
+// its lease lapses.
 func (w *Webhooks) write(log *slog.Logger, op func(context.Context) error) {
-	var err error
-	for i, wait := 0, 200*time.Millisecond; i < 5; i, wait = i+1, wait*2 {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = op(ctx)
-		cancel()
-		if err == nil || errors.Is(err, queue.ErrStaleLease) || errors.Is(err, queue.ErrNotFound) {
-			return
-		}
-		time.Sleep(wait)
+	if err := queue.Record(op); err != nil && !errors.Is(err, queue.ErrStaleLease) && !errors.Is(err, queue.ErrNotFound) {
+		log.Error("webhooks: outcome not recorded; the event is posted again when its lease lapses", "error", err)
 	}
-	log.Error("webhooks: outcome not recorded; the event is posted again when its lease lapses", "error", err)
-}
-
-// backoff is min·2^(n-1), at most max, ±25%.
-func backoff(lo, hi time.Duration, n int) time.Duration {
-	b := lo
-	for i := 1; i < n && b < hi; i++ {
-		b *= 2
-	}
-	b = min(b, hi)
-	return time.Duration(float64(b) * (0.75 + rand.Float64()/2))
 }
 
 // expire removes delivered and abandoned events older than the retention.
