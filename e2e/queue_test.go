@@ -118,6 +118,17 @@ func queueAll(t *testing.T, ps []*proc, n int, sendAt string) map[string]string 
 	return ids
 }
 
+// graphSecretFile writes the Graph fake's client secret into dir, for a backend's
+// client_secret_file, and returns the file.
+func graphSecretFile(t *testing.T, dir string) string {
+	t.Helper()
+	f := filepath.Join(dir, "graph-secret")
+	if err := os.WriteFile(f, []byte(graphtest.ClientSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // queueOne sends one message from from to ops@fabrikam.test through p with the app
 // key, its X-Test-Id testID, and returns the id it was answered 202 QUEUED with.
 func queueOne(t *testing.T, p *proc, from, testID string) string {
@@ -369,10 +380,7 @@ func TestQueueFailoverFromPausedGraph(t *testing.T) {
 	g := graphtest.New(t)
 	relay := smtptest.New(t, smtptest.Options{Mode: smtptest.Relay, AcceptedDomains: []string{"contoso.com"}})
 	dir := t.TempDir()
-	secretFile := filepath.Join(dir, "graph-secret")
-	if err := os.WriteFile(secretFile, []byte(graphtest.ClientSecret+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secretFile := graphSecretFile(t, dir)
 	cas := relay.CAFileWith(t, g.CAFile(t))
 	p := serveConfigFunc(t, dir, func(httpAddr, grpcAddr string) string {
 		return fmt.Sprintf(`listen: {http: %q, grpc: %q, shutdown_timeout: %s}
@@ -441,10 +449,7 @@ func TestQueueThrottledBackendsRecover(t *testing.T) {
 	g := graphtest.New(t)
 	sub := smtptest.New(t, smtptest.Options{Mode: smtptest.Submission, Tokens: g.TokenScope})
 	dir := t.TempDir()
-	secretFile := filepath.Join(dir, "client-secret")
-	if err := os.WriteFile(secretFile, []byte(graphtest.ClientSecret+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secretFile := graphSecretFile(t, dir)
 	cas := sub.CAFileWith(t, g.CAFile(t))
 	p := serveConfigFunc(t, dir, func(httpAddr, grpcAddr string) string {
 		return fmt.Sprintf(`listen: {http: %q, grpc: %q, shutdown_timeout: %s}
