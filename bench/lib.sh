@@ -462,6 +462,27 @@ run_postfix() {
 	postfix_started=0
 }
 
+# ---------------------------------------------------------------- the message
+# make_message SCRIPT: set body_text to BODY_BYTES of 64-byte lines (63 characters and LF)
+# naming SCRIPT, and write $tmp/message.eml for smtp-source: the headers mailgate writes
+# (quoted-printable leaves these lines as they are) and the same text, so that both
+# paths carry the same message.
+make_message() {
+	body_text=$(awk -v n="$BODY_BYTES" -v who="$1" 'BEGIN {
+		for (i = 1; n > 0; i++) {
+			line = sprintf("Line %03d of the benchmark message, sent by %s..................", i, who)
+			len = (n >= 64 ? 63 : n - 1); print substr(line, 1, len); n -= len + 1
+		} }')
+	{
+		printf 'Date: %s\n' "$(date -R)"
+		printf 'MIME-Version: 1.0\n'
+		printf 'Message-ID: <bench.%s@contoso.test>\n' "$(date +%s%N)"
+		printf 'Subject: bench\nFrom: <app@contoso.test>\nTo: <user@contoso.test>\n'
+		printf 'Content-Transfer-Encoding: quoted-printable\nContent-Type: text/plain; charset=UTF-8\n\n'
+		printf '%s\n' "$body_text"
+	} >"$tmp/message.eml"
+}
+
 # source_file_run N: N messages of $tmp/message.eml over C sessions to Postfix, each
 # session kept for its messages (-d): run_postfix's RUN for bench/relay.sh and
 # bench/queue.sh.

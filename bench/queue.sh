@@ -174,12 +174,8 @@ mg_stop() {
 hwm_kb() { awk '$1 == "VmHWM:" { print $2 }' "/proc/$1/status"; }
 
 # ---------------------------------------------------------------- the messages
-# The same text for every path: BODY_BYTES of 64-byte lines (63 characters and LF).
-body_text=$(awk -v n="$BODY_BYTES" 'BEGIN {
-	for (i = 1; n > 0; i++) {
-		line = sprintf("Line %03d of the queue benchmark message, sent by bench/queue.sh....", i)
-		len = (n >= 64 ? 63 : n - 1); print substr(line, 1, len); n -= len + 1
-	} }')
+# The same message for every path (make_message in lib.sh).
+make_message bench/queue.sh
 # body_json FILE [SENDAT]: the SendMail request, with sendAt SENDAT if given.
 body_json() {
 	jq -n --arg text "$body_text" --arg at "${2:-}" '{from: {address: "app@contoso.test"},
@@ -187,13 +183,6 @@ body_json() {
 		+ (if $at == "" then {} else {sendAt: $at} end)' >"$1"
 }
 body_json "$tmp/body.json"
-# For smtp-source: the headers mailgate writes, and the same text.
-{
-	printf 'Date: %s\nMIME-Version: 1.0\nMessage-ID: <bench.%s@contoso.test>\n' "$(date -R)" "$(date +%s%N)"
-	printf 'Subject: bench\nFrom: <app@contoso.test>\nTo: <user@contoso.test>\n'
-	printf 'Content-Transfer-Encoding: quoted-printable\nContent-Type: text/plain; charset=UTF-8\n\n'
-	printf '%s\n' "$body_text"
-} >"$tmp/message.eml"
 
 # hey_run HTTP N BODY WANT [RATE]: N REST requests of BODY at concurrency min(C, N) to
 # 127.0.0.1:HTTP, at most RATE a second if given; all must be answered WANT (200 or

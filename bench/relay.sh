@@ -38,21 +38,8 @@ pick_ports
 start_sink
 
 # ---------------------------------------------------------------- the message
-# The same text for both paths: BODY_BYTES of 64-byte lines (63 characters and LF).
-body_text=$(awk -v n="$BODY_BYTES" 'BEGIN {
-	for (i = 1; n > 0; i++) {
-		line = sprintf("Line %03d of the relay benchmark message, sent by bench/relay.sh...", i)
-		len = (n >= 64 ? 63 : n - 1); print substr(line, 1, len); n -= len + 1
-	} }')
-# For smtp-source, the headers mailgate writes (quoted-printable leaves these lines as they are).
-{
-	printf 'Date: %s\n' "$(date -R)"
-	printf 'MIME-Version: 1.0\n'
-	printf 'Message-ID: <bench.%s@contoso.test>\n' "$(date +%s%N)"
-	printf 'Subject: bench\nFrom: <app@contoso.test>\nTo: <user@contoso.test>\n'
-	printf 'Content-Transfer-Encoding: quoted-printable\nContent-Type: text/plain; charset=UTF-8\n\n'
-	printf '%s\n' "$body_text"
-} >"$tmp/message.eml"
+# The same message for both paths (make_message in lib.sh).
+make_message bench/relay.sh
 
 # ---------------------------------------------------------------- (a) mailgate
 # hey_run N: N REST requests at concurrency C; all must return 200.
